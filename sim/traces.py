@@ -1,0 +1,292 @@
+"""``Traces``: pings grouped by pseudonym in CSR layout — what the attacker holds.
+
+Rows are sorted by (trace, time).  Trace ``i`` owns rows ``offsets[i]:offsets[i+1]``
+of every column.  Positions are in metres in a projected CRS (``crs``); lat/lon
+appear only at I/O.  Local time (for night/day windows) is UTC plus a fixed
+``utc_offset_s``.  ``start_s`` is the UTC instant of local midnight that opens day 0
+of the observation window, so the local day of a ping is
+``(t_s - start_s) // 86400`` and its local hour ``((t_s - start_s) % 86400) / 3600``.
+
+Kernels take the contiguous arrays plus ``offsets``; nothing here loops in Python over
+traces.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+
+DAY_S = 86400
+
+
+def local_midnight(t_s: int, utc_offset_s: int) -> int:
+    """UTC seconds of the local midnight at or before ``t_s``."""
+    local = int(t_s) + int(utc_offset_s)
+    return local - (local % DAY_S) - int(utc_offset_s)
+
+
+def weekday_of_day(start_s: int, utc_offset_s: int, day: np.ndarray) -> np.ndarray:
+    """Weekday (0 = Monday .. 6 = Sunday) of local day index ``day`` of a window."""
+    epoch_day = (int(start_s) + int(utc_offset_s)) // DAY_S  # 1970-01-01 was a Thursday
+    return (epoch_day + np.asarray(day, dtype=np.int64) + 3) % 7
+
+
+@dataclass(frozen=True, eq=False)
+class Traces:
+    """Pings grouped by pseudonym (CSR).
+
+    Parameters
+    ----------
+    pseudonym : array of str, shape (n_traces,)
+        The published identifier of each trace.
+    offsets : int64 array, shape (n_traces + 1,)
+        ``offsets[0] == 0``, non-decreasing, ``offsets[-1] == n_pings``.
+    t_s : int64 array, shape (n_pings,)
+        Unix seconds (UTC), non-decreasing within each trace (ties allowed).
+    x_m, y_m : float64 arrays, shape (n_pings,)
+        Projected position in metres.
+    accuracy_m : float32 array, shape (n_pings,)
+        Reported horizontal accuracy in metres (68 % radius).
+    crs : str
+        The projected CRS of ``x_m``/``y_m`` (any string pyproj accepts).
+    utc_offset_s : int
+        Local time minus UTC, seconds (fixed; no daylight saving).
+    start_s : int
+        UTC instant of local midnight opening day 0 of the window.
+    n_days : int
+        Length of the observation window in days.
+    """
+
+    pseudonym: np.ndarray
+    offsets: np.ndarray
+    t_s: np.ndarray
+    x_m: np.ndarray
+    y_m: np.ndarray
+    accuracy_m: np.ndarray
+    crs: str
+    utc_offset_s: int = 0
+    start_s: int = 0
+    n_days: int = 1
+    meta: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def n_traces(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def n_pings(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def trace_index(self) -> np.ndarray:
+        """Trace number of every ping (int64, shape (n_pings,))."""
+        return np.repeat(np.arange(self.n_traces, dtype=np.int64), self.lengths)
+
+    def day(self) -> np.ndarray:
+        """Local day index of every ping within the window (int64)."""
+        return (self.t_s - self.start_s) // DAY_S
+
+    def hour(self) -> np.ndarray:
+        """Local hour of day of every ping, float64 in [0, 24)."""
+        return ((self.t_s - self.start_s) % DAY_S) / 3600.0
+
+    def weekday(self) -> np.ndarray:
+        """Local weekday of every ping (0 = Monday)."""
+        return weekday_of_day(self.start_s, self.utc_offset_s, self.day())
+
+    def replace(self, **changes) -> "Traces":
+        """A copy with some fields replaced (validated)."""
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d.update(changes)
+        out = Traces(**d)
+        out.validate()
+        return out
+
+    # ------------------------------------------------------------- validation
+    def validate(self) -> "Traces":
+        """Check shapes, offsets, finiteness and per-trace time order; raise InputError."""
+        n = len(self.t_s)
+        off = np.asarray(self.offsets)
+        if off.ndim != 1 or len(off) < 1 or off[0] != 0 or off[-1] != n:
+            raise InputError(
+                f"offsets must start at 0 and end at the number of pings ({n}); got "
+                f"{off[:1].tolist()}..{off[-1:].tolist()}. Build Traces with Traces.from_frame."
+            )
+        if len(off) - 1 != len(self.pseudonym):
+            raise InputError(
+                f"{len(self.pseudonym)} pseudonyms but {len(off) - 1} traces in offsets; "
+                "there must be one pseudonym per trace."
+            )
+        if np.any(np.diff(off) < 0):
+            raise InputError("offsets must be non-decreasing.")
+        for name in ("x_m", "y_m", "accuracy_m"):
+            a = getattr(self, name)
+            if len(a) != n:
+                raise InputError(f"column {name} has {len(a)} rows, t_s has {n}; all columns must match.")
+        if not (np.all(np.isfinite(self.x_m)) and np.all(np.isfinite(self.y_m))):
+            bad = int(np.flatnonzero(~(np.isfinite(self.x_m) & np.isfinite(self.y_m)))[0])
+            raise InputError(
+                f"non-finite coordinate at ping row {bad}; drop or repair NaN/inf positions "
+                "before building Traces."
+            )
+        if n > 1:
+            dt = np.diff(self.t_s)
+            starts = np.zeros(n - 1, dtype=bool)
+            inner = off[1:-1]
+            inner = inner[(inner > 0) & (inner < n)]
+            starts[inner - 1] = True  # step from last ping of a trace to the next trace
+            bad = np.flatnonzero((dt < 0) & ~starts)
+            if len(bad):
+                r = int(bad[0]) + 1
+                tr = int(np.searchsorted(off, r, side="right") - 1)
+                raise InputError(
+                    f"t_s is not sorted within trace {tr} (pseudonym {self.pseudonym[tr]!r}) at row {r}; "
+                    "sort pings by (pseudonym, t_s), e.g. with Traces.from_frame."
+                )
+        return self
+
+    # ----------------------------------------------------------- constructors
+    @classmethod
+    def from_frame(
+        cls,
+        df: pd.DataFrame,
+        *,
+        crs: str,
+        utc_offset_s: int = 0,
+        start_s: int | None = None,
+        n_days: int | None = None,
+        pseudonym_col: str = "pseudonym",
+    ) -> "Traces":
+        """Build from a table with columns pseudonym, t_s, x_m, y_m[, accuracy_m].
+
+        Rows are sorted (stably) by (pseudonym, t_s); the table itself is not modified.
+        ``start_s`` defaults to the local midnight before the first ping, ``n_days`` to
+        the number of local days up to the last ping.
+        """
+        need = [pseudonym_col, "t_s", "x_m", "y_m"]
+        missing = [c for c in need if c not in df.columns]
+        if missing:
+            raise InputError(
+                f"table is missing column(s) {missing}; expected {need} (+ optional accuracy_m)."
+            )
+        if df[need].isna().any().any():
+            col = df[need].columns[df[need].isna().any()].tolist()
+            raise InputError(f"column(s) {col} contain missing values; drop those rows first.")
+        codes, uniques = pd.factorize(df[pseudonym_col], sort=True)
+        t = df["t_s"].to_numpy()
+        if not np.issubdtype(t.dtype, np.integer):
+            raise InputError(
+                f"t_s must be integer Unix seconds, got dtype {t.dtype}; convert timestamps with "
+                "sim.io.to_unix_seconds."
+            )
+        order = np.lexsort((t, codes))
+        codes = codes[order]
+        counts = np.bincount(codes, minlength=len(uniques))
+        offsets = np.zeros(len(uniques) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        t_s = t[order].astype(np.int64)
+        acc = (
+            df["accuracy_m"].to_numpy(dtype=np.float32)[order]
+            if "accuracy_m" in df.columns
+            else np.full(len(df), np.nan, dtype=np.float32)
+        )
+        if start_s is None:
+            start_s = local_midnight(int(t_s.min()), utc_offset_s) if len(t_s) else 0
+        if n_days is None:
+            n_days = int((int(t_s.max()) - start_s) // DAY_S + 1) if len(t_s) else 1
+        out = cls(
+            pseudonym=np.asarray(uniques, dtype=object),
+            offsets=offsets,
+            t_s=t_s,
+            x_m=df["x_m"].to_numpy(dtype=np.float64)[order],
+            y_m=df["y_m"].to_numpy(dtype=np.float64)[order],
+            accuracy_m=acc,
+            crs=crs,
+            utc_offset_s=int(utc_offset_s),
+            start_s=int(start_s),
+            n_days=int(n_days),
+        )
+        return out.validate()
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per ping: pseudonym, t_s, x_m, y_m, accuracy_m."""
+        return pd.DataFrame(
+            {
+                "pseudonym": pd.Categorical.from_codes(
+                    self.trace_index(), categories=pd.Index(self.pseudonym)
+                )
+                if self.n_traces
+                else pd.Categorical([]),
+                "t_s": self.t_s,
+                "x_m": self.x_m,
+                "y_m": self.y_m,
+                "accuracy_m": self.accuracy_m,
+            }
+        )
+
+    # ------------------------------------------------------------- selections
+    def select_pings(self, keep: np.ndarray, drop_empty: bool = True) -> "Traces":
+        """Keep the pings where boolean ``keep`` is True (order preserved)."""
+        keep = np.asarray(keep, dtype=bool)
+        if keep.shape != self.t_s.shape:
+            raise InputError(f"mask has shape {keep.shape}, expected {self.t_s.shape}.")
+        tr = self.trace_index()[keep]
+        counts = np.bincount(tr, minlength=self.n_traces)
+        pseud = self.pseudonym
+        if drop_empty:
+            nz = counts > 0
+            counts = counts[nz]
+            pseud = pseud[nz]
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return Traces(
+            pseudonym=pseud, offsets=offsets, t_s=self.t_s[keep], x_m=self.x_m[keep],
+            y_m=self.y_m[keep], accuracy_m=self.accuracy_m[keep], crs=self.crs,
+            utc_offset_s=self.utc_offset_s, start_s=self.start_s, n_days=self.n_days,
+            meta=dict(self.meta),
+        )
+
+    def prefix(self, days: float) -> "Traces":
+        """Only the first ``days`` days of the window (pings with t_s < start + days*86400).
+
+        Traces with no ping in the prefix are kept (empty) so trace numbers stay aligned.
+        """
+        if days <= 0:
+            raise InputError(f"days must be > 0, got {days}.")
+        keep = self.t_s < self.start_s + int(round(days * DAY_S))
+        out = self.select_pings(keep, drop_empty=False)
+        return out.replace(n_days=int(np.ceil(min(days, self.n_days))))
+
+    def take(self, idx: np.ndarray) -> "Traces":
+        """The traces with the given indices, in that order."""
+        idx = np.asarray(idx, dtype=np.int64)
+        lens = self.lengths[idx]
+        offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        rows = (
+            np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx])
+            if len(idx) and len(idx) < 64
+            else _gather_rows(self.offsets, idx, offsets)
+        )
+        return Traces(
+            pseudonym=self.pseudonym[idx], offsets=offsets, t_s=self.t_s[rows],
+            x_m=self.x_m[rows], y_m=self.y_m[rows], accuracy_m=self.accuracy_m[rows],
+            crs=self.crs, utc_offset_s=self.utc_offset_s, start_s=self.start_s,
+            n_days=self.n_days, meta=dict(self.meta),
+        )
+
+
+def _gather_rows(src_off, idx, dst_off):
+    n = int(dst_off[-1])
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    tr = np.repeat(np.arange(len(idx)), np.diff(dst_off))
+    within = np.arange(n) - dst_off[tr]
+    return src_off[idx][tr] + within
