@@ -1,0 +1,426 @@
+"""Generate the broker's release: world → population → pings, streamed in blocks.
+
+:func:`generate_block` runs the numba kernels for a contiguous range of global device
+indices and returns that block's pings (sorted by pseudonym, then time) plus its
+pseudonym history; :func:`generate` drives all blocks (in-process or on Dask), writes
+each block's Parquet part before the next one starts, and writes truth, register, world
+and manifest.  Output content depends only on the scenario (seed included), never on
+``block_devices``, the thread count or the backend.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import __version__
+from . import _kernels_generate as K
+from .config import Scenario
+from .errors import ConfigError, InputError
+from .io import atomic_path
+from .population import SCHEDULES, choose_devices, make_persons, make_register
+from .world import World, build_world
+
+log = logging.getLogger(__name__)
+
+# Relative ping intensity per local hour (phones ping less while people sleep, more at
+# commute and evening peaks).  Calibrated by eye to published diurnal app-usage curves.
+HOURLY_WEIGHTS = np.array([
+    0.25, 0.18, 0.15, 0.15, 0.18, 0.30, 0.60, 0.90, 1.00, 1.00, 1.00, 1.00,
+    1.10, 1.00, 1.00, 1.00, 1.00, 1.10, 1.20, 1.30, 1.30, 1.20, 0.90, 0.50,
+])
+
+PINGS_SCHEMA = pa.schema([
+    ("pseudonym", pa.dictionary(pa.int32(), pa.string())),
+    ("t_s", pa.int64()),
+    ("lat_deg", pa.float64()),
+    ("lon_deg", pa.float64()),
+    ("accuracy_m", pa.float32()),
+])
+
+# EPR (Song et al. 2010) and jump-length constants
+EPR_RHO, EPR_GAMMA = 0.6, 0.21
+JUMP_R0_M, JUMP_ALPHA = 300.0, 0.55
+WEEKEND_RATE_FACTOR = 0.9
+
+
+def hour_cdf() -> np.ndarray:
+    w = HOURLY_WEIGHTS / HOURLY_WEIGHTS.sum()
+    c = np.cumsum(w)
+    c[-1] = 1.0
+    return c
+
+
+def kernel_params(scn: Scenario, world: World) -> np.ndarray:
+    g = scn.pings
+    p = np.zeros(K.N_PARAMS)
+    p[K.P_MEDIAN_RATE] = g.median_pings_per_day
+    p[K.P_RATE_SIGMA] = g.rate_sigma
+    p[K.P_MAX_RATE] = g.max_pings_per_day
+    p[K.P_SILENT] = g.silent_day_prob
+    p[K.P_SESSION] = g.pings_per_session
+    p[K.P_GAP] = g.session_gap_s
+    p[K.P_GPS_MED] = g.gps_median_accuracy_m
+    p[K.P_COARSE_SHARE] = g.coarse_fix_share
+    p[K.P_COARSE_MED] = g.coarse_median_accuracy_m
+    p[K.P_SPEED] = g.travel_speed_kmh
+    p[K.P_OVERHEAD] = g.trip_overhead_min
+    p[K.P_RADIUS] = _radius_m(world)
+    p[K.P_RHO] = EPR_RHO
+    p[K.P_GAMMA] = EPR_GAMMA
+    p[K.P_JUMP_R0] = JUMP_R0_M
+    p[K.P_JUMP_ALPHA] = JUMP_ALPHA
+    p[K.P_WEEKEND_RATE] = WEEKEND_RATE_FACTOR
+    return p
+
+
+def _radius_m(world: World) -> float:
+    if "radius_m" in world.meta:
+        return float(world.meta["radius_m"])
+    b = world.buildings
+    return float(np.hypot(b.x_m, b.y_m).max())
+
+
+@dataclass
+class DeviceInputs:
+    """Per-device kernel inputs (global device order)."""
+
+    sched: np.ndarray
+    hx: np.ndarray
+    hy: np.ndarray
+    wx: np.ndarray
+    wy: np.ndarray
+
+    @classmethod
+    def from_tables(cls, persons: pd.DataFrame, devices: pd.DataFrame) -> "DeviceInputs":
+        p = persons.set_index("person_id").loc[devices["person_id"].to_numpy()]
+        sched = pd.Categorical(p["schedule"], categories=list(SCHEDULES)).codes.astype(np.int64)
+        return cls(
+            sched=sched, hx=p["home_x_m"].to_numpy(np.float64), hy=p["home_y_m"].to_numpy(np.float64),
+            wx=p["work_x_m"].to_numpy(np.float64), wy=p["work_y_m"].to_numpy(np.float64),
+        )
+
+    def slice(self, a, b) -> "DeviceInputs":
+        return DeviceInputs(*(np.ascontiguousarray(getattr(self, f)[a:b]) for f in ("sched", "hx", "hy", "wx", "wy")))
+
+
+# ---------------------------------------------------------------- identifiers
+def maids(seed: int, device_idx, epoch) -> list:
+    """Advertising IDs (UUID v4 text) of devices in given epochs (one per rotation).
+
+    Each is a pure function of (seed, device index, epoch).
+    """
+    d = np.asarray(device_idx, dtype=np.int64)
+    e = np.asarray(epoch, dtype=np.int64)
+    hi, lo = K.maid_words(int(seed), d, e)
+    out = []
+    for a, b in zip(hi.tolist(), lo.tolist()):
+        v = (a << 64) | b
+        v = (v & ~(0xF << 76)) | (0x4 << 76)   # version 4
+        v = (v & ~(0x3 << 62)) | (0x2 << 62)   # RFC 4122 variant
+        h = f"{v:032x}"
+        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return out
+
+
+def pseudonym_of(maid_str: str, salt: str = "") -> str:
+    """What the broker publishes: hex SHA-256 of (salt + MAID); unsalted by default."""
+    return hashlib.sha256((salt + maid_str).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- one block
+@dataclass
+class Block:
+    """One block's output: pings sorted by (pseudonym, t_s) and its pseudonym history."""
+
+    pings: pa.Table
+    history: pd.DataFrame  # pseudonym, device_idx, epoch, maid, first_day, last_day, n_pings
+    device_pings: np.ndarray  # pings per device of the block
+
+
+def simulate_block(scn: Scenario, inputs: DeviceInputs, g0: int, g1: int, params: np.ndarray):
+    """Run the kernels for devices g0..g1-1.  Returns (offsets, t_s, x_m, y_m, accuracy_m)
+    with rows sorted by (device, time) and t_s in Unix seconds UTC."""
+    n_dev = g1 - g0
+    wd0 = int(_dt.date.fromisoformat(scn.pings.start_date).weekday())
+    cdf = hour_cdf()
+    sub = inputs.slice(g0, g1)
+    counts = K.count_pings(scn.seed, g0, n_dev, scn.pings.days, wd0, params)
+    offsets = np.zeros(n_dev + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    n = int(offsets[-1])
+    t = np.empty(n, dtype=np.int64)
+    x = np.empty(n, dtype=np.float64)
+    y = np.empty(n, dtype=np.float64)
+    acc = np.empty(n, dtype=np.float32)
+    written = K.fill_pings(scn.seed, g0, offsets, scn.pings.days, wd0, sub.sched, sub.hx, sub.hy,
+                           sub.wx, sub.wy, params, cdf, t, x, y, acc)
+    if not np.array_equal(written, counts):  # pragma: no cover - kernel invariant
+        raise RuntimeError("ping kernel wrote a different number of pings than counted")
+    t += scn.start_s
+    return offsets, t, x, y, acc
+
+
+def generate_block(scn: Scenario, world: World, inputs: DeviceInputs, g0: int, g1: int,
+                   params: np.ndarray | None = None) -> Block:
+    """Pings of devices g0..g1-1 as the broker publishes them (sorted by pseudonym, time)."""
+    params = kernel_params(scn, world) if params is None else params
+    offsets, t, x, y, acc = simulate_block(scn, inputs, g0, g1, params)
+    n_dev = g1 - g0
+    days = scn.pings.days
+    ep = K.epochs_by_day(scn.seed, g0, n_dev, days, scn.ids.rotation_days, scn.ids.daily_reset_prob)
+    dev_of_ping = np.repeat(np.arange(n_dev), np.diff(offsets))
+    day_of_ping = (t - scn.start_s) // 86400
+    ping_epoch = ep[dev_of_ping, day_of_ping]
+    # (device, epoch) pairs with their pseudonyms
+    n_ep = ep[:, -1].astype(np.int64) + 1
+    pair_off = np.zeros(n_dev + 1, dtype=np.int64)
+    np.cumsum(n_ep, out=pair_off[1:])
+    pair_dev = np.repeat(np.arange(n_dev), n_ep)
+    pair_epoch = np.arange(int(pair_off[-1])) - pair_off[pair_dev]
+    maid_list = maids(scn.seed, g0 + pair_dev, pair_epoch)
+    pseud = np.array([pseudonym_of(m, scn.ids.salt) for m in maid_list], dtype=object)
+    # day span of each pair
+    d_idx = np.arange(days)
+    first_day = np.empty(len(pair_dev), dtype=np.int64)
+    last_day = np.empty(len(pair_dev), dtype=np.int64)
+    flat = ep + pair_off[:-1, None]  # pair id of every device-day
+    first_day[:] = days
+    last_day[:] = -1
+    np.minimum.at(first_day, flat.ravel(), np.tile(d_idx, n_dev))
+    np.maximum.at(last_day, flat.ravel(), np.tile(d_idx, n_dev))
+    pair_of_ping = pair_off[dev_of_ping] + ping_epoch
+    pair_n = np.bincount(pair_of_ping, minlength=len(pair_dev))
+    # sort pairs by pseudonym; pings of a pair are contiguous and time-sorted
+    rank_order = np.argsort(pseud, kind="stable")
+    pair_start = np.zeros(len(pair_dev) + 1, dtype=np.int64)
+    np.cumsum(pair_n, out=pair_start[1:])
+    keep_pairs = rank_order[pair_n[rank_order] > 0]
+    lens = pair_n[keep_pairs]
+    dst = np.zeros(len(keep_pairs) + 1, dtype=np.int64)
+    np.cumsum(lens, out=dst[1:])
+    tr = np.repeat(np.arange(len(keep_pairs)), lens)
+    rows = pair_start[keep_pairs][tr] + (np.arange(int(dst[-1])) - dst[tr])
+    lat, lon = world.to_latlon(x[rows], y[rows])
+    dict_arr = pa.DictionaryArray.from_arrays(
+        pa.array(tr.astype(np.int32)), pa.array(list(pseud[keep_pairs]), type=pa.string())
+    )
+    table = pa.Table.from_arrays(
+        [dict_arr, pa.array(t[rows]), pa.array(lat), pa.array(lon), pa.array(acc[rows])],
+        schema=PINGS_SCHEMA,
+    )
+    hist = pd.DataFrame({
+        "pseudonym": pseud, "device_idx": (g0 + pair_dev).astype(np.int64),
+        "epoch": pair_epoch.astype(np.int64), "maid": maid_list,
+        "first_day": first_day, "last_day": last_day, "n_pings": pair_n.astype(np.int64),
+    })
+    return Block(pings=table, history=hist, device_pings=np.diff(offsets))
+
+
+def write_pings_part(table: pa.Table, path) -> None:
+    """Write one part file atomically (zstd; dictionary-encoded pseudonyms)."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", use_byte_stream_split=["lat_deg", "lon_deg", "accuracy_m"],
+                       row_group_size=1 << 20)
+
+
+def _block_task(scn_dict, world_dir, inputs, g0, g1, part_path):
+    """Dask task: generate one block and write its part (the world is read once per worker)."""
+    scn = Scenario.from_dict(scn_dict)
+    world = _cached_world(world_dir)
+    blk = generate_block(scn, world, inputs, g0, g1)
+    write_pings_part(blk.pings, part_path)
+    return blk.history, blk.device_pings
+
+
+_WORLD_CACHE: dict = {}
+
+
+def _cached_world(world_dir):
+    w = _WORLD_CACHE.get(world_dir)
+    if w is None:
+        w = World.load(world_dir)
+        _WORLD_CACHE.clear()
+        _WORLD_CACHE[world_dir] = w
+    return w
+
+
+# ---------------------------------------------------------------- driver
+@dataclass
+class Synthesis:
+    """World, population and panel of a scenario (everything before the pings)."""
+
+    scenario: Scenario
+    world: World
+    persons: pd.DataFrame
+    devices: pd.DataFrame
+    register: pd.DataFrame
+    inputs: DeviceInputs
+
+
+def synthesize(scn: Scenario) -> Synthesis:
+    """Build world, persons, panel devices and the register for a scenario."""
+    scn.validate()
+    world = build_world(scn.world, scn.seed, residents=scn.residents)
+    persons = make_persons(world, scn.residents, scn.population, scn.seed)
+    devices = choose_devices(persons, scn.devices, scn.seed)
+    register = make_register(persons, world, scn.register, scn.seed)
+    return Synthesis(scn, world, persons, devices, register, DeviceInputs.from_tables(persons, devices))
+
+
+def generate(scn: Scenario, out_dir, *, progress: bool = True, backend: str = "local",
+             scheduler: str | None = None, n_workers: int = 2) -> dict:
+    """Generate a scenario's full dataset into ``out_dir``; returns the manifest.
+
+    Writes ``pings/part-*.parquet`` (the release), ``truth/{persons,devices,pseudonyms}
+    .parquet``, ``register.parquet``, ``world/`` and ``manifest.json``.  Everything is
+    first written to a staging folder inside ``out_dir`` and moved into place at the
+    end, so an interrupted run never damages a dataset already there.
+
+    backend : "local" (numba threads in-process) or "dask" (a LocalCluster of
+        ``n_workers`` single-threaded workers, or the scheduler at ``scheduler``).
+    """
+    from tqdm.auto import tqdm
+
+    if backend not in ("local", "dask"):
+        raise ConfigError(f"backend must be 'local' or 'dask', got {backend!r}")
+    t_start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = out / f".staging-{uuid.uuid4().hex[:8]}"
+    stage.mkdir()
+    try:
+        syn = synthesize(scn)
+        syn.world.save(stage / "world")
+        n_dev = len(syn.devices)
+        B = int(scn.block_devices)
+        blocks = [(g0, min(g0 + B, n_dev)) for g0 in range(0, n_dev, B)]
+        (stage / "pings").mkdir()
+        histories, dev_pings = [], []
+        bar = tqdm(total=n_dev, desc="generate", unit="dev", disable=not progress)
+        if backend == "local":
+            params = kernel_params(scn, syn.world)
+            for bi, (g0, g1) in enumerate(blocks):
+                blk = generate_block(scn, syn.world, syn.inputs, g0, g1, params)
+                write_pings_part(blk.pings, stage / "pings" / f"part-{bi:05d}.parquet")
+                histories.append(blk.history)
+                dev_pings.append(blk.device_pings)
+                del blk
+                bar.update(g1 - g0)
+        else:
+            results = _run_dask(scn, syn, blocks, stage, scheduler, n_workers, bar)
+            for h, dp in results:
+                histories.append(h)
+                dev_pings.append(dp)
+        bar.close()
+        hist = pd.concat(histories, ignore_index=True)
+        hist.insert(2, "person_id", syn.devices["person_id"].to_numpy()[hist["device_idx"].to_numpy()])
+        devices = syn.devices.copy()
+        devices["maid"] = hist.loc[hist["epoch"] == 0].sort_values("device_idx")["maid"].to_numpy()
+        params = kernel_params(scn, syn.world)
+        rates = K.device_rates(scn.seed, 0, n_dev, params)
+        devices["pings_per_day"] = rates[:, 0]
+        devices["silent_day_prob"] = rates[:, 1]
+        devices["n_pings"] = np.concatenate(dev_pings) if dev_pings else np.zeros(0, np.int64)
+        (stage / "truth").mkdir()
+        syn.persons.to_parquet(stage / "truth" / "persons.parquet", index=False)
+        devices.to_parquet(stage / "truth" / "devices.parquet", index=False)
+        hist.to_parquet(stage / "truth" / "pseudonyms.parquet", index=False)
+        syn.register.to_parquet(stage / "register.parquet", index=False)
+        n_pings = int(hist["n_pings"].sum())
+        manifest = {
+            "reidsim_version": __version__,
+            "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "scenario": scn.to_dict(),
+            "config_hash": scn.config_hash(),
+            "seed": scn.seed,
+            "crs": syn.world.crs,
+            "utc_offset_s": scn.utc_offset_s,
+            "start_s": scn.start_s,
+            "n_days": scn.pings.days,
+            "rows": {
+                "pings": n_pings, "pseudonyms": int((hist["n_pings"] > 0).sum()),
+                "devices": n_dev, "persons": len(syn.persons), "register": len(syn.register),
+            },
+            "backend": backend,
+            "seconds": round(time.perf_counter() - t_start, 3),
+            "versions": package_versions(),
+        }
+        (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+        _commit_stage(stage, out)
+        return manifest
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _commit_stage(stage: Path, out: Path) -> None:
+    """Move every staged entry into ``out``, replacing older ones only at the end."""
+    for entry in sorted(stage.iterdir(), key=lambda p: p.name == "manifest.json"):
+        dst = out / entry.name
+        if dst.exists():
+            trash = out / f".old-{uuid.uuid4().hex[:8]}-{entry.name}"
+            os.replace(dst, trash)
+            os.replace(entry, dst)
+            if trash.is_dir():
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                trash.unlink(missing_ok=True)
+        else:
+            os.replace(entry, dst)
+
+
+def _run_dask(scn, syn, blocks, stage, scheduler, n_workers, bar):
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, env={"NUMBA_NUM_THREADS": "1"})
+        client = Client(cluster)
+    try:
+        world_dir = str((stage / "world").resolve())
+        sd = scn.to_dict()
+        futs = {}
+        for bi, (g0, g1) in enumerate(blocks):
+            f = client.submit(_block_task, sd, world_dir, syn.inputs.slice(g0, g1) if False else syn.inputs,
+                              g0, g1, str(stage / "pings" / f"part-{bi:05d}.parquet"), pure=False)
+            futs[f] = bi
+        results = [None] * len(blocks)
+        for f in as_completed(futs):
+            bi = futs[f]
+            results[bi] = f.result()
+            g0, g1 = blocks[bi]
+            bar.update(g1 - g0)
+        return results
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def package_versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for p in ("numpy", "numba", "pandas", "pyarrow", "scipy", "scikit-learn", "geopandas", "shapely", "dask"):
+        try:
+            out[p] = md.version(p)
+        except md.PackageNotFoundError:  # pragma: no cover
+            out[p] = None
+    return out

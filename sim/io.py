@@ -1,0 +1,184 @@
+"""Atomic file writing and dataset reading helpers."""
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary sibling path; rename it onto ``path`` only on success.
+
+    Data already at ``path`` is never corrupted: a failure leaves it untouched and
+    removes the temporary file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# ---------------------------------------------------------------------- releases
+def to_unix_seconds(values) -> "np.ndarray":
+    """Convert datetimes (any pandas resolution, naive = UTC) to int64 Unix seconds.
+
+    pandas 3 parses timestamps at microsecond resolution, so ``astype('int64') // 10**9``
+    would be wrong; this converts explicitly.
+    """
+    import numpy as np
+    import pandas as pd
+
+    s = pd.to_datetime(pd.Series(values), utc=True)
+    return ((s - pd.Timestamp("1970-01-01", tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
+
+
+def read_pings_table(path, columns=None):
+    """Read a pings Parquet dataset (folder of parts or one file) as a pyarrow Table,
+    with pseudonyms kept dictionary-encoded.  Raises InputError for missing or malformed
+    data."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .errors import InputError
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"no pings at {str(p)!r}; run `reidsim generate --out DIR` first or check the path.")
+    try:
+        table = pq.read_table(p, columns=columns, read_dictionary=["pseudonym"])
+    except Exception as e:
+        raise InputError(f"could not read pings Parquet at {str(p)!r}: {e}") from e
+    need = {"pseudonym", "t_s", "lat_deg", "lon_deg"}
+    missing = need - set(table.column_names)
+    if missing:
+        raise InputError(
+            f"pings at {str(p)!r} lack column(s) {sorted(missing)}; expected pseudonym, t_s, lat_deg, "
+            "lon_deg[, accuracy_m]."
+        )
+    if not pa.types.is_integer(table.schema.field("t_s").type):
+        raise InputError(f"t_s must be integer Unix seconds, got {table.schema.field('t_s').type}.")
+    return table
+
+
+def release_to_traces(table, world_crs: str, utc_offset_s: int, start_s=None, n_days=None,
+                      duplicates: str = "error"):
+    """Turn a pings table (pseudonym, t_s, lat_deg, lon_deg[, accuracy_m]) into ``Traces``
+    projected to ``world_crs``.
+
+    Checks: no nulls; lat in [-90, 90], lon in [-180, 180]; every pseudonym's pings
+    sorted by time (they are re-sorted if not, with a warning); ``duplicates='error'``
+    rejects two pings of one pseudonym at the same second and position ('keep' allows them).
+    """
+    import logging
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from pyproj import Transformer
+
+    from .errors import InputError
+    from .traces import DAY_S, Traces, local_midnight
+
+    log = logging.getLogger(__name__)
+    for c in ("pseudonym", "t_s", "lat_deg", "lon_deg"):
+        if table.column(c).null_count:
+            raise InputError(f"column {c} has {table.column(c).null_count} missing values; drop those rows.")
+    lat = table.column("lat_deg").to_numpy().astype(np.float64)
+    lon = table.column("lon_deg").to_numpy().astype(np.float64)
+    bad = ~(np.isfinite(lat) & np.isfinite(lon)) | (np.abs(lat) > 90) | (np.abs(lon) > 180)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"{int(bad.sum())} ping(s) have NaN or out-of-range coordinates (first at row {i}: "
+            f"lat={lat[i]}, lon={lon[i]}); lat must be in [-90, 90] and lon in [-180, 180] degrees. "
+            "Drop those rows, or check that lat/lon are not swapped or projected."
+        )
+    ps = table.column("pseudonym")
+    if not pa.types.is_dictionary(ps.type):
+        ps = pc.dictionary_encode(ps)
+    ps = ps.combine_chunks() if hasattr(ps, "combine_chunks") else ps
+    dictionary = ps.dictionary.to_numpy(zero_copy_only=False).astype(object)
+    codes = ps.indices.to_numpy().astype(np.int64)
+    # unify: equal strings may appear under several dictionary codes across parts
+    uniq, inv = np.unique(dictionary, return_inverse=True)
+    codes = inv[codes]
+    t = table.column("t_s").to_numpy().astype(np.int64)
+    acc = (table.column("accuracy_m").to_numpy().astype(np.float32) if "accuracy_m" in table.column_names
+           else np.full(len(t), np.nan, np.float32))
+    n = len(t)
+    sorted_ok = n < 2 or bool(np.all((np.diff(codes) > 0) | ((np.diff(codes) == 0) & (np.diff(t) >= 0))))
+    if not sorted_ok:
+        log.warning("pings are not sorted by (pseudonym, t_s); sorting them")
+        order = np.lexsort((t, codes))
+        codes, t, lat, lon, acc = codes[order], t[order], lat[order], lon[order], acc[order]
+    if n > 1 and duplicates == "error":
+        same = (np.diff(codes) == 0) & (np.diff(t) == 0)
+        if same.any():
+            i = int(np.flatnonzero(same)[0])
+            raise InputError(
+                f"{int(same.sum())} duplicate timestamp(s) within a pseudonym (first: {uniq[codes[i]]!r} at "
+                f"t_s={t[i]}); de-duplicate the release (e.g. drop_duplicates on pseudonym, t_s) or pass "
+                "duplicates='keep' if repeated timestamps are intended (e.g. after temporal coarsening)."
+            )
+    counts = np.bincount(codes, minlength=len(uniq))
+    present = counts > 0
+    remap = np.cumsum(present) - 1
+    codes = remap[codes]
+    uniq = uniq[present]
+    counts = counts[present]
+    offsets = np.zeros(len(uniq) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    tf = Transformer.from_crs("EPSG:4326", world_crs, always_xy=True)
+    x, y = tf.transform(lon, lat)
+    if start_s is None:
+        start_s = local_midnight(int(t.min()), utc_offset_s) if n else 0
+    if n_days is None:
+        n_days = int((int(t.max()) - start_s) // DAY_S + 1) if n else 1
+    return Traces(pseudonym=uniq, offsets=offsets, t_s=t, x_m=np.asarray(x, np.float64),
+                  y_m=np.asarray(y, np.float64), accuracy_m=acc, crs=world_crs,
+                  utc_offset_s=int(utc_offset_s), start_s=int(start_s), n_days=int(n_days)).validate()
+
+
+def read_manifest(directory) -> dict:
+    import json
+
+    from .errors import InputError
+
+    p = Path(directory) / "manifest.json"
+    if not p.exists():
+        raise InputError(
+            f"{str(directory)!r} has no manifest.json; pass a folder written by `reidsim generate`."
+        )
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{str(p)!r} is not valid JSON ({e}); regenerate the dataset.") from e
+
+
+def dataset_digest(directory) -> str:
+    """SHA-256 of the release's content in canonical (pseudonym, t_s) order.
+
+    Independent of how rows are split into part files, so it identifies a dataset
+    across block sizes, thread counts and backends.
+    """
+    import hashlib
+
+    import numpy as np
+
+    table = read_pings_table(Path(directory) / "pings")
+    ps = table.column("pseudonym").combine_chunks()
+    names = ps.dictionary.to_numpy(zero_copy_only=False).astype(object)[ps.indices.to_numpy()]
+    t = table.column("t_s").to_numpy()
+    order = np.lexsort((t, names.astype(str)))
+    h = hashlib.sha256()
+    h.update("\n".join(names[order]).encode())
+    for c in ("t_s", "lat_deg", "lon_deg", "accuracy_m"):
+        h.update(np.ascontiguousarray(table.column(c).to_numpy()[order]).tobytes())
+    return h.hexdigest()
