@@ -81,8 +81,6 @@ def release_to_traces(table, world_crs: str, utc_offset_s: int, start_s=None, n_
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
-    from pyproj import Transformer
-
     from .errors import InputError
     from .traces import DAY_S, Traces, local_midnight
 
@@ -113,10 +111,27 @@ def release_to_traces(table, world_crs: str, utc_offset_s: int, start_s=None, n_
     acc = (table.column("accuracy_m").to_numpy().astype(np.float32) if "accuracy_m" in table.column_names
            else np.full(len(t), np.nan, np.float32))
     n = len(t)
-    sorted_ok = n < 2 or bool(np.all((np.diff(codes) > 0) | ((np.diff(codes) == 0) & (np.diff(t) >= 0))))
-    if not sorted_ok:
-        log.warning("pings are not sorted by (pseudonym, t_s); sorting them")
-        order = np.lexsort((t, codes))
+    # canonical order: traces sorted by pseudonym, each trace's rows by time.  Parts of a
+    # generated dataset hold whole traces, so usually only runs need reordering (cheap).
+    if n:
+        brk = np.flatnonzero(np.diff(codes) != 0) + 1
+        run_start = np.concatenate([[0], brk])
+        run_code = codes[run_start]
+        dt = np.diff(t)
+        same = np.diff(codes) == 0
+        time_ok = not np.any(same & (dt < 0))
+        if time_ok and len(np.unique(run_code)) == len(run_code):
+            run_len = np.diff(np.concatenate([run_start, [n]]))
+            ro = np.argsort(run_code, kind="stable")
+            lens = run_len[ro]
+            dst = np.zeros(len(ro) + 1, dtype=np.int64)
+            np.cumsum(lens, out=dst[1:])
+            tr = np.repeat(np.arange(len(ro)), lens)
+            order = run_start[ro][tr] + (np.arange(n) - dst[tr])
+        else:
+            if not time_ok:
+                log.warning("pings of some pseudonyms are not sorted by t_s; sorting them")
+            order = np.lexsort((t, codes))
         codes, t, lat, lon, acc = codes[order], t[order], lat[order], lon[order], acc[order]
     if n > 1 and duplicates == "error":
         same = (np.diff(codes) == 0) & (np.diff(t) == 0)
@@ -135,8 +150,9 @@ def release_to_traces(table, world_crs: str, utc_offset_s: int, start_s=None, n_
     counts = counts[present]
     offsets = np.zeros(len(uniq) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    tf = Transformer.from_crs("EPSG:4326", world_crs, always_xy=True)
-    x, y = tf.transform(lon, lat)
+    from .world import project_from_latlon
+
+    x, y = project_from_latlon(lat, lon, world_crs)
     if start_s is None:
         start_s = local_midnight(int(t.min()), utc_offset_s) if n else 0
     if n_days is None:

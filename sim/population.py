@@ -96,6 +96,7 @@ def _gravity_workplaces(world, home_b, employed, decay_m, rng):
     order = emp_idx[np.argsort(home_blk[emp_idx], kind="stable")]
     hb_sorted = home_blk[order]
     bounds = np.searchsorted(hb_sorted, np.arange(n_blocks + 1))
+    wblk = np.full(len(order), -1, dtype=np.int64)
     for hb in range(n_blocks):
         lo, hi = bounds[hb], bounds[hb + 1]
         if hi == lo:
@@ -106,17 +107,18 @@ def _gravity_workplaces(world, home_b, employed, decay_m, rng):
             continue
         cdf = np.cumsum(p)
         cdf /= cdf[-1]
-        wblk = np.minimum(np.searchsorted(cdf, rng.random(hi - lo), side="right"), n_blocks - 1)
-        # building inside the block ~ jobs
-        for c in np.unique(wblk):
-            cand = jb[starts[c]:starts[c + 1]]
-            m = wblk == c
-            if len(cand) == 0:
-                continue
-            w = jobs[cand]
-            ccdf = np.cumsum(w) / w.sum()
-            pick = np.minimum(np.searchsorted(ccdf, rng.random(m.sum()), side="right"), len(cand) - 1)
-            out[order[lo:hi][m]] = cand[pick]
+        wblk[lo:hi] = np.minimum(np.searchsorted(cdf, rng.random(hi - lo), side="right"), n_blocks - 1)
+    # building inside the chosen block with probability ~ its jobs (one vectorised pass)
+    cum = np.concatenate([[0.0], np.cumsum(jobs[jb])])
+    lo_c = cum[starts[:-1]]
+    tot_c = cum[starts[1:]] - lo_c
+    sel = np.flatnonzero(wblk >= 0)
+    c = wblk[sel]
+    target = lo_c[c] + rng.random(len(sel)) * tot_c[c]
+    k = np.searchsorted(cum, target, side="right") - 1
+    k = np.clip(k, starts[c], np.maximum(starts[c + 1] - 1, starts[c]))
+    ok = tot_c[c] > 0
+    out[order[sel[ok]]] = jb[k[ok]]
     return out
 
 
