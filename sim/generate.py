@@ -305,6 +305,7 @@ def generate(scn: Scenario, out_dir, *, progress: bool = True, backend: str = "l
     try:
         syn = synthesize(scn)
         syn.world.save(stage / "world")
+        t_synth = time.perf_counter() - t_start
         n_dev = len(syn.devices)
         B = int(scn.block_devices)
         blocks = [(g0, min(g0 + B, n_dev)) for g0 in range(0, n_dev, B)]
@@ -326,6 +327,7 @@ def generate(scn: Scenario, out_dir, *, progress: bool = True, backend: str = "l
                 histories.append(h)
                 dev_pings.append(dp)
         bar.close()
+        t_pings = time.perf_counter() - t_start - t_synth
         hist = pd.concat(histories, ignore_index=True)
         hist.insert(2, "person_id", syn.devices["person_id"].to_numpy()[hist["device_idx"].to_numpy()])
         devices = syn.devices.copy()
@@ -357,6 +359,8 @@ def generate(scn: Scenario, out_dir, *, progress: bool = True, backend: str = "l
             },
             "backend": backend,
             "seconds": round(time.perf_counter() - t_start, 3),
+            "timings_s": {"synthesize": round(t_synth, 3), "pings": round(t_pings, 3)},
+            "block_devices": int(scn.block_devices), "blocks": len(blocks),
             "versions": package_versions(),
         }
         (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
