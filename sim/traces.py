@@ -290,3 +290,33 @@ def _gather_rows(src_off, idx, dst_off):
     tr = np.repeat(np.arange(len(idx)), np.diff(dst_off))
     within = np.arange(n) - dst_off[tr]
     return src_off[idx][tr] + within
+
+
+def ping_zones(traces: Traces, world, level: str) -> np.ndarray:
+    """Zone id at ``level`` of every ping of ``traces`` (``world.locate``), memoised.
+
+    Traces are immutable, so the lookup is cached on the object (per world and level);
+    a derived Traces (``select_pings``, ``take``, ``replace``) starts with no cache.
+    """
+    cache = derived_cache(traces)
+    key = ("zones", id(world), level)
+    hit = cache.get(key)
+    if hit is not None and hit[0] is world:
+        return hit[1]
+    z = np.asarray(world.locate(traces.x_m, traces.y_m, level), dtype=np.int64)
+    z.setflags(write=False)
+    cache[key] = (world, z)
+    return z
+
+
+def derived_cache(traces: Traces) -> dict:
+    """A per-object dict for memoising values derived from an (immutable) Traces.
+
+    Keys must identify every input besides the traces; values that depend on another
+    object should hold a reference to it (so its ``id`` cannot be reused).
+    """
+    cache = traces.__dict__.get("_derived_cache")
+    if cache is None:
+        cache = {}
+        object.__setattr__(traces, "_derived_cache", cache)
+    return cache

@@ -72,8 +72,14 @@ class World:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self._bldg_tree = cKDTree(self.buildings[["x_m", "y_m"]].to_numpy())
+        from ._kernels_geo import GridIndex
+
+        self._bldg_index = GridIndex(self.buildings[["x_m", "y_m"]].to_numpy())
+        self._seed_index = GridIndex(self.block_seed_xy)
         self._seed_tree = cKDTree(self.block_seed_xy)
+        r = self.meta.get("radius_m") if self.kind == "synthetic" else None
+        # the synthetic boundary is a disk (buffered by 2 %): test it arithmetically
+        self._disk_r2 = (1.02 * float(r)) ** 2 * (1 - 1e-9) if r else None
         b = self.zones["block"]
         self._block_tract = b["tract_id"].to_numpy(np.int64)
         t = self.zones["tract"]
@@ -97,6 +103,9 @@ class World:
         x = np.asarray(x_m, dtype=np.float64)
         y = np.asarray(y_m, dtype=np.float64)
         ok = np.isfinite(x) & np.isfinite(y)
+        if self._disk_r2 is not None:
+            with np.errstate(invalid="ignore"):
+                return ok & (x * x + y * y < self._disk_r2)
         out = np.zeros(x.shape, dtype=bool)
         out[ok] = shapely.contains_xy(self.boundary, x[ok], y[ok])
         return out
@@ -117,7 +126,7 @@ class World:
             return out
         xy = np.column_stack([x[ok], y[ok]])
         if level == "building":
-            out[ok] = self._bldg_tree.query(xy)[1]
+            out[ok] = self._bldg_index.query(xy[:, 0], xy[:, 1])
             return out
         blk = self._block_of(xy)
         if level == "block":
@@ -142,7 +151,7 @@ class World:
 
     def _block_of(self, xy: np.ndarray) -> np.ndarray:
         if self.kind != "polygons":
-            return self._seed_tree.query(xy)[1].astype(np.int64)
+            return self._seed_index.query(xy[:, 0], xy[:, 1])
         # real geography: the tract comes from its polygon, the block is the nearest
         # seed inside that tract (blocks are per-tract Voronoi cells).
         pts = shapely.points(xy)
