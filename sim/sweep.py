@@ -1,0 +1,295 @@
+"""Scenario sweeps: a base scenario × defenses × parameter grids × replicate seeds.
+
+A sweep file (TOML)::
+
+    name = "panel-defenses"            # optional label of the sweep
+
+    [scenario]                         # the base scenario: any sim.config.Scenario field
+    n_devices = 2000
+    [scenario.world]
+    residents = 20000
+    [scenario.pings]
+    days = 14
+
+    [sweep]
+    replicates = [1, 2]                # replicate seeds (each one: its own world and pings)
+    attacks = ["linkage", "time_to_identification", "unicity"]
+    max_cells = 500                    # refuse larger grids before any work starts
+    baseline = true                    # also evaluate the undefended release ("none")
+
+    [[sweep.defenses]]
+    name = "subsample"
+    grid = { fraction = [0.5, 0.2, 0.1] }   # every combination of the listed values
+    fixed = {}                             # other options held fixed (optional)
+
+:func:`run_sweep` validates everything first (unknown defense or attack names,
+out-of-range strengths, grid size), then evaluates one *cell* (replicate × defense ×
+parameters) at a time.  Each replicate's world and pings are generated once and shared
+by all of its cells (defenses never change the trajectories).  Every finished cell is
+written atomically to ``OUT/cells/<key>.parquet``; re-running the same file skips the
+cells already there, so an interrupted sweep resumes.  The tidy table
+``OUT/results.parquet`` (and .csv) has one row per scenario × defense × parameter ×
+replicate × metric, with every parameter and the config hash.  One privacy-utility
+figure per attack goes to ``OUT/figures/``.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from . import __version__
+from .config import Scenario, _toml
+from .errors import ConfigError
+from .io import atomic_path
+
+log = logging.getLogger(__name__)
+
+SWEEP_ATTACKS = ("linkage", "time_to_identification", "unicity")
+DEFAULT_MAX_CELLS = 500
+
+
+def load_sweep(path) -> dict:
+    """Read and validate a sweep file; returns the normalised plan (no work done)."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"sweep file {str(p)!r} does not exist; check the path.")
+    try:
+        d = _toml.loads(p.read_text())
+    except Exception as e:
+        raise ConfigError(f"sweep file {str(p)!r} is not valid TOML: {e}") from e
+    return plan_sweep(d, source=str(p))
+
+
+def plan_sweep(d: dict, source: str = "<dict>", max_cells: int | None = None) -> dict:
+    """Validate a sweep description (the parsed TOML) and expand its grid into cells."""
+    from .defenses import REGISTRY, validate_defense
+
+    unknown = sorted(set(d) - {"name", "scenario", "sweep"})
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {unknown} in {source}; allowed: name, scenario, sweep.")
+    base = Scenario.from_dict(d.get("scenario", {}))
+    sw = d.get("sweep")
+    if not isinstance(sw, dict):
+        raise ConfigError(f"{source} has no [sweep] table; add one with replicates and [[sweep.defenses]].")
+    allowed = {"replicates", "attacks", "max_cells", "baseline", "defenses"}
+    bad = sorted(set(sw) - allowed)
+    if bad:
+        raise ConfigError(f"unknown key(s) {bad} in [sweep]; allowed: {sorted(allowed)}.")
+    reps = sw.get("replicates", [base.seed])
+    if not isinstance(reps, list) or not reps or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in reps):
+        raise ConfigError(f"sweep.replicates must be a non-empty list of non-negative integer seeds, got {reps!r}.")
+    if len(set(reps)) != len(reps):
+        raise ConfigError(f"sweep.replicates has repeated seeds: {reps}.")
+    attacks = tuple(sw.get("attacks", SWEEP_ATTACKS))
+    badatt = [a for a in attacks if a not in SWEEP_ATTACKS]
+    if badatt:
+        raise ConfigError(f"unknown sweep attack(s) {badatt}; allowed: {list(SWEEP_ATTACKS)}.")
+    limit = max_cells if max_cells is not None else sw.get("max_cells", DEFAULT_MAX_CELLS)
+    if not isinstance(limit, int) or limit < 1:
+        raise ConfigError(f"sweep.max_cells must be a positive integer, got {limit!r}.")
+    defs = sw.get("defenses", [])
+    if not isinstance(defs, list):
+        raise ConfigError("sweep.defenses must be an array of tables ([[sweep.defenses]]).")
+    settings = [("none", {})] if sw.get("baseline", True) else []
+    for i, dd in enumerate(defs):
+        if not isinstance(dd, dict) or "name" not in dd:
+            raise ConfigError(f"sweep.defenses[{i}] needs a name, got {dd!r}.")
+        extra = sorted(set(dd) - {"name", "grid", "fixed"})
+        if extra:
+            raise ConfigError(f"sweep.defenses[{i}] has unknown key(s) {extra}; allowed: name, grid, fixed.")
+        name = dd["name"]
+        if name not in REGISTRY:
+            raise ConfigError(f"unknown defense {name!r} in sweep.defenses[{i}]; known: {sorted(REGISTRY)}.")
+        grid = dd.get("grid", {})
+        fixed = dd.get("fixed", {})
+        if not isinstance(grid, dict) or not isinstance(fixed, dict):
+            raise ConfigError(f"sweep.defenses[{i}].grid and .fixed must be tables.")
+        for k, v in grid.items():
+            if not isinstance(v, list) or not v:
+                raise ConfigError(f"sweep.defenses[{i}].grid.{k} must be a non-empty list, got {v!r}.")
+        keys = sorted(grid)
+        for combo in itertools.product(*(grid[k] for k in keys)):
+            params = dict(fixed)
+            params.update(dict(zip(keys, (_num(v) for v in combo))))
+            try:
+                validate_defense(name, params)
+            except ConfigError as e:
+                raise ConfigError(f"sweep.defenses[{i}] ({name}) with {params}: {e}") from None
+            settings.append((name, params))
+    n_cells = len(settings) * len(reps)
+    if n_cells > limit:
+        raise ConfigError(
+            f"the sweep has {n_cells} cells ({len(settings)} settings x {len(reps)} replicates), more than "
+            f"max_cells={limit}; shrink the grid or raise sweep.max_cells / --max-cells."
+        )
+    if not settings:
+        raise ConfigError("the sweep has no settings: add [[sweep.defenses]] or set baseline = true.")
+    return {"name": d.get("name", Path(source).stem), "base": base, "replicates": list(reps),
+            "attacks": attacks, "settings": settings, "n_cells": n_cells, "source": source}
+
+
+def _num(v):
+    if isinstance(v, str) and v.lower() in ("inf", "+inf", "infinity"):
+        return math.inf
+    return v
+
+
+def cell_key(scn: Scenario, name: str, params: dict, attacks) -> str:
+    """Identity of one cell: scenario (incl. replicate seed), defense, params, attacks."""
+    blob = json.dumps({"scenario": scn.config_hash(), "defense": name, "params": params,
+                       "attacks": list(attacks), "version": __version__}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def run_sweep(path_or_plan, out_dir, *, progress: bool = True, max_cells: int | None = None) -> dict:
+    """Run (or resume) a sweep; returns counts and the path of the tidy table."""
+    from tqdm.auto import tqdm
+
+    from .api import simulate
+    from .pipeline import evaluate_defense
+    from .utility import true_residents
+
+    if isinstance(path_or_plan, dict):
+        plan = path_or_plan
+    else:
+        p = Path(path_or_plan)
+        try:
+            d = _toml.loads(p.read_text()) if p.exists() else None
+        except Exception as e:
+            raise ConfigError(f"sweep file {str(p)!r} is not valid TOML: {e}") from e
+        if d is None:
+            raise ConfigError(f"sweep file {str(p)!r} does not exist; check the path.")
+        plan = plan_sweep(d, source=str(p), max_cells=max_cells)
+    out = Path(out_dir)
+    cells_dir = out / "cells"
+    cells_dir.mkdir(parents=True, exist_ok=True)
+    done, skipped = 0, 0
+    bar = tqdm(total=plan["n_cells"], desc="sweep", unit="cell", disable=not progress)
+    for rep in plan["replicates"]:
+        scn = plan["base"].replace(seed=rep)
+        todo = []
+        for name, params in plan["settings"]:
+            key = cell_key(scn, name, params, plan["attacks"])
+            if (cells_dir / f"{key}.parquet").exists():
+                skipped += 1
+                bar.update(1)
+            else:
+                todo.append((key, name, params))
+        if not todo:
+            continue
+        sim = simulate(config=scn)
+        truth_res = true_residents(sim.persons, "tract")
+        for key, name, params in todo:
+            priv, util, _ = evaluate_defense(sim, name, params, attack_config={"attacks": plan["attacks"]},
+                                             truth_residents=truth_res)
+            rows = _tidy(priv, util, plan, scn, rep, name, params)
+            with atomic_path(cells_dir / f"{key}.parquet") as tmp:
+                rows.to_parquet(tmp, index=False)
+            done += 1
+            bar.update(1)
+    bar.close()
+    table = collect(plan, out)
+    figs = sweep_figures(table, out / "figures")
+    return {"cells_done": done, "cells_skipped": skipped, "table": str(out / "results.parquet"),
+            "figures": [str(f) for f in figs], "rows": len(table)}
+
+
+def _tidy(priv, util, plan, scn, rep, name, params) -> pd.DataFrame:
+    from .defenses import REGISTRY
+
+    strength = REGISTRY[name].strength.name if name in REGISTRY else None
+    p = priv.copy()
+    p.insert(0, "kind", "privacy")
+    u = util.rename(columns={}).copy()
+    u.insert(0, "kind", "utility")
+    u = u.drop(columns=[c for c in ("description",) if c in u.columns])
+    rows = pd.concat([p, u], ignore_index=True)
+    val = params.get(strength) if strength else None
+    rows.insert(0, "param_value", float(val) if isinstance(val, (int, float)) else (None if val is None else str(val)))
+    rows.insert(0, "param_name", strength)
+    rows.insert(0, "params", json.dumps(params, sort_keys=True, default=str))
+    rows.insert(0, "defense", name)
+    rows.insert(0, "seed", int(scn.seed))
+    rows.insert(0, "replicate", int(plan["replicates"].index(rep)))
+    rows.insert(0, "config_hash", scn.config_hash())
+    rows.insert(0, "scenario", plan["name"])
+    rows["param_value"] = rows["param_value"].astype(str)
+    return rows
+
+
+def collect(plan: dict, out: Path) -> pd.DataFrame:
+    """Concatenate the plan's finished cells into ``results.parquet`` / ``.csv``."""
+    frames = []
+    for rep in plan["replicates"]:
+        scn = plan["base"].replace(seed=rep)
+        for name, params in plan["settings"]:
+            f = out / "cells" / f"{cell_key(scn, name, params, plan['attacks'])}.parquet"
+            if f.exists():
+                frames.append(pd.read_parquet(f))
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    with atomic_path(out / "results.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    with atomic_path(out / "results.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    return table
+
+
+#: attack -> (privacy metric row selector, label) for the sweep figures
+FIGURE_METRICS = {
+    "linkage": (dict(metric="linkage_identified", level="building", key="home_work"),
+                "re-identified (home+work, building)"),
+    "time_to_identification": (dict(metric="identified_after_days", level="building", key="home_work"),
+                               "re-identified after the full window"),
+    "unicity": (dict(metric="unicity", p=4.0), "unique from 4 points"),
+}
+
+
+def sweep_figures(table: pd.DataFrame, fig_dir: Path, utility_metric: str = "od_l1") -> list:
+    """One privacy-utility figure per attack: mean over replicates, a line per defense."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if table.empty:
+        return []
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    util = table[(table["kind"] == "utility") & (table["metric"] == utility_metric)]
+    u = util.groupby(["defense", "params"])["value"].mean()
+    for attack, (sel, label) in FIGURE_METRICS.items():
+        pr = table[table["kind"] == "privacy"]
+        for k, v in sel.items():
+            pr = pr[pr[k] == v]
+        if attack == "time_to_identification" and len(pr):
+            last = pr.groupby(["defense", "params", "seed"])["days"].transform("max")
+            pr = pr[pr["days"] == last]
+        if pr.empty:
+            continue
+        g = pr.groupby(["defense", "params"])["value"].agg(["mean", "min", "max"])
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        for dname, sub in g.groupby(level=0):
+            xs = [u.get((dname, prm), float("nan")) for prm in sub.index.get_level_values(1)]
+            order = sorted(range(len(xs)), key=lambda i: (xs[i] if xs[i] == xs[i] else -1))
+            x = [xs[i] for i in order]
+            y = [100 * sub["mean"].iloc[i] for i in order]
+            lo = [100 * (sub["mean"].iloc[i] - sub["min"].iloc[i]) for i in order]
+            hi = [100 * (sub["max"].iloc[i] - sub["mean"].iloc[i]) for i in order]
+            ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=dname)
+        ax.set_xlabel(f"utility loss: {utility_metric} (0 = no loss)")
+        ax.set_ylabel(f"% {label}")
+        ax.set_title(f"Privacy vs utility — {attack}\n(mean over replicates; bars: min–max)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = fig_dir / f"privacy_utility_{attack}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+        plt.close(fig)
+        paths.append(path)
+    return paths
