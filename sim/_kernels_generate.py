@@ -21,8 +21,8 @@ DAY_SHIFT = 20        # counters of day d start at d << 20
 # parameter vector layout (float64), filled by sim.generate._params
 P_MEDIAN_RATE, P_RATE_SIGMA, P_MAX_RATE, P_SILENT, P_SESSION, P_GAP, P_GPS_MED, \
     P_COARSE_SHARE, P_COARSE_MED, P_SPEED, P_OVERHEAD, P_RADIUS, P_RHO, P_GAMMA, \
-    P_JUMP_R0, P_JUMP_ALPHA, P_WEEKEND_RATE = range(17)
-N_PARAMS = 17
+    P_JUMP_R0, P_JUMP_ALPHA, P_WEEKEND_RATE, P_CX, P_CY = range(19)
+N_PARAMS = 19
 
 SCHED_DAY, SCHED_NIGHT, SCHED_NONE = 0, 1, 2
 
@@ -128,13 +128,16 @@ def _epr_place(ke, c, ax, ay, px, py, visits, n_places, params):
         r = r0 * ((1.0 - u) ** (-1.0 / params[P_JUMP_ALPHA]) - 1.0)
         r = min(r, 2.0 * params[P_RADIUS])
         a = 2.0 * np.pi * uniform(ke, c + 2)
-        x = ax + r * np.cos(a)
-        y = ay + r * np.sin(a)
+        cx, cy = params[P_CX], params[P_CY]
+        x = ax + r * np.cos(a) - cx
+        y = ay + r * np.sin(a) - cy
         rr = np.hypot(x, y)
         lim = 0.98 * params[P_RADIUS]
-        if rr > lim:  # keep places inside the metro
+        if rr > lim:  # keep places inside the study area's disk
             x *= lim / rr
             y *= lim / rr
+        x += cx
+        y += cy
         px[S] = x
         py[S] = y
         visits[S] = 1.0

@@ -248,6 +248,20 @@ class Scenario:
 
     # ------------------------------------------------------------ validation
     def validate(self) -> "Scenario":
+        _str(self, "name", allow_none=False)
+        for f in ("polygons", "population_column", "jobs_column", "assume_crs"):
+            _str(self.world, f, allow_none=True, sec="world")
+        if self.world.assume_crs is not None:
+            from pyproj import CRS
+            from pyproj.exceptions import CRSError as _PCRSError
+
+            try:
+                CRS.from_user_input(self.world.assume_crs)
+            except _PCRSError as e:
+                raise ConfigError(
+                    f"world.assume_crs {self.world.assume_crs!r} is not a CRS pyproj knows ({e}); "
+                    "use e.g. 'EPSG:4326'"
+                ) from None
         _int(self, "seed", lo=0, hi=2**63 - 1)
         if self.n_devices is not None:
             _int(self, "n_devices", lo=1, hi=10**9)
@@ -308,6 +322,15 @@ class Scenario:
 
 def _name(sec, f):
     return f"{sec}.{f}" if sec else f
+
+
+def _str(obj, f, allow_none, sec=""):
+    v = getattr(obj, f)
+    if v is None and allow_none:
+        return
+    if not isinstance(v, str):
+        what = "a string or unset" if allow_none else "a string"
+        raise ConfigError(f"{_name(sec, f)} must be {what}, got {v!r}")
 
 
 def _int(obj, f, lo, hi, sec=""):

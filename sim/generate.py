@@ -84,14 +84,19 @@ def kernel_params(scn: Scenario, world: World) -> np.ndarray:
     p[K.P_JUMP_R0] = JUMP_R0_M
     p[K.P_JUMP_ALPHA] = JUMP_ALPHA
     p[K.P_WEEKEND_RATE] = WEEKEND_RATE_FACTOR
+    cx, cy = world.meta.get("centre_xy", (0.0, 0.0))
+    p[K.P_CX] = cx
+    p[K.P_CY] = cy
     return p
 
 
 def _radius_m(world: World) -> float:
+    """Radius (m) of the disk around the world's centre that exploration stays inside."""
     if "radius_m" in world.meta:
         return float(world.meta["radius_m"])
+    cx, cy = world.meta.get("centre_xy", (0.0, 0.0))
     b = world.buildings
-    return float(np.hypot(b.x_m, b.y_m).max())
+    return float(np.hypot(b.x_m - cx, b.y_m - cy).max())
 
 
 @dataclass
@@ -238,12 +243,24 @@ def write_pings_part(table: pa.Table, path) -> None:
 
 
 def _block_task(scn_dict, world_dir, inputs, g0, g1, part_path):
-    """Dask task: generate one block and write its part (the world is read once per worker)."""
+    """Dask task: generate one block and write its part (the world is read once per worker).
+
+    ``inputs`` holds only this block's devices (rows g0..g1-1)."""
     scn = Scenario.from_dict(scn_dict)
     world = _cached_world(world_dir)
-    blk = generate_block(scn, world, inputs, g0, g1)
+    blk = generate_block(scn, world, _Offset(inputs, g0), g0, g1)
     write_pings_part(blk.pings, part_path)
     return blk.history, blk.device_pings
+
+
+class _Offset:
+    """A block's DeviceInputs addressed by global device index (slice(g0, g1) works)."""
+
+    def __init__(self, inputs, g0):
+        self.inputs, self.g0 = inputs, g0
+
+    def slice(self, a, b):
+        return self.inputs.slice(a - self.g0, b - self.g0)
 
 
 _WORLD_CACHE: dict = {}
@@ -402,8 +419,7 @@ def _run_dask(scn, syn, blocks, stage, scheduler, n_workers, bar):
         sd = scn.to_dict()
         futs = {}
         for bi, (g0, g1) in enumerate(blocks):
-            f = client.submit(_block_task, sd, world_dir, syn.inputs.slice(g0, g1) if False else syn.inputs,
-                              g0, g1, str(stage / "pings" / f"part-{bi:05d}.parquet"), pure=False)
+            f = client.submit(_block_task, sd, world_dir, syn.inputs.slice(g0, g1), g0, g1, str(stage / "pings" / f"part-{bi:05d}.parquet"), pure=False)
             futs[f] = bi
         results = [None] * len(blocks)
         for f in as_completed(futs):

@@ -74,7 +74,7 @@ def release_to_traces(table, world_crs: str, utc_offset_s: int, start_s=None, n_
 
     Checks: no nulls; lat in [-90, 90], lon in [-180, 180]; every pseudonym's pings
     sorted by time (they are re-sorted if not, with a warning); ``duplicates='error'``
-    rejects two pings of one pseudonym at the same second and position ('keep' allows them).
+    rejects two pings of one pseudonym at the same second ('keep' allows them).
     """
     import logging
 
@@ -85,6 +85,12 @@ def release_to_traces(table, world_crs: str, utc_offset_s: int, start_s=None, n_
     from .traces import DAY_S, Traces, local_midnight
 
     log = logging.getLogger(__name__)
+    missing = {"pseudonym", "t_s", "lat_deg", "lon_deg"} - set(table.column_names)
+    if missing:
+        raise InputError(
+            f"pings table lacks column(s) {sorted(missing)}; expected pseudonym, t_s, lat_deg, "
+            "lon_deg[, accuracy_m]."
+        )
     for c in ("pseudonym", "t_s", "lat_deg", "lon_deg"):
         if table.column(c).null_count:
             raise InputError(f"column {c} has {table.column(c).null_count} missing values; drop those rows.")

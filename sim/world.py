@@ -269,6 +269,7 @@ def project_to_latlon(x_m, y_m, crs: str):
         lat0, lon0, lat_ts = p
         lat = lat0 + np.degrees(y / _A_M)
         lon = lon0 + np.degrees(x / (_A_M * np.cos(np.radians(lat_ts))))
+        lon = (lon + 180.0) % 360.0 - 180.0  # wrap across the antimeridian
         return lat, lon
     lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(x, y)
     return np.asarray(lat), np.asarray(lon)
@@ -282,7 +283,8 @@ def project_from_latlon(lat_deg, lon_deg, crs: str):
     if p is not None:
         lat0, lon0, lat_ts = p
         y = np.radians(lat - lat0) * _A_M
-        x = np.radians(lon - lon0) * (_A_M * np.cos(np.radians(lat_ts)))
+        dlon = (lon - lon0 + 180.0) % 360.0 - 180.0
+        x = np.radians(dlon) * (_A_M * np.cos(np.radians(lat_ts)))
         return x, y
     x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
     return np.asarray(x), np.asarray(y)
@@ -360,7 +362,7 @@ def synthetic_world(cfg: WorldConfig | None = None, seed: int = 42, residents: i
         utc_offset_s=int(round(cfg.utc_offset_h * 3600)) if utc_offset_s is None else utc_offset_s,
         kind="synthetic", tract_of_block=None, tract_polys=None,
         meta={"anchor_lat_deg": cfg.anchor_lat_deg, "anchor_lon_deg": cfg.anchor_lon_deg,
-              "radius_m": R, "centres_xy": [list(c) for c in centres]},
+              "radius_m": R, "centre_xy": [0.0, 0.0], "centres_xy": [list(c) for c in centres]},
     )
 
 
@@ -503,7 +505,12 @@ def world_from_polygons(path, cfg: WorldConfig | None = None, seed: int = 42,
                 f"polygon file {str(p)!r} has no CRS; set world.assume_crs (e.g. 'EPSG:4326' "
                 "for lon/lat degrees) or add a .prj / CRS to the file."
             )
-        gdf = gdf.set_crs(cfg.assume_crs)
+        try:
+            gdf = gdf.set_crs(cfg.assume_crs)
+        except Exception as e:
+            raise CRSError(
+                f"world.assume_crs {cfg.assume_crs!r} is not a usable CRS ({e}); use e.g. 'EPSG:4326'."
+            ) from None
     crs_in = CRS.from_user_input(gdf.crs)
     if crs_in.is_geographic:
         b = gdf.total_bounds
@@ -580,8 +587,20 @@ def world_from_polygons(path, cfg: WorldConfig | None = None, seed: int = 42,
         xy, np.concatenate(res_l), np.concatenate(job_l), seeds, boundary, cfg, rng,
         crs=crs_str, utc_offset_s=int(round(cfg.utc_offset_h * 3600)), kind="polygons",
         tract_of_block=np.concatenate(tob_l), tract_polys=polys,
-        meta={"source": str(p), "population_source": pop_source, "residents": float(total)},
+        meta={"source": str(p), "population_source": pop_source, "residents": float(total),
+              "centre_xy": _centre_xy(boundary), "radius_m": _radius_about(boundary, _centre_xy(boundary))},
     )
+
+
+def _centre_xy(geom) -> list:
+    c = shapely.get_coordinates(shapely.centroid(geom))[0]
+    return [float(c[0]), float(c[1])]
+
+
+def _radius_about(geom, centre) -> float:
+    """Largest distance (m) from ``centre`` to a vertex of ``geom``."""
+    xy = shapely.get_coordinates(geom)
+    return float(np.hypot(xy[:, 0] - centre[0], xy[:, 1] - centre[1]).max())
 
 
 def _points_in_polygon(rng, poly, n):
