@@ -389,7 +389,14 @@ def generate(scn: Scenario, out_dir, *, progress: bool = True, backend: str = "l
 
 
 def _commit_stage(stage: Path, out: Path) -> None:
-    """Move every staged entry into ``out``, replacing older ones only at the end."""
+    """Move every staged entry into ``out``, replacing older ones only at the end.
+
+    The old manifest is removed first and the new one moved in last, so a crash in
+    between leaves a folder without manifest.json (refused by every reader) rather than
+    a silently mixed dataset."""
+    old_manifest = out / "manifest.json"
+    if old_manifest.exists():
+        old_manifest.unlink()
     for entry in sorted(stage.iterdir(), key=lambda p: p.name == "manifest.json"):
         dst = out / entry.name
         if dst.exists():
