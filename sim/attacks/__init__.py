@@ -1,0 +1,31 @@
+"""Re-identification attacks and risk metrics (DESIGN.md §6).
+
+Each attack is a plain function over tables returning tidy DataFrames (one row per
+level/parameter/metric with columns value, ci_low, ci_high, n).  The attack half of
+each function sees only what an attacker holds (release, inferred tables, register,
+world); truth tables are read only by the scoring half.
+
+Modules: linkage (Golle & Partridge home/work linkage, time to identification),
+unicity (de Montjoye p-point unicity), topn (Zang & Bolot top-N places), geofence
+(area search -> follow home), known_points (m noisy sightings), relink (rotated
+pseudonyms), skmob (scikit-mobility-compatible risk measures), run (all of them).
+"""
+from .geofence import geofence_attack, seen_in_fence
+from .known_points import known_points_attack
+from .linkage import (
+    link_devices, linkage_attack, linkage_metrics, plot_time_to_identification, score_links,
+    time_to_identification,
+)
+from .relink import propose_links, pseudonym_epochs, relink_attack, relink_vs_period, score_relinks
+from .run import ATTACK_NAMES, AttackConfig, run_attacks, summary, write_attack_outputs
+from .skmob import privacy_risk
+from .topn import top_locations, topn_uniqueness
+from .unicity import build_index, fit_power_law, unicity_attack
+
+__all__ = [
+    "AttackConfig", "ATTACK_NAMES", "build_index", "fit_power_law", "geofence_attack", "known_points_attack",
+    "link_devices", "linkage_attack", "linkage_metrics", "plot_time_to_identification", "privacy_risk",
+    "propose_links", "pseudonym_epochs", "relink_attack", "relink_vs_period", "run_attacks", "score_links",
+    "score_relinks", "seen_in_fence", "summary", "time_to_identification", "top_locations", "topn_uniqueness",
+    "unicity_attack", "write_attack_outputs",
+]

@@ -1,0 +1,144 @@
+"""Helpers shared by the attack modules: validation, truth look-up, stable indices,
+tidy metric rows and seeded uniforms.
+
+Nothing here reads truth on the attack path: :func:`truth_person` is only called by
+the scoring half of each attack.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .._numba import jit, pjit, prange
+from ..errors import ConfigError, InputError
+from ..rng import stream_key, uniform
+from .. import stats
+
+DEFAULT_LEVELS = ("building", "block", "tract", "district")
+METRIC_COLUMNS = ["metric", "value", "ci_low", "ci_high", "n"]
+
+
+def world_levels(world) -> tuple:
+    """The world's zone levels, finest first (``World.LEVELS``)."""
+    return tuple(getattr(world, "LEVELS", DEFAULT_LEVELS))
+
+
+def check_levels(levels, world) -> tuple:
+    known = world_levels(world)
+    if isinstance(levels, str):
+        levels = (levels,)
+    levels = tuple(levels) if levels is not None else known
+    bad = [lv for lv in levels if lv not in known]
+    if bad or not levels:
+        raise ConfigError(f"unknown zone level(s) {bad or levels!r}; expected a subset of {known}.")
+    return levels
+
+
+def require_columns(df, cols, what: str, fix: str = "") -> None:
+    """Raise InputError naming the missing columns of table ``what``."""
+    if not isinstance(df, pd.DataFrame):
+        raise InputError(f"{what} must be a pandas DataFrame, got {type(df).__name__}.")
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise InputError(
+            f"{what} is missing column(s) {missing}; it has {list(df.columns)}. "
+            + (fix or "See docs/CONTRACTS.md for the expected columns.")
+        )
+
+
+def register_column(side: str, level: str) -> str:
+    """Register column with the zone id of a person's home/work at ``level``."""
+    return f"{side}_{level}_id"
+
+
+def stable_index(pseudonyms) -> np.ndarray:
+    """A uint64 per pseudonym that depends only on the pseudonym string.
+
+    Used as the index of counter-based random streams so that draws do not depend on
+    the row order of a table or the chunking of a run (pandas' fixed-key SipHash).
+    """
+    arr = np.asarray(pseudonyms, dtype=object)
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.uint64)
+    return pd.util.hash_array(arr.astype(str).astype(object), categorize=False).astype(np.uint64)
+
+
+@jit
+def _one_uniform(seed, tag, index, counter):
+    return uniform(stream_key(seed, tag, index), counter)
+
+
+@pjit
+def _uniform_many(seed, tag, index, counter, out):
+    for i in prange(len(index)):
+        out[i] = _one_uniform(seed, tag, index[i], counter)
+
+
+def uniforms(seed: int, tag: int, index: np.ndarray, counter: int) -> np.ndarray:
+    """One uniform [0, 1) per stream ``stream_key(seed, tag, index[i])`` at ``counter``."""
+    index = np.ascontiguousarray(index, dtype=np.uint64)
+    out = np.empty(len(index), dtype=np.float64)
+    if len(index):
+        _uniform_many(np.uint64(seed), np.uint64(tag), index, np.uint64(counter), out)
+    return out
+
+
+def truth_person(pseudonyms_table: pd.DataFrame, query, what: str = "inferred table") -> np.ndarray:
+    """person_id of the true owner of each queried pseudonym (scoring only).
+
+    Raises InputError if a queried pseudonym is not in the truth table.
+    """
+    require_columns(pseudonyms_table, ["pseudonym", "person_id"], "truth pseudonyms table")
+    truth = pseudonyms_table.drop_duplicates("pseudonym").set_index("pseudonym")["person_id"]
+    q = pd.Index(np.asarray(query, dtype=object))
+    pos = truth.index.get_indexer(q)
+    if np.any(pos < 0):
+        bad = q[pos < 0]
+        raise InputError(
+            f"{len(bad)} pseudonym(s) of the {what} are unknown to the truth pseudonyms table "
+            f"(e.g. {list(bad[:3])}); score with the truth table of the same simulation run."
+        )
+    return truth.to_numpy()[pos]
+
+
+def truth_device(pseudonyms_table: pd.DataFrame, query, what: str = "release") -> np.ndarray:
+    """device_idx of each queried pseudonym (scoring only); InputError if unknown."""
+    require_columns(pseudonyms_table, ["pseudonym", "device_idx"], "truth pseudonyms table")
+    truth = pseudonyms_table.drop_duplicates("pseudonym").set_index("pseudonym")["device_idx"]
+    q = pd.Index(np.asarray(query, dtype=object))
+    pos = truth.index.get_indexer(q)
+    if np.any(pos < 0):
+        bad = q[pos < 0]
+        raise InputError(
+            f"{len(bad)} pseudonym(s) of the {what} are unknown to the truth pseudonyms table "
+            f"(e.g. {list(bad[:3])}); score with the truth table of the same simulation run."
+        )
+    return truth.to_numpy()[pos].astype(np.int64)
+
+
+def rate_row(metric: str, success, ci: str = "wilson", seed: int = 0, tags: tuple = (), **params) -> dict:
+    """A tidy row ``{**params, metric, value, ci_low, ci_high, n}`` for a share of units."""
+    r = stats.rate(success, method=ci, seed=seed, tags=tags)
+    return {**params, "metric": metric, **r}
+
+
+def count_row(metric: str, count: int, n: int, **params) -> dict:
+    """A tidy row for a plain count (no interval: it is not an estimate)."""
+    return {**params, "metric": metric, "value": float(count), "ci_low": np.nan, "ci_high": np.nan, "n": int(n)}
+
+
+def check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def check_positive(name: str, value, allow_zero: bool = False) -> float:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if ok:
+        v = float(value)
+        ok = np.isfinite(v) and (v >= 0 if allow_zero else v > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}.")
+    return float(value)

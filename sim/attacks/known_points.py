@@ -1,0 +1,265 @@
+"""Known-points attack: find a target's pseudonym from m noisy sightings.
+
+The attacker knows m (place, time) observations of a target (geotagged posts, a
+neighbour's sightings).  They are simulated from the target trace's own pings:
+
+* m distinct pings are drawn uniformly (partial Fisher-Yates on the trace's pings,
+  stream ``stream_key(seed, TAG_ATTACK, hash(pseudonym) ^ SALT)``, draws 0..);
+* each position gets isotropic Gaussian noise of ``sigma_m`` metres per axis, and each
+  time a uniform jitter in ``[-jitter_s, +jitter_s]`` seconds.  The same standard
+  deviates are reused across ``sigma_m`` values (common random numbers), and the
+  observations for m+1 extend those for m.
+
+*Candidates* are the traces that have, for **every** observation, a ping within
+``radius_m`` (Euclidean distance <= radius_m, inclusive) and within ``tol_s`` seconds
+(|dt| <= tol_s, inclusive).  *Success* = exactly one candidate and it is the target
+trace.  Defaults: ``radius_m = 3 * sigma_m + 50`` and ``tol_s = jitter_s + 60``.
+
+Index: pings are bucketed in a grid of (radius_m x radius_m x tol_s) cells; the first
+observation's candidates come from its 27 neighbouring cells, later observations only
+test the surviving candidates (binary search in each candidate's time-sorted pings).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .._numba import jit, pjit, prange
+from ..errors import InputError
+from ..rng import TAG_ATTACK, normal, uniform
+from ..traces import Traces
+from ._common import check_int, check_positive, rate_row, stable_index, stats
+from .unicity import _stream_keys, sample_traces
+
+SALT = np.uint64(0x5A17_0003)
+_C_X = 1000  # counter bases of the observation draws
+_C_T = 1_000_000
+
+
+# ----------------------------------------------------------------------------- kernels
+@jit
+def _observations(key, a, n, m, sigma_m, jitter_s, x_m, y_m, t_s, ox, oy, ot):
+    """m observations of the trace whose pings are rows a..a+n-1."""
+    perm = np.empty(n, dtype=np.int64)
+    for j in range(n):
+        perm[j] = j
+    for j in range(m):
+        r = j + int(uniform(key, j) * (n - j))
+        if r >= n:
+            r = n - 1
+        t = perm[j]
+        perm[j] = perm[r]
+        perm[r] = t
+        row = a + perm[j]
+        ox[j] = x_m[row] + sigma_m * normal(key, _C_X + 4 * j)
+        oy[j] = y_m[row] + sigma_m * normal(key, _C_X + 4 * j + 2)
+        ot[j] = t_s[row] + np.int64(np.floor((2.0 * uniform(key, _C_T + j) - 1.0) * jitter_s + 0.5))
+
+
+@jit
+def _has_ping_near(offsets, x_m, y_m, t_s, c, ox, oy, ot, r2, tol_s):
+    a, b = offsets[c], offsets[c + 1]
+    lo, hi = a, b
+    tmin = ot - tol_s
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if t_s[mid] < tmin:
+            lo = mid + 1
+        else:
+            hi = mid
+    tmax = ot + tol_s
+    for j in range(lo, b):
+        if t_s[j] > tmax:
+            break
+        dx = x_m[j] - ox
+        dy = y_m[j] - oy
+        if dx * dx + dy * dy <= r2:
+            return True
+    return False
+
+
+@jit
+def _attack_one(i, key, m, sigma_m, jitter_s, radius_m, tol_s, offsets, x_m, y_m, t_s, trace_of,
+                cell_keys, cell_rows, x0, y0, t0, nx, ny, nt, count_out, hit_out):
+    a = offsets[i]
+    n = offsets[i + 1] - a
+    m = min(m, n)  # counts/hits beyond the trace length stay 0/False
+    if m == 0:
+        return
+    ox = np.empty(m, dtype=np.float64)
+    oy = np.empty(m, dtype=np.float64)
+    ot = np.empty(m, dtype=np.int64)
+    _observations(key, a, n, m, sigma_m, jitter_s, x_m, y_m, t_s, ox, oy, ot)
+    r2 = radius_m * radius_m
+    cw = max(radius_m, 1.0)
+    # candidates of observation 0 from the 27 neighbouring cells
+    cx = int(np.floor((ox[0] - x0) / cw))
+    cy = int(np.floor((oy[0] - y0) / cw))
+    ct = (ot[0] - t0) // tol_s if tol_s > 0 else ot[0] - t0
+    buf = np.empty(16, dtype=np.int64)
+    nb = 0
+    for dx in range(-1, 2):
+        gx = cx + dx
+        if gx < 0 or gx >= nx:
+            continue
+        for dy in range(-1, 2):
+            gy = cy + dy
+            if gy < 0 or gy >= ny:
+                continue
+            for dt in range(-1, 2):
+                gt = ct + dt
+                if gt < 0 or gt >= nt:
+                    continue
+                k = (np.int64(gx) * ny + gy) * nt + gt
+                lo = np.searchsorted(cell_keys, k)
+                hi = np.searchsorted(cell_keys, k + 1)
+                for q in range(lo, hi):
+                    row = cell_rows[q]
+                    ddx = x_m[row] - ox[0]
+                    ddy = y_m[row] - oy[0]
+                    if ddx * ddx + ddy * ddy <= r2 and abs(t_s[row] - ot[0]) <= tol_s:
+                        if nb == len(buf):
+                            nbuf = np.empty(2 * len(buf), dtype=np.int64)
+                            nbuf[:nb] = buf[:nb]
+                            buf = nbuf
+                        buf[nb] = trace_of[row]
+                        nb += 1
+    cand = np.unique(buf[:nb])
+    alive = len(cand)
+    for j in range(m):
+        if j > 0:
+            w = 0
+            for q in range(alive):
+                c = cand[q]
+                if _has_ping_near(offsets, x_m, y_m, t_s, c, ox[j], oy[j], ot[j], r2, tol_s):
+                    cand[w] = c
+                    w += 1
+            alive = w
+        count_out[j] = alive
+        hit = False
+        for q in range(alive):
+            if cand[q] == i:
+                hit = True
+                break
+        hit_out[j] = hit
+
+
+@pjit
+def _attack_kernel(targets, keys, m, sigma_m, jitter_s, radius_m, tol_s, offsets, x_m, y_m, t_s, trace_of,
+                   cell_keys, cell_rows, x0, y0, t0, nx, ny, nt, counts, hits):
+    for s in prange(len(targets)):
+        _attack_one(targets[s], keys[s], m, sigma_m, jitter_s, radius_m, tol_s, offsets, x_m, y_m, t_s,
+                    trace_of, cell_keys, cell_rows, x0, y0, t0, nx, ny, nt, counts[s], hits[s])
+
+
+# ------------------------------------------------------------------------ public API
+def _cell_index(traces: Traces, radius_m: float, tol_s: int):
+    cw = max(radius_m, 1.0)
+    x0 = float(np.min(traces.x_m))
+    y0 = float(np.min(traces.y_m))
+    t0 = int(np.min(traces.t_s))
+    cx = np.floor((traces.x_m - x0) / cw).astype(np.int64)
+    cy = np.floor((traces.y_m - y0) / cw).astype(np.int64)
+    ct = (traces.t_s - t0) // tol_s if tol_s > 0 else traces.t_s - t0
+    nx, ny, nt = int(cx.max()) + 1, int(cy.max()) + 1, int(ct.max()) + 1
+    if nx * ny * nt >= 2**62:
+        raise InputError("the known-points grid does not fit int64 keys; use a larger radius_m or tol_s.")
+    keys = (cx * ny + cy) * nt + ct
+    order = np.argsort(keys, kind="stable")
+    return keys[order], order.astype(np.int64), x0, y0, t0, nx, ny, nt
+
+
+def match_counts(traces: Traces, targets: np.ndarray, *, m: int, sigma_m: float, jitter_s: float,
+                 radius_m: float, tol_s: int, seed: int):
+    """Per target and k = 1..m: candidate count and whether the target is among them.
+
+    Returns (counts, hits): int64 and bool arrays of shape (len(targets), m).
+    """
+    counts = np.zeros((len(targets), m), dtype=np.int64)
+    hits = np.zeros((len(targets), m), dtype=bool)
+    if len(targets) == 0:
+        return counts, hits
+    cell_keys, cell_rows, x0, y0, t0, nx, ny, nt = _cell_index(traces, radius_m, tol_s)
+    trace_of = traces.trace_index()
+    keys = np.empty(len(targets), dtype=np.uint64)
+    _stream_keys(np.uint64(seed), np.uint64(TAG_ATTACK), stable_index(traces.pseudonym[targets]) ^ SALT, keys)
+    _attack_kernel(
+        np.ascontiguousarray(targets, dtype=np.int64), keys, np.int64(m), float(sigma_m), float(jitter_s),
+        float(radius_m), np.int64(tol_s), np.ascontiguousarray(traces.offsets, dtype=np.int64),
+        np.ascontiguousarray(traces.x_m, dtype=np.float64), np.ascontiguousarray(traces.y_m, dtype=np.float64),
+        np.ascontiguousarray(traces.t_s, dtype=np.int64), trace_of, cell_keys, cell_rows, x0, y0, np.int64(t0),
+        np.int64(nx), np.int64(ny), np.int64(nt), counts, hits,
+    )
+    return counts, hits
+
+
+def known_points_attack(
+    traces: Traces,
+    *,
+    m_values=(1, 2, 3, 4, 5),
+    sigma_values_m=(0.0, 50.0, 200.0),
+    jitter_s: float = 600.0,
+    radius_m: float | None = None,
+    tol_s: int | None = None,
+    n_targets: int | None = 1000,
+    seed: int = 0,
+    ci: str = "wilson",
+    return_per_target: bool = False,
+):
+    """Success rate of the known-points attack vs m and position noise.
+
+    Parameters
+    ----------
+    traces : Traces (the release)
+    m_values : numbers of observations known (>= 1)
+    sigma_values_m : position noise per axis, metres (>= 0)
+    jitter_s : half-width of the uniform time jitter, seconds (>= 0)
+    radius_m : match radius, metres (inclusive); default ``3 * sigma + 50`` per sigma
+    tol_s : time tolerance, whole seconds (inclusive); default ``jitter_s + 60``
+    n_targets : number of target traces (seeded, order-independent choice) or None = all
+    seed, ci : as elsewhere
+
+    Returns
+    -------
+    Tidy DataFrame: m, sigma_m, jitter_s, radius_m, tol_s, metric ("success", and
+    "target_kept" = the true trace survives, "median_candidates"), value, ci_low,
+    ci_high, n (targets with >= m pings), n_short.  With ``return_per_target`` also
+    (pseudonym, m, sigma_m, n_candidates, target_kept, success).
+    """
+    if not isinstance(traces, Traces):
+        raise InputError(f"traces must be a sim.traces.Traces, got {type(traces).__name__}.")
+    ms = sorted({check_int("m (observations)", m, 1) for m in np.atleast_1d(m_values)})
+    sigmas = [check_positive("sigma_m", s, allow_zero=True) for s in np.atleast_1d(sigma_values_m)]
+    jitter_s = check_positive("jitter_s", jitter_s, allow_zero=True)
+    if tol_s is None:
+        tol_s = int(np.ceil(jitter_s)) + 60
+    tol_s = check_int("tol_s (whole seconds)", tol_s, 0)
+    targets = sample_traces(traces, n_targets, seed)
+    m_max = max(ms)
+    lengths = traces.lengths[targets]
+    rows, per = [], []
+    for si, sigma in enumerate(sigmas):
+        r_m = check_positive("radius_m", 3.0 * sigma + 50.0 if radius_m is None else radius_m, allow_zero=True)
+        ok_t = targets[lengths >= 1]
+        counts, hits = match_counts(traces, ok_t, m=m_max, sigma_m=sigma, jitter_s=jitter_s,
+                                    radius_m=r_m, tol_s=tol_s, seed=seed)
+        ln = traces.lengths[ok_t]
+        for m in ms:
+            has = ln >= m
+            c = counts[has, m - 1]
+            h = hits[has, m - 1]
+            succ = (c == 1) & h
+            p = dict(m=m, sigma_m=sigma, jitter_s=jitter_s, radius_m=r_m, tol_s=tol_s)
+            n_short = int(len(targets) - has.sum())
+            for name, arr in (("success", succ), ("target_kept", h)):
+                rows.append({**rate_row(name, arr, ci, seed, (m, si), **p), "n_short": n_short})
+            med = stats.summary_ci(c, statistic="median", seed=seed, tags=(m, si, 1))
+            rows.append({**p, "metric": "median_candidates", **med, "n_short": n_short})
+            if return_per_target:
+                per.append(pd.DataFrame({"pseudonym": traces.pseudonym[ok_t[has]], "m": m, "sigma_m": sigma,
+                                         "n_candidates": c, "target_kept": h, "success": succ}))
+    cols = ["m", "sigma_m", "jitter_s", "radius_m", "tol_s", "metric", "value", "ci_low", "ci_high", "n", "n_short"]
+    table = pd.DataFrame(rows, columns=cols)
+    if return_per_target:
+        return table, (pd.concat(per, ignore_index=True) if per else pd.DataFrame())
+    return table

@@ -1,0 +1,243 @@
+"""Run every attack on one simulated release and collect tidy tables.
+
+``run_attacks`` is what ``reidsim attack DIR`` calls (the CLI lives in sim/cli.py):
+it returns ``{name: DataFrame}``; :func:`summary` extracts the headline figures as a
+JSON-able dict and :func:`write_attack_outputs` writes ``DIR/attacks/<name>.parquet``,
+``<name>.csv`` and ``summary.json`` atomically (temporary name, then ``os.replace``).
+
+Truth tables (``pseudonyms``, ``persons``) are passed through to the scoring halves
+only; the attack halves see the release, the inferred tables, the register and the
+world.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError, InputError
+from ..traces import Traces
+from ._common import register_column, world_levels
+from .geofence import geofence_attack
+from .known_points import known_points_attack
+from .linkage import KEYS, linkage_attack, split_prefixes, time_to_identification
+from .relink import relink_attack
+from .topn import topn_uniqueness
+from .unicity import fit_power_law, unicity_attack
+
+log = logging.getLogger(__name__)
+
+ATTACK_NAMES = ("linkage", "time_to_identification", "unicity", "topn", "known_points", "geofence", "relink")
+
+
+@dataclass
+class AttackConfig:
+    """Parameters of :func:`run_attacks` (allowed values checked in ``validate``).
+
+    Geofence runs only when ``geofence_polygon`` (shapely, metres) and the window
+    ``geofence_window_s = (t_start_s, t_end_s)`` are given; re-linking only when
+    ``relink_period_days`` (the release's rotation period R) is given.
+    """
+
+    seed: int = 0
+    attacks: tuple = ATTACK_NAMES
+    levels: tuple | None = None
+    keys: tuple = KEYS
+    guess: str = "random"
+    ci: str = "wilson"
+    ttid_level: str = "block"
+    ttid_key: str = "home_work"
+    unicity_p: tuple = (1, 2, 3, 4, 5)
+    unicity_v_m: tuple = (250.0, 500.0, 1000.0, 2000.0)
+    unicity_h_h: tuple = (1.0, 4.0, 24.0)
+    unicity_n_sample: int | None = 10_000
+    topn_n: tuple = (1, 2, 3)
+    topn_by: str = "pings"
+    known_m: tuple = (1, 2, 3, 4, 5)
+    known_sigma_m: tuple = (0.0, 50.0, 200.0)
+    known_jitter_s: float = 600.0
+    known_n_targets: int | None = 1000
+    geofence_polygon: object = None
+    geofence_window_s: tuple | None = None
+    geofence_level: str = "building"
+    relink_period_days: float | None = None
+    relink_method: str = "nearest"
+
+    def validate(self) -> "AttackConfig":
+        bad = [a for a in self.attacks if a not in ATTACK_NAMES]
+        if bad:
+            raise ConfigError(f"unknown attack(s) {bad}; expected a subset of {ATTACK_NAMES}.")
+        if self.ttid_key not in KEYS:
+            raise ConfigError(f"ttid_key must be one of {KEYS}, got {self.ttid_key!r}.")
+        return self
+
+    @classmethod
+    def from_any(cls, config) -> "AttackConfig":
+        if config is None:
+            return cls().validate()
+        if isinstance(config, cls):
+            return config.validate()
+        if isinstance(config, dict):
+            names = {f.name for f in dataclasses.fields(cls)}
+            unknown = sorted(set(config) - names)
+            if unknown:
+                raise ConfigError(f"unknown attack config key(s) {unknown}; allowed: {sorted(names)}.")
+            return cls(**config).validate()
+        raise ConfigError(f"config must be None, a dict or an AttackConfig, got {type(config).__name__}.")
+
+
+def run_attacks(
+    release: Traces,
+    inferred_by_day: dict,
+    register: pd.DataFrame,
+    world,
+    pseudonyms: pd.DataFrame,
+    persons: pd.DataFrame | None = None,
+    config=None,
+) -> dict:
+    """Run the configured attacks; return ``{table name: tidy DataFrame}``.
+
+    ``inferred_by_day`` maps days observed -> inferred home/work table (or is the
+    long table of ``sim.infer.infer_prefixes``); the largest
+    prefix is used for linkage, geofence and re-linking, all of them for the
+    time-to-identification curve.  Tables: linkage, linkage_per_device,
+    time_to_identification, time_to_identification_per_device, unicity,
+    unicity_power_law, topn, known_points, geofence, geofence_per_pseudonym, relink.
+    """
+    cfg = AttackConfig.from_any(config)
+    if not isinstance(release, Traces):
+        raise InputError(f"release must be a sim.traces.Traces, got {type(release).__name__}.")
+    inferred_by_day = split_prefixes(inferred_by_day)
+    full = inferred_by_day[max(inferred_by_day)]
+    levels = tuple(cfg.levels) if cfg.levels is not None else world_levels(world)
+    keys = tuple(cfg.keys)
+    if "home_work" in keys and not all(register_column("work", lv) in register.columns for lv in levels):
+        log.warning("register has no employer columns: running the linkage with key 'home' only")
+        keys = tuple(k for k in keys if k != "home_work")
+    ttid_key = cfg.ttid_key if cfg.ttid_key in keys else "home"
+    out = {}
+    if "linkage" in cfg.attacks:
+        per, met = linkage_attack(full, register, world, pseudonyms, levels=levels, keys=keys, guess=cfg.guess,
+                                  seed=cfg.seed, ci=cfg.ci)
+        out["linkage"], out["linkage_per_device"] = met, per
+    if "time_to_identification" in cfg.attacks:
+        curve, per = time_to_identification(inferred_by_day, register, world, pseudonyms, level=cfg.ttid_level,
+                                            key=ttid_key, guess=cfg.guess, seed=cfg.seed, ci=cfg.ci)
+        out["time_to_identification"], out["time_to_identification_per_device"] = curve, per
+    if "unicity" in cfg.attacks:
+        u = unicity_attack(release, p_values=cfg.unicity_p, v_values_m=cfg.unicity_v_m, h_values_h=cfg.unicity_h_h,
+                    n_sample=cfg.unicity_n_sample, seed=cfg.seed, ci=cfg.ci)
+        out["unicity"], out["unicity_power_law"] = u, fit_power_law(u)
+    if "topn" in cfg.attacks:
+        out["topn"] = topn_uniqueness(release, world, levels=levels, n_values=cfg.topn_n, by=cfg.topn_by,
+                                      ci=cfg.ci, seed=cfg.seed)
+    if "known_points" in cfg.attacks:
+        out["known_points"] = known_points_attack(release, m_values=cfg.known_m, sigma_values_m=cfg.known_sigma_m,
+                                                  jitter_s=cfg.known_jitter_s, n_targets=cfg.known_n_targets,
+                                                  seed=cfg.seed, ci=cfg.ci)
+    if "geofence" in cfg.attacks and cfg.geofence_polygon is not None and cfg.geofence_window_s is not None:
+        t0, t1 = cfg.geofence_window_s
+        per, met = geofence_attack(release, cfg.geofence_polygon, t0, t1, full, register, world, pseudonyms, persons,
+                                   level=cfg.geofence_level, guess=cfg.guess, seed=cfg.seed, ci=cfg.ci)
+        out["geofence"], out["geofence_per_pseudonym"] = met, per
+    if "relink" in cfg.attacks and cfg.relink_period_days is not None:
+        _, met = relink_attack(release, full, pseudonyms, period_days=cfg.relink_period_days,
+                               method=cfg.relink_method, world=world, seed=cfg.seed, ci=cfg.ci)
+        out["relink"] = met
+    return out
+
+
+# ------------------------------------------------------------------------- summary
+def _clean(v):
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        return None if not math.isfinite(float(v)) else float(v)
+    if isinstance(v, (np.bool_,)):
+        return bool(v)
+    return v
+
+
+def _records(df: pd.DataFrame, cols) -> list:
+    cols = [c for c in cols if c in df.columns]
+    return [{c: _clean(r[c]) for c in cols} for r in df[cols].to_dict("records")]
+
+
+_FIG = ["value", "ci_low", "ci_high", "n"]
+
+
+def summary(tables: dict) -> dict:
+    """Headline figures of :func:`run_attacks` output as a JSON-able dict.
+
+    Keys present only for the tables present: linkage_identified (per level and key),
+    linkage_median_set_size, time_to_identification, unicity (p=4 where swept, else
+    all), unicity_exponent, topn_unique, known_points_success, geofence, relink.
+    Every figure carries value, ci_low, ci_high, n.
+    """
+    s = {}
+    if "linkage" in tables:
+        t = tables["linkage"]
+        s["linkage_identified"] = _records(t[t["metric"] == "identified"], ["level", "key"] + _FIG)
+        s["linkage_median_set_size"] = _records(t[t["metric"] == "median_set_size"], ["level", "key"] + _FIG)
+        s["linkage_wrong_unique"] = _records(t[t["metric"] == "wrong_unique"], ["level", "key"] + _FIG)
+        nd = t[t["metric"] == "n_devices"]["value"]
+        s["n_devices"] = int(nd.iloc[0]) if len(nd) else 0
+    if "time_to_identification" in tables:
+        s["time_to_identification"] = _records(tables["time_to_identification"], ["days", "level", "key"] + _FIG)
+    if "unicity" in tables:
+        u = tables["unicity"]
+        sel = u[u["p"] == 4] if (u["p"] == 4).any() else u
+        s["unicity"] = _records(sel, ["p", "v_m", "h_h"] + _FIG)
+    if "unicity_power_law" in tables:
+        s["unicity_exponent"] = _records(tables["unicity_power_law"], ["p", "exponent", "exponent_se", "n_points"])
+    if "topn" in tables:
+        t = tables["topn"]
+        s["topn_unique"] = _records(t[t["metric"] == "unique"], ["level", "N", "by"] + _FIG)
+    if "known_points" in tables:
+        t = tables["known_points"]
+        s["known_points_success"] = _records(t[t["metric"] == "success"], ["m", "sigma_m"] + _FIG)
+    if "geofence" in tables:
+        s["geofence"] = _records(tables["geofence"], ["level", "key", "metric"] + _FIG)
+    if "relink" in tables:
+        s["relink"] = _records(tables["relink"], ["period_days", "method", "metric"] + _FIG)
+    return s
+
+
+def _atomic_write(path: Path, writer) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_attack_outputs(out_dir, tables: dict, summary_dict: dict | None = None) -> Path:
+    """Write ``out_dir/attacks/<name>.parquet`` and ``.csv`` per table and
+    ``out_dir/attacks/summary.json`` (each file atomically).  Returns the folder."""
+    d = Path(out_dir) / "attacks"
+    d.mkdir(parents=True, exist_ok=True)
+    for name, df in tables.items():
+        if not isinstance(df, pd.DataFrame):
+            raise InputError(f"table {name!r} is a {type(df).__name__}, expected a DataFrame.")
+        _atomic_write(d / f"{name}.parquet", lambda p, df=df: df.to_parquet(p, index=False))
+        _atomic_write(d / f"{name}.csv", lambda p, df=df: df.to_csv(p, index=False))
+    sm = summary(tables) if summary_dict is None else summary_dict
+
+    def _json(p):
+        with open(p, "w") as fh:
+            json.dump(sm, fh, indent=2, sort_keys=True, allow_nan=False)
+
+    _atomic_write(d / "summary.json", _json)
+    return d

@@ -1,0 +1,166 @@
+"""Uniqueness of each device's top-N locations (Zang & Bolot 2011).
+
+Definitions
+-----------
+* A device's *places* at a zone level are the zones (``world.locate``) of its pings;
+  pings outside the study area (zone -1) are ignored.
+* Places are ranked by ``by``: ``"pings"`` (number of pings in the zone) or ``"days"``
+  (number of distinct local days with a ping in the zone — less sensitive to a phone
+  that pings a lot while sitting at one place).  Ties go to the smaller zone id.
+* The *signature* for N is the set of the N top-ranked zones (unordered, as in Zang &
+  Bolot's top-N location sets; ``ordered=True`` keeps the rank order).  Devices with
+  fewer than N places have no N-signature: they are counted as ``n_short`` and left out
+  of that N's denominator.
+* Anonymity set of a device = number of devices in the release with the same signature;
+  unique = set size 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .._numba import jit, pjit, prange
+from ..errors import ConfigError, InputError
+from ..traces import Traces, ping_zones
+from ._common import check_int, check_levels, rate_row, stats
+
+BY = ("pings", "days")
+
+
+@jit
+def _top_one(zones, days, by_days, n_max, out_row):
+    """Top n_max places of one trace into out_row (padded with -1); returns #places."""
+    m = 0
+    for j in range(len(zones)):
+        if zones[j] >= 0:
+            m += 1
+    if m == 0:
+        return 0
+    key = np.empty(m, dtype=np.int64)
+    k = 0
+    for j in range(len(zones)):
+        if zones[j] >= 0:
+            key[k] = zones[j] * np.int64(1 << 20) + days[j]  # days < 2**20
+            k += 1
+    key.sort()
+    # run-length per zone
+    zl = np.empty(m, dtype=np.int64)
+    cl = np.empty(m, dtype=np.int64)
+    nz = 0
+    prev_zone = -1
+    prev_key = -1
+    for j in range(m):
+        z = key[j] >> 20
+        if z != prev_zone:
+            zl[nz] = z
+            cl[nz] = 0
+            nz += 1
+            prev_zone = z
+            prev_key = -1
+        if by_days:
+            if key[j] != prev_key:
+                cl[nz - 1] += 1
+        else:
+            cl[nz - 1] += 1
+        prev_key = key[j]
+    used = np.zeros(nz, dtype=np.bool_)
+    for r in range(min(n_max, nz)):
+        best = -1
+        for q in range(nz):
+            if used[q]:
+                continue
+            if best < 0 or cl[q] > cl[best] or (cl[q] == cl[best] and zl[q] < zl[best]):
+                best = q
+        used[best] = True
+        out_row[r] = zl[best]
+    return nz
+
+
+@pjit
+def _top_kernel(offsets, zones, days, by_days, n_max, out, n_places):
+    for i in prange(len(offsets) - 1):
+        a, b = offsets[i], offsets[i + 1]
+        n_places[i] = _top_one(zones[a:b], days[a:b], by_days, n_max, out[i])
+
+
+def top_locations(traces: Traces, world, level: str, *, n_max: int = 3, by: str = "pings"):
+    """Top-``n_max`` zones of every trace at ``level``.
+
+    Returns
+    -------
+    (top, n_places) : int64 arrays of shape (n_traces, n_max) and (n_traces,)
+        ``top[i, r]`` is the zone of rank r (0 = most visited) or -1 if the trace has
+        fewer places; ``n_places[i]`` is the number of distinct zones of trace i.
+    """
+    if by not in BY:
+        raise ConfigError(f"by must be one of {BY}, got {by!r}.")
+    n_max = check_int("n_max", n_max, 1)
+    check_levels((level,), world)
+    nt = traces.n_traces
+    top = np.full((nt, n_max), -1, dtype=np.int64)
+    n_places = np.zeros(nt, dtype=np.int64)
+    if traces.n_pings == 0:
+        return top, n_places
+    zones = np.ascontiguousarray(ping_zones(traces, world, level))
+    days = np.ascontiguousarray(traces.day(), dtype=np.int64)
+    days = days - days.min()
+    if days.max() >= 2**20:
+        raise InputError("window longer than 2**20 days; top-N places support shorter windows.")
+    _top_kernel(np.ascontiguousarray(traces.offsets, dtype=np.int64), zones, days, by == "days", np.int64(n_max), top, n_places)
+    return top, n_places
+
+
+def signature_set_sizes(top: np.ndarray, n_places: np.ndarray, n: int, ordered: bool = False) -> np.ndarray:
+    """Anonymity-set size of each trace's N-signature (0 for traces with < N places)."""
+    sig = top[:, :n].copy()
+    if not ordered:
+        sig.sort(axis=1)
+    has = n_places >= n
+    out = np.zeros(len(top), dtype=np.int64)
+    if has.any():
+        _, inv, cnt = np.unique(sig[has], axis=0, return_inverse=True, return_counts=True)
+        out[has] = cnt[inv.ravel()]
+    return out
+
+
+def topn_uniqueness(
+    traces: Traces,
+    world,
+    *,
+    levels=None,
+    n_values=(1, 2, 3),
+    by: str = "pings",
+    ordered: bool = False,
+    ci: str = "wilson",
+    seed: int = 0,
+    return_per_trace: bool = False,
+):
+    """Share of devices whose top-N places are unique, per level and N.
+
+    Returns a tidy DataFrame: level, N, by, metric ("unique" with interval, or
+    "median_set_size" with bootstrap interval), value, ci_low, ci_high, n (devices
+    with >= N places), n_short.  With ``return_per_trace`` also a table pseudonym,
+    level, N, set_size (0 when short).
+    """
+    if not isinstance(traces, Traces):
+        raise InputError(f"traces must be a sim.traces.Traces, got {type(traces).__name__}.")
+    levels = check_levels(levels, world)
+    ns = [check_int("N (number of top places)", n, 1) for n in np.atleast_1d(n_values)]
+    rows, per = [], []
+    for li, lv in enumerate(levels):
+        top, n_places = top_locations(traces, world, lv, n_max=max(ns), by=by)
+        for n in ns:
+            size = signature_set_sizes(top, n_places, n, ordered)
+            has = size > 0
+            p = dict(level=lv, N=n, by=by)
+            r = rate_row("unique", size[has] == 1, ci, seed, (li, n), **p)
+            r["n_short"] = int((~has).sum())
+            rows.append(r)
+            med = stats.summary_ci(size[has], statistic="median", seed=seed, tags=(li, n, 1))
+            rows.append({**p, "metric": "median_set_size", **med, "n_short": int((~has).sum())})
+            if return_per_trace:
+                per.append(pd.DataFrame({"pseudonym": traces.pseudonym, "level": lv, "N": n, "set_size": size}))
+    table = pd.DataFrame(rows, columns=["level", "N", "by", "metric", "value", "ci_low", "ci_high", "n", "n_short"])
+    if return_per_trace:
+        return table, (pd.concat(per, ignore_index=True) if per else pd.DataFrame())
+    return table

@@ -1,0 +1,267 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from _gridworld import GridWorld, LEVELS, make_population, register_from_points
+from sim.attacks import linkage as L
+from sim.errors import ConfigError, InputError
+
+NAN = np.nan
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """Hand-built case: 800 m square world, buildings 50 m, blocks 200 m, tracts 400 m, one district."""
+    w = GridWorld(800, 800, (50, 200, 400, 800))
+    reg = register_from_points(
+        w, [1, 2, 3, 4],
+        ([25, 75, 75, 425], [25, 25, 25, 425]),
+        ([775, 775, 25, NAN], [775, 775, 775, NAN]),
+    )
+    inf = pd.DataFrame({
+        "pseudonym": ["d1", "d2", "d3", "d4", "d5", "d6"],
+        "home_x_m": [26, 74, 76, 425, NAN, -10],
+        "home_y_m": [24, 26, 25, 425, NAN, 5],
+        "work_x_m": [770, 770, NAN, 25, 775, 775],
+        "work_y_m": [780, 780, NAN, 25, 775, 775],
+    })
+    truth = pd.DataFrame({"pseudonym": inf["pseudonym"], "person_id": [1, 2, 3, 9, 4, 4], "device_idx": range(6)})
+    return w, reg, inf, truth
+
+
+def _get(per, pseud, level, key, col):
+    r = per[(per.pseudonym == pseud) & (per.level == level) & (per.key == key)]
+    assert len(r) == 1
+    return r[col].iloc[0]
+
+
+def test_hand_built_sets_and_statuses(tiny):
+    w, reg, inf, truth = tiny
+    per = L.score_links(L.link_devices(inf, reg, w), truth)
+    expect = {  # (pseudonym, level, key): (status, set_size)
+        ("d1", "building", "home"): ("ok", 1),
+        ("d2", "building", "home"): ("ok", 2),
+        ("d3", "building", "home"): ("ok", 2),
+        ("d4", "building", "home"): ("ok", 1),
+        ("d5", "building", "home"): ("unknown_home", -1),
+        ("d6", "building", "home"): ("outside", -1),
+        ("d1", "building", "home_work"): ("ok", 1),
+        ("d2", "building", "home_work"): ("ok", 1),
+        ("d3", "building", "home_work"): ("unknown_work", -1),
+        ("d4", "building", "home_work"): ("ok", 0),
+        ("d1", "block", "home"): ("ok", 3),
+        ("d1", "block", "home_work"): ("ok", 2),
+        ("d2", "block", "home_work"): ("ok", 2),
+        ("d1", "district", "home"): ("ok", 4),
+        ("d4", "district", "home"): ("ok", 4),
+    }
+    for (p, lv, k), (st, size) in expect.items():
+        assert _get(per, p, lv, k, "status") == st, (p, lv, k)
+        assert _get(per, p, lv, k, "set_size") == size, (p, lv, k)
+    # identified = unique and right; d4's owner (9) is not in the register: unique but wrong
+    assert _get(per, "d1", "building", "home", "identified")
+    assert not _get(per, "d4", "building", "home", "identified")
+    assert _get(per, "d4", "building", "home", "wrong_unique")
+    assert _get(per, "d2", "building", "home_work", "identified")
+    assert _get(per, "d4", "building", "home_work", "guess_person_id") == -1
+
+
+def test_hand_built_metrics_count_unknowns(tiny):
+    w, reg, inf, truth = tiny
+    _, m = L.linkage_attack(inf, reg, w, truth)
+    m = m.set_index(["level", "key", "metric"])
+    assert m.loc[("building", "home", "n_devices"), "value"] == 6
+    assert m.loc[("building", "home", "n_unknown_home"), "value"] == 1
+    assert m.loc[("building", "home", "n_unknown_work"), "value"] == 0
+    assert m.loc[("building", "home_work", "n_unknown_work"), "value"] == 1
+    assert m.loc[("building", "home", "n_outside"), "value"] == 1
+    # identified share over ALL devices (unknowns stay in the denominator): d1 only
+    r = m.loc[("building", "home", "identified")]
+    assert r["value"] == pytest.approx(1 / 6) and r["n"] == 6 and r["ci_low"] <= r["value"] <= r["ci_high"]
+    assert m.loc[("building", "home_work", "identified"), "value"] == pytest.approx(2 / 6)
+    assert m.loc[("building", "home", "wrong_unique"), "value"] == pytest.approx(1 / 6)
+    assert m.loc[("building", "home", "identified_known"), "n"] == 4
+    # building/home sizes of ok devices: 1, 2, 2, 1 -> median 1.5
+    assert m.loc[("building", "home", "median_set_size"), "value"] == 1.5
+    assert m.loc[("building", "home", "set_size_2_5"), "value"] == pytest.approx(0.5)
+
+
+def test_nearest_guess_hand_built(tiny):
+    w, reg, inf, truth = tiny
+    per = L.link_devices(inf, reg, w, guess="nearest")
+    # block 0 holds persons 1 (25,25), 2 and 3 (both 75,25): d2 at (74,26) -> tie 2/3 -> smallest id
+    assert _get(per, "d2", "block", "home", "guess_person_id") == 2
+    assert _get(per, "d1", "block", "home", "guess_person_id") == 1
+    assert _get(per, "d4", "district", "home", "guess_person_id") == 4
+
+
+def _brute(inf, reg, w, level, key):
+    sizes, members = [], []
+    for r in inf.itertuples():
+        if not (np.isfinite(r.home_x_m) and np.isfinite(r.home_y_m)):
+            sizes.append(-1); members.append([]); continue
+        h = w.locate([r.home_x_m], [r.home_y_m], level)[0]
+        if key == "home_work":
+            if not (np.isfinite(r.work_x_m) and np.isfinite(r.work_y_m)):
+                sizes.append(-1); members.append([]); continue
+            wz = w.locate([r.work_x_m], [r.work_y_m], level)[0]
+            if h < 0 or wz < 0:
+                sizes.append(-1); members.append([]); continue
+            sel = (reg[f"home_{level}_id"] == h) & (reg[f"work_{level}_id"] == wz)
+        else:
+            if h < 0:
+                sizes.append(-1); members.append([]); continue
+            sel = reg[f"home_{level}_id"] == h
+        sizes.append(int(sel.sum()))
+        members.append(reg[sel])
+    return sizes, members
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_against_brute_force(seed, monkeypatch):
+    rng = np.random.default_rng(seed)
+    w = GridWorld(1600, 1600, (100, 200, 800, 1600))
+    n = 150
+    hx, hy = rng.uniform(-50, 1650, n), rng.uniform(0, 1600, n)
+    wx, wy = rng.uniform(0, 1600, n), rng.uniform(0, 1600, n)
+    wx[rng.random(n) < 0.2] = np.nan
+    reg = register_from_points(w, rng.permutation(n) + 7, (hx, hy), (wx, wy))
+    m = 80
+    inf = pd.DataFrame({
+        "pseudonym": [f"x{i}" for i in range(m)],
+        "home_x_m": np.where(rng.random(m) < 0.1, np.nan, rng.uniform(0, 1600, m)),
+        "home_y_m": rng.uniform(0, 1600, m),
+        "work_x_m": rng.uniform(0, 1600, m), "work_y_m": rng.uniform(0, 1600, m),
+    })
+    for guess, tree_min in (("random", 256), ("nearest", 256), ("nearest", 2)):
+        monkeypatch.setattr(L, "_TREE_MIN", tree_min)
+        per = L.link_devices(inf, reg, w, guess=guess, seed=seed)
+        for lv in LEVELS:
+            for key in L.KEYS:
+                sizes, members = _brute(inf, reg, w, lv, key)
+                got = per[(per.level == lv) & (per.key == key)]
+                assert got["set_size"].tolist() == sizes
+                for g, s, mem, r in zip(got["guess_person_id"], sizes, members, inf.itertuples()):
+                    if s <= 0:
+                        assert g == -1
+                        continue
+                    assert g in set(mem["person_id"])
+                    if guess == "nearest":
+                        d = np.hypot(mem["home_x_m"] - r.home_x_m, mem["home_y_m"] - r.home_y_m).to_numpy()
+                        best = mem["person_id"].to_numpy()[d == d.min()].min()
+                        assert g == best
+
+
+def test_random_guess_is_order_independent_and_spread():
+    w = GridWorld(800, 800, (50, 200, 400, 800))
+    n = 40
+    reg = register_from_points(w, np.arange(n), (np.full(n, 25.0), np.full(n, 25.0)))  # one building, 40 persons
+    inf = pd.DataFrame({"pseudonym": [f"q{i}" for i in range(200)], "home_x_m": 30.0, "home_y_m": 30.0,
+                        "work_x_m": np.nan, "work_y_m": np.nan})
+    a = L.link_devices(inf, reg, w, keys=("home",), levels=("building",), seed=5)
+    b = L.link_devices(inf.iloc[::-1].reset_index(drop=True), reg, w, keys=("home",), levels=("building",), seed=5)
+    pa = a.set_index("pseudonym")["guess_person_id"]
+    pb = b.set_index("pseudonym")["guess_person_id"]
+    assert (pa == pb.loc[pa.index]).all()
+    assert pa.nunique() > 20  # uniform over 40 persons: 200 draws hit most of them
+    c = L.link_devices(inf, reg, w, keys=("home",), levels=("building",), seed=6)
+    assert (c["guess_person_id"].to_numpy() != a["guess_person_id"].to_numpy()).any()
+
+
+def test_coarser_levels_never_shrink_sets():
+    w = GridWorld()
+    pop = make_population(w, n_persons=120, n_days=2, seed=3)
+    inf = pop["inferred"].copy()
+    rng = np.random.default_rng(0)
+    inf["home_x_m"] += rng.normal(0, 300, len(inf))
+    inf["home_x_m"] = inf["home_x_m"].clip(0, 6399)
+    per = L.link_devices(inf, pop["register"], w)
+    for key in L.KEYS:
+        wide = per[per.key == key].pivot(index="pseudonym", columns="level", values="set_size")[list(LEVELS)]
+        ok = (wide >= 0).all(axis=1)
+        assert ok.sum() > 50
+        v = wide[ok].to_numpy()
+        assert np.all(np.diff(v, axis=1) >= 0)
+    # home_work sets are subsets of home sets
+    wide = per.pivot_table(index=["pseudonym", "level"], columns="key", values="set_size")
+    ok = wide["home_work"] >= 0
+    assert (wide.loc[ok, "home_work"] <= wide.loc[ok, "home"]).all()
+
+
+def test_errors(tiny):
+    w, reg, inf, truth = tiny
+    with pytest.raises(InputError, match="home_block_id"):
+        L.link_devices(inf, reg.drop(columns="home_block_id"), w)
+    with pytest.raises(InputError, match="work_tract_id"):
+        L.link_devices(inf, reg.drop(columns="work_tract_id"), w)
+    L.link_devices(inf, reg.drop(columns=[c for c in reg if c.startswith("work_")]), w, keys=("home",))
+    with pytest.raises(InputError, match="unknown to the truth"):
+        L.score_links(L.link_devices(inf, reg, w), truth.iloc[1:])
+    with pytest.raises(InputError, match="home_x_m"):
+        L.link_devices(inf.drop(columns="home_x_m"), reg, w)
+    with pytest.raises(InputError, match="duplicate"):
+        L.link_devices(pd.concat([inf, inf.iloc[:1]]), reg, w)
+    with pytest.raises(ConfigError):
+        L.link_devices(inf, reg, w, guess="best")
+    with pytest.raises(ConfigError):
+        L.link_devices(inf, reg, w, keys=("work",))
+    with pytest.raises(ConfigError):
+        L.link_devices(inf, reg, w, levels=("county",))
+
+
+def test_empty_inferred(tiny):
+    w, reg, inf, truth = tiny
+    per, m = L.linkage_attack(inf.iloc[:0], reg, w, truth)
+    assert len(per) == 0
+    r = m[(m.metric == "identified")]
+    assert (r["n"] == 0).all()
+
+
+def test_time_to_identification_and_plot():
+    w = GridWorld()
+    pop = make_population(w, n_persons=60, n_days=3, seed=4)
+    full = pop["inferred"]
+    known = {1: 10, 2: 30, 5: 60}
+    by_day = {}
+    for d, k in known.items():
+        t = full.copy()
+        t.loc[k:, ["home_x_m", "home_y_m", "work_x_m", "work_y_m"]] = np.nan
+        by_day[d] = t
+    by_day[1] = by_day[1].iloc[:40]  # a device absent from a table still counts (as not identified)
+    curve, per = L.time_to_identification(by_day, pop["register"], w, pop["pseudonyms"], level="block")
+    ident_full = L.score_links(L.link_devices(full, pop["register"], w, levels=("block",), keys=("home_work",)),
+                               pop["pseudonyms"])["identified"].to_numpy()
+    idx = np.arange(len(full))
+    for d, k in known.items():
+        row = curve[curve.days == d].iloc[0]
+        assert row["n"] == 60
+        assert row["value"] == pytest.approx((ident_full & (idx < k)).sum() / 60)
+    exp_first = np.where(ident_full, np.where(idx < 10, 1, np.where(idx < 30, 2, 5)), np.nan)
+    got = per.set_index("pseudonym").loc[full["pseudonym"], "first_day"].to_numpy()
+    np.testing.assert_array_equal(got, exp_first)
+    assert curve["value"].is_monotonic_increasing
+
+    import matplotlib
+    matplotlib.use("Agg")
+    ax = L.plot_time_to_identification(curve)
+    assert len(ax.lines) == 1 and list(ax.lines[0].get_xdata()) == [1, 2, 5]
+    with pytest.raises(InputError):
+        L.time_to_identification({}, pop["register"], w, pop["pseudonyms"])
+    with pytest.raises(InputError):
+        L.time_to_identification({0: full}, pop["register"], w, pop["pseudonyms"])
+
+
+def test_pair_keys_do_not_collide_when_device_work_zone_exceeds_register():
+    # register work zones are all small ids; a device working in a high-id zone must not
+    # alias onto another (home, work) pair of the register
+    w = GridWorld(800, 800, (50, 200, 400, 800))
+    reg = register_from_points(w, [1, 2], ([25, 75], [25, 25]), ([25, 25], [25, 25]))  # work building 0
+    # device: home building 0, work building 17 (row 1, col 1).  A key base computed from the
+    # register alone (max work id 0 -> base 2) would map it to (1)*2 + 18 = 20, the key of
+    # person 3 (home building 9, no work: 10*2 + 0).
+    reg2 = register_from_points(w, [3], ([475], [25]), ([np.nan], [np.nan]))
+    reg = pd.concat([reg, reg2], ignore_index=True)
+    inf = pd.DataFrame({"pseudonym": ["z"], "home_x_m": [25.0], "home_y_m": [25.0], "work_x_m": [75.0],
+                        "work_y_m": [75.0]})
+    per = L.link_devices(inf, reg, w, levels=("building",), keys=("home_work",))
+    assert per["set_size"].tolist() == [0]
