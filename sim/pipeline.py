@@ -1,0 +1,217 @@
+"""End-to-end orchestration shared by the CLI, notebooks and sweeps.
+
+Plain functions over the stage APIs: infer for several observation windows, run the
+attacks, apply a defense and evaluate it (privacy with the attacks, utility with
+:mod:`sim.utility`), and flatten the results into headline rows.  No stage logic lives
+here.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .errors import ConfigError, InputError
+from .traces import DAY_S, Traces
+
+log = logging.getLogger(__name__)
+
+#: observation windows (days) used for time-to-identification when they fit the data
+DAYS_GRID = (1, 2, 3, 5, 7, 10, 14, 21, 28, 42, 56, 90)
+
+#: attacks (and their cheaper settings) used when evaluating each defense
+DEFENSE_ATTACK_CONFIG = dict(
+    attacks=("linkage", "time_to_identification", "unicity"),
+    unicity_p=(2, 4), unicity_v_m=(500.0,), unicity_h_h=(1.0,), unicity_n_sample=3000,
+)
+
+#: the small set of defenses the main job (``reidsim run``) evaluates
+DEFAULT_DEFENSES = (
+    ("none", {}),
+    ("salt", {"salt": "secret-salt"}),
+    ("rotate", {"period_days": 1}),
+    ("grid", {"cell_m": 1000.0}),
+    ("planar_laplace", {"eps_per_m": 2.0 / 500.0}),
+    ("subsample", {"fraction": 0.1}),
+    ("home_suppression", {"radius_m": 500.0}),
+    ("time_round", {"bin_h": 6.0}),
+    ("aggregate_k", {"k": 10, "level": "tract", "bin_h": 1.0}),
+)
+
+
+def observation_days(n_days: int) -> tuple:
+    """Windows (days) for time-to-identification: the grid up to ``n_days``, plus it."""
+    if n_days < 1:
+        raise InputError(f"n_days must be >= 1, got {n_days}")
+    return tuple(sorted({d for d in DAYS_GRID if d < n_days} | {int(n_days)}))
+
+
+def infer_by_day(release: Traces, days=None, **params) -> dict:
+    """``{d: inferred table}`` from the first ``d`` days, for every window in ``days``."""
+    from .infer import infer_prefixes
+
+    days = observation_days(release.n_days) if days is None else tuple(days)
+    long = infer_prefixes(release, days=days, **params)
+    return {int(d): g.reset_index(drop=True) for d, g in long.groupby("window_days", sort=True)}
+
+
+def truth_for(pseudonyms: pd.DataFrame, mapping: pd.DataFrame | None) -> pd.DataFrame:
+    """The truth pseudonym table of a defended release (new pseudonym → device, person)."""
+    if mapping is None:
+        return pseudonyms
+    src = pseudonyms.drop_duplicates("pseudonym").rename(columns={"pseudonym": "source_pseudonym"})
+    keep = [c for c in ("source_pseudonym", "device_idx", "person_id", "maid") if c in src.columns]
+    m = mapping.merge(src[keep], on="source_pseudonym", how="left")
+    if m["device_idx"].isna().any():
+        raise InputError("mapping names source pseudonyms missing from the truth table.")
+    return m
+
+
+@dataclass
+class Evaluation:
+    """Attack results on one release."""
+
+    release: object
+    inferred_by_day: dict
+    tables: dict
+    summary: dict = field(default_factory=dict)
+
+
+def evaluate_release(release: Traces, sim, *, pseudonyms=None, attack_config=None,
+                     infer_params=None, days=None) -> Evaluation:
+    """Infer home/work for every window and run the attacks on ``release``."""
+    from .attacks import run_attacks, summary
+
+    ibd = infer_by_day(release, days, **(infer_params or {}))
+    tables = run_attacks(release, ibd, sim.register, sim.world,
+                         sim.pseudonyms if pseudonyms is None else pseudonyms, sim.persons,
+                         config=attack_config)
+    return Evaluation(release, ibd, tables, summary(tables))
+
+
+def headline_rows(tables: dict) -> pd.DataFrame:
+    """The privacy figures of attack tables as tidy rows: metric, level, key, days, p,
+    v_m, h_h, value, ci_low, ci_high, n."""
+    rows = []
+    fig = ["value", "ci_low", "ci_high", "n"]
+    if "linkage" in tables:
+        t = tables["linkage"]
+        for _, r in t[t["metric"].isin(["identified", "wrong_unique", "median_set_size", "top1_correct"])].iterrows():
+            rows.append({"metric": f"linkage_{r['metric']}", "level": r["level"], "key": r["key"],
+                         **{k: r.get(k) for k in fig}})
+    if "time_to_identification" in tables:
+        for _, r in tables["time_to_identification"].iterrows():
+            rows.append({"metric": "identified_after_days", "level": r["level"], "key": r["key"],
+                         "days": r["days"], **{k: r.get(k) for k in fig}})
+    if "unicity" in tables:
+        for _, r in tables["unicity"].iterrows():
+            rows.append({"metric": "unicity", "p": r["p"], "v_m": r["v_m"], "h_h": r["h_h"],
+                         **{k: r.get(k) for k in fig}})
+    if "membership" in tables:
+        for _, r in tables["membership"].iterrows():
+            rows.append({"metric": f"membership_{r['metric']}", **{k: r.get(k) for k in fig}})
+    cols = ["metric", "level", "key", "days", "p", "v_m", "h_h"] + fig
+    return pd.DataFrame(rows, columns=cols)
+
+
+def broker_context(sim, release: Traces | None = None):
+    from .defenses import BrokerContext
+
+    rel = sim.release if release is None else release
+    return BrokerContext.from_truth(rel, sim.pseudonyms, sim.persons, seed=sim.scenario.seed, world=sim.world)
+
+
+def evaluate_defense(sim, name: str, params: dict, *, attack_config=None, infer_params=None,
+                     days=None, membership_targets: int = 20, truth_residents=None):
+    """Apply one defense to ``sim.release`` and measure privacy and utility.
+
+    Returns ``(privacy, utility, tables)``: tidy headline rows of the attacks that still
+    apply (for aggregate releases: membership inference against ``membership_targets``
+    random devices), the :func:`sim.utility.utility_table`, and the raw attack tables.
+    ``name='none'`` evaluates the undefended release.
+    """
+    from .defenses import REGISTRY, aggregate_membership_risk, apply_defense
+    from .utility import true_residents, utility_table
+
+    cfg = dict(DEFENSE_ATTACK_CONFIG)
+    cfg.update(attack_config or {})
+    cfg.setdefault("seed", sim.scenario.seed)
+    rel = sim.release
+    truth_res = true_residents(sim.persons, "tract") if truth_residents is None else truth_residents
+    if name == "none":
+        ev = evaluate_release(rel, sim, attack_config=cfg, infer_params=infer_params, days=days)
+        util = utility_table(rel, rel, sim.world, truth=truth_res)
+        return headline_rows(ev.tables), util, ev.tables
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown defense {name!r}; known: {['none'] + sorted(REGISTRY)}")
+    ctx = broker_context(sim)
+    out, mapping = apply_defense(name, rel, ctx, **params)
+    if isinstance(out, pd.DataFrame):  # aggregate release: per-trace attacks do not apply
+        util = utility_table(out, rel, sim.world, truth=truth_res)
+        rng = np.random.default_rng(sim.scenario.seed)
+        targets = rng.choice(rel.n_traces, size=min(membership_targets, rel.n_traces), replace=False)
+        mem = [aggregate_membership_risk(rel, ctx, int(t), name, n_trials=200, **params) for t in targets]
+        m = pd.concat(mem).groupby("metric", as_index=False)["value"].mean()
+        m["ci_low"] = np.nan
+        m["ci_high"] = np.nan
+        m["n"] = len(targets)
+        tables = {"membership": m}
+        return headline_rows(tables), util, tables
+    truth = truth_for(sim.pseudonyms, mapping)
+    ev = evaluate_release(out, sim, pseudonyms=truth, attack_config=cfg, infer_params=infer_params,
+                          days=days)
+    util = utility_table(out, rel, sim.world, mapping=mapping, truth=truth_res)
+    return headline_rows(ev.tables), util, ev.tables
+
+
+def evaluate_defenses(sim, defenses=DEFAULT_DEFENSES, *, attack_config=None, infer_params=None,
+                      days=None, progress: bool = True) -> tuple:
+    """Evaluate several (name, params) defenses; returns tidy (privacy, utility) tables
+    with a ``defense`` and ``params`` column on every row."""
+    import json
+
+    from tqdm.auto import tqdm
+
+    priv, util = [], []
+    for name, params in tqdm(list(defenses), desc="defenses", disable=not progress):
+        p, u, _ = evaluate_defense(sim, name, params, attack_config=attack_config,
+                                   infer_params=infer_params, days=days)
+        label = json.dumps(params, sort_keys=True)
+        for df, acc in ((p, priv), (u, util)):
+            df = df.copy()
+            df.insert(0, "params", label)
+            df.insert(0, "defense", name)
+            acc.append(df)
+    return pd.concat(priv, ignore_index=True), pd.concat(util, ignore_index=True)
+
+
+def pick_gathering(release: Traces, world, day: int | None = None, hours=(12, 18), radius_m: float = 400.0):
+    """A crowded place for the geofence demo: the block with most distinct pseudonyms
+    during ``hours`` of a weekend day (Saturday by default).  Returns (polygon, t0_s, t1_s)."""
+    import shapely
+
+    from .traces import weekday_of_day
+
+    if day is None:
+        days = np.arange(release.n_days)
+        wd = weekday_of_day(release.start_s, release.utc_offset_s, days)
+        sat = days[wd == 5]
+        day = int(sat[0]) if len(sat) else int(min(release.n_days - 1, 1))
+    t0 = release.start_s + day * DAY_S + int(hours[0] * 3600)
+    t1 = release.start_s + day * DAY_S + int(hours[1] * 3600)
+    sel = (release.t_s >= t0) & (release.t_s < t1) & (release.accuracy_m <= 100)
+    if not sel.any():
+        raise InputError("no pings in the chosen geofence window; pick another day or hours.")
+    blk = world.locate(release.x_m[sel], release.y_m[sel], "block")
+    tr = release.trace_index()[sel]
+    ok = blk >= 0
+    pairs = np.unique(np.stack([blk[ok], tr[ok]]), axis=1)
+    counts = np.bincount(pairs[0])
+    # prefer a block that is not mostly homes: rank by distinct visitors
+    best = int(np.argmax(counts))
+    cx = float(np.median(release.x_m[sel][ok][blk[ok] == best]))
+    cy = float(np.median(release.y_m[sel][ok][blk[ok] == best]))
+    poly = shapely.Point(cx, cy).buffer(radius_m, quad_segs=16)
+    return poly, t0, t1
