@@ -1,0 +1,990 @@
+"""The run report: ``figures/*.png``, ``report.md`` and a self-contained ``report.html``.
+
+:func:`write_report` reads everything from a run folder written by
+:func:`sim.run.run_main` (layout in its docstring) and writes
+
+* ``figures/<name>.png`` — one file per figure of :data:`FIGURES`;
+* ``report.md`` — Markdown, figures referenced by relative path;
+* ``report.html`` — one file that opens offline: PNGs embedded as base64 data URIs,
+  inline CSS, no script, font or link to anything outside the file.
+
+The text is built once as a list of blocks and rendered to both formats, so they say
+the same thing.  Every figure is rendered in memory first and every file is written
+atomically (temporary name, then ``os.replace``) only when all of them succeeded: a
+failure leaves the previous report untouched.
+
+The report contains no personal data beyond the synthetic register's names (the
+device map names one synthetic person); coordinates appear only as metres of the
+local projection on the maps, pseudonyms only shortened.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import math
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+from .io import atomic_path
+
+log = logging.getLogger(__name__)
+
+__all__ = ["write_report", "FIGURES", "scenario_toml", "pick_trail_device"]
+
+#: figure name -> title, in report order
+FIGURES = {
+    "time_to_identification": "How fast pseudonyms become people",
+    "anonymity_sets": "Anonymity-set sizes per zone level",
+    "unicity": "Unicity vs points known and resolution",
+    "device_trail": "One device's \"anonymous\" trail leads home",
+    "geofence": "Geofence: from a gathering to homes",
+    "privacy_utility": "Privacy vs utility of the defenses",
+    "calibration": "Calibration of the simulated mobility",
+}
+
+#: minimum pings of the device shown on the trail map
+TRAIL_MIN_PINGS = 50
+_DPI = 110
+
+
+# ============================================================================ loading
+def _read_json(path: Path, required=False):
+    if not path.exists():
+        if required:
+            raise InputError(f"{str(path)!r} is missing; run the main job first "
+                             "(`reidsim run --out DIR` or sim.run.run_main) or pass the run folder.")
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise InputError(f"{str(path)!r} is not valid JSON ({e}); re-run the step that writes it.") from e
+
+
+def _read_table(path: Path):
+    if path.exists():
+        return pd.read_parquet(path)
+    csv = path.with_suffix(".csv")
+    if csv.exists():
+        return pd.read_csv(csv)
+    return None
+
+
+def _load(d: Path, sim=None) -> dict:
+    data = {"dir": d, "run": _read_json(d / "run.json", required=True),
+            "manifest": _read_json(d / "manifest.json") or {},
+            "calibration": _read_json(d / "calibration.json"),
+            "summary": _read_json(d / "attacks" / "summary.json") or {},
+            "geofence_meta": _read_json(d / "attacks" / "geofence_meta.json")}
+    for name in ("linkage", "linkage_per_device", "time_to_identification", "unicity", "unicity_power_law",
+                 "topn", "known_points", "geofence", "geofence_per_pseudonym", "relink"):
+        data[name] = _read_table(d / "attacks" / f"{name}.parquet")
+    data["privacy"] = _read_table(d / "defenses" / "privacy.parquet")
+    data["utility"] = _read_table(d / "defenses" / "utility.parquet")
+    data["inferred"] = _read_table(d / "inferred.parquet")
+    if sim is None and (d / "pings").exists() and (d / "world").exists():
+        from .api import load
+
+        sim = load(d)
+    data["sim"] = sim
+    return data
+
+
+# ========================================================================= formatting
+def _fin(v) -> bool:
+    try:
+        return v is not None and math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _pct_str(v, nd):
+    x = 100 * float(v)
+    if x != 0 and abs(x) < 0.5 * 10 ** -nd:  # would print as 0: keep two significant digits
+        return f"{x:.2g}"
+    return f"{x:.{nd}f}"
+
+
+def _pct(v, nd=1):
+    return f"{_pct_str(v, nd)}%" if _fin(v) else "n/a"
+
+
+def _ci_pct(lo, hi, nd=1):
+    return f"{_pct_str(lo, nd)}–{_pct_str(hi, nd)}%" if _fin(lo) and _fin(hi) else "n/a"
+
+
+def _pct_ci(r):
+    return f"{_pct(r['value'])} ({_ci_pct(r.get('ci_low'), r.get('ci_high'))})"
+
+
+def _gen(v):
+    """A plain number with sensible digits."""
+    if not _fin(v):
+        return "n/a"
+    v = float(v)
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.3g}"
+
+
+def _num(v, nd=0):
+    return f"{float(v):,.{nd}f}" if _fin(v) else "n/a"
+
+
+def _ci_num(lo, hi, nd=0):
+    return f"{float(lo):,.{nd}f}–{float(hi):,.{nd}f}" if _fin(lo) and _fin(hi) else "n/a"
+
+
+def _n(v):
+    return f"{int(v):,}" if _fin(v) else "n/a"
+
+
+def _row(df, **eq):
+    """First row of ``df`` matching every column == value (None if none)."""
+    if df is None or not len(df):
+        return None
+    m = np.ones(len(df), dtype=bool)
+    for k, v in eq.items():
+        if k not in df.columns:
+            return None
+        col = df[k]
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            m &= np.isclose(pd.to_numeric(col, errors="coerce").to_numpy(float), float(v))
+        else:
+            m &= (col == v).fillna(False).to_numpy(dtype=bool)
+    r = df[m]
+    return r.iloc[0] if len(r) else None
+
+
+def _share_row(label, r, nd=1):
+    if r is None:
+        return None
+    return [label, _pct(r["value"], nd), _ci_pct(r.get("ci_low"), r.get("ci_high"), nd), _n(r.get("n"))]
+
+
+def _size_row(label, r):
+    if r is None:
+        return None
+    return [label, _num(r["value"]), _ci_num(r.get("ci_low"), r.get("ci_high")), _n(r.get("n"))]
+
+
+def _key_words(key):
+    return {"home": "home only", "home_work": "home + work"}.get(key, str(key))
+
+
+# ========================================================================== figures
+def pick_trail_device(linkage_per_device, inferred, level="building", key="home_work",
+                      min_pings=TRAIL_MIN_PINGS):
+    """The pseudonym shown on the trail map, chosen deterministically.
+
+    The first pseudonym (string order) that is identified (unique and correct) at
+    ``level``/``key`` and has ``>= min_pings`` pings; failing that, the first uniquely
+    linked one; then the first with an inferred home; then the one with most pings.
+    Returns None when there is no pseudonym.
+    """
+    if inferred is None or not len(inferred):
+        return None
+    inf = inferred
+    if "window_days" in inf.columns:
+        inf = inf[inf["window_days"] == inf["window_days"].max()]
+    npings = inf.set_index("pseudonym")["n_pings"] if "n_pings" in inf.columns else None
+    enough = set(npings[npings >= min_pings].index) if npings is not None else set(inf["pseudonym"])
+    lpd = linkage_per_device
+    if lpd is not None and len(lpd):
+        sel = lpd[(lpd["level"] == level) & (lpd["key"] == key)] if {"level", "key"} <= set(lpd.columns) else lpd
+        for col in ("identified", "unique"):
+            if col in sel.columns:
+                c = sorted(p for p in sel.loc[sel[col].astype(bool), "pseudonym"] if p in enough)
+                if c:
+                    return c[0]
+    c = sorted(p for p in inf.loc[inf["home_x_m"].notna(), "pseudonym"] if p in enough)
+    if c:
+        return c[0]
+    if npings is not None and len(npings):
+        return sorted(npings[npings == npings.max()].index)[0]
+    return sorted(inf["pseudonym"])[0]
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI)
+    return buf.getvalue()
+
+
+def _ttid_level_key(data):
+    t = data.get("time_to_identification")
+    if t is not None and len(t) and {"level", "key"} <= set(t.columns):
+        return str(t["level"].iloc[0]), str(t["key"].iloc[0])
+    return "building", "home_work"
+
+
+def _render_figures(data) -> tuple[dict, dict]:
+    """{name: PNG bytes} and {name: facts for the captions} (skips what cannot be drawn)."""
+    import shapely
+
+    from . import plots
+
+    pngs, facts = {}, {}
+    if data["time_to_identification"] is not None:
+        pngs["time_to_identification"] = _png(plots.plot_time_to_identification(data["time_to_identification"]))
+    if data["linkage"] is not None:
+        pngs["anonymity_sets"] = _png(plots.plot_anonymity_sets(data["linkage"], data["linkage_per_device"]))
+    if data["unicity"] is not None:
+        pngs["unicity"] = _png(plots.plot_unicity(data["unicity"], data["unicity_power_law"]))
+    sim = data["sim"]
+    if sim is not None and data["inferred"] is not None and sim.release.n_traces:
+        level, key = _ttid_level_key(data)
+        ps = pick_trail_device(data["linkage_per_device"], data["inferred"], level, key)
+        if ps is not None:
+            pngs["device_trail"] = _png(plots.plot_device_trail(
+                sim.release, data["inferred"], sim.world, ps, sim.register, data["linkage_per_device"],
+                level=level, key=key))
+            facts["device_trail"] = _trail_facts(data, ps, level, key)
+    gm = data["geofence_meta"]
+    if sim is not None and gm and data["geofence_per_pseudonym"] is not None:
+        poly = shapely.from_wkt(gm["polygon_wkt"])
+        pngs["geofence"] = _png(plots.plot_geofence(sim.release, poly, int(gm["t_start_s"]), int(gm["t_end_s"]),
+                                                    data["geofence_per_pseudonym"], data["inferred"], sim.world))
+        facts["geofence"] = {"radius_m": math.sqrt(poly.area / math.pi),
+                             "utc_offset_s": sim.release.utc_offset_s, **gm}
+    if data["privacy"] is not None and data["utility"] is not None:
+        pngs["privacy_utility"] = _png(plots.plot_privacy_utility(data["privacy"], data["utility"]))
+    if data["calibration"]:
+        pngs["calibration"] = _png(plots.plot_calibration(data["calibration"]))
+    return pngs, facts
+
+
+def _trail_facts(data, ps, level, key):
+    out = {"pseudonym": ps, "level": level, "key": key}
+    lpd = data["linkage_per_device"]
+    if lpd is not None:
+        r = lpd[(lpd["pseudonym"] == ps) & (lpd["level"] == level) & (lpd["key"] == key)]
+        if len(r):
+            r = r.iloc[0]
+            out.update(unique=bool(r.get("unique", False)), identified=bool(r.get("identified", False)),
+                       set_size=int(r.get("set_size", -1)))
+            sim = data["sim"]
+            if out["unique"] and sim is not None and int(r["guess_person_id"]) >= 0:
+                reg = sim.register[sim.register["person_id"] == int(r["guess_person_id"])]
+                if len(reg) and "name" in reg.columns:
+                    out["name"] = str(reg["name"].iloc[0])
+    inf = data["inferred"]
+    row = inf[inf["pseudonym"] == ps]
+    if len(row):
+        out["n_pings"] = int(row["n_pings"].iloc[-1]) if "n_pings" in row.columns else None
+        out["home_nights"] = int(row["home_nights"].iloc[-1]) if "home_nights" in row.columns else None
+        out["work_days"] = int(row["work_days"].iloc[-1]) if "work_days" in row.columns else None
+    return out
+
+
+# ======================================================================== document
+class _Doc:
+    """Blocks rendered to Markdown and HTML: (kind, payload)."""
+
+    def __init__(self):
+        self.blocks = []
+
+    def h(self, level, text, anchor=None):
+        self.blocks.append(("h", (level, text, anchor)))
+
+    def p(self, text):
+        self.blocks.append(("p", text))
+
+    def headline(self, text):
+        self.blocks.append(("headline", text))
+
+    def ul(self, items):
+        self.blocks.append(("ul", [i for i in items if i]))
+
+    def table(self, header, rows, note=None):
+        self.blocks.append(("table", (header, [r for r in rows if r], note)))
+
+    def fig(self, name, title, caption):
+        self.blocks.append(("fig", (name, title, caption)))
+
+    def code(self, text):
+        self.blocks.append(("code", text))
+
+
+def _md_cell(s):
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def _render_md(doc: _Doc, fig_paths: dict) -> str:
+    out = []
+    for kind, x in doc.blocks:
+        if kind == "h":
+            out.append("#" * x[0] + " " + x[1])
+        elif kind == "p":
+            out.append(x)
+        elif kind == "headline":
+            out.append("> **" + x + "**")
+        elif kind == "ul":
+            out.append("\n".join(f"- {i}" for i in x))
+        elif kind == "table":
+            header, rows, note = x
+            t = ["| " + " | ".join(_md_cell(h) for h in header) + " |",
+                 "|" + "|".join("---" for _ in header) + "|"]
+            t += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+            out.append("\n".join(t))
+            if note:
+                out.append(f"*{note}*")
+        elif kind == "fig":
+            name, title, caption = x
+            if name in fig_paths:
+                out.append(f"![{title}]({fig_paths[name]})")
+            out.append(f"*{caption}*")
+        elif kind == "code":
+            out.append("```\n" + x.rstrip("\n") + "\n```")
+    return "\n\n".join(out) + "\n"
+
+
+_CSS = """
+body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:60rem;margin:2rem auto;
+padding:0 1.2rem;color:#1d2433;line-height:1.5;background:#fff}
+h1{font-size:1.7rem;margin-bottom:.3rem}h2{font-size:1.3rem;margin-top:2.2rem;border-bottom:1px solid #dde;
+padding-bottom:.2rem}h3{font-size:1.08rem;margin-top:1.6rem}
+.headline{background:#fdf3e7;border-left:5px solid #d9822b;padding:.8rem 1rem;font-size:1.08rem;
+font-weight:600;margin:1rem 0}
+table{border-collapse:collapse;margin:.8rem 0;font-size:.9rem;width:100%}
+th,td{border:1px solid #d7dbe3;padding:.3rem .5rem;text-align:left;vertical-align:top}
+th{background:#f1f3f7}tr:nth-child(even) td{background:#fafbfc}
+td.num{text-align:right;white-space:nowrap}
+figure{margin:1rem 0 1.6rem}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.95rem;color:#333;margin-top:.4rem}
+.note{font-size:.85rem;color:#555}
+pre{background:#f5f6f8;padding:.7rem;overflow-x:auto;font-size:.82rem;border:1px solid #e3e5ea}
+nav ul{columns:2;font-size:.92rem}
+"""
+
+_NUMERIC = re.compile(r"^[\s\d.,%–\-−+±n/a]+$")
+
+
+def _render_html(doc: _Doc, pngs: dict, title: str) -> str:
+    e = html.escape
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           f"<title>{e(title)}</title><style>{_CSS}</style></head><body>"]
+    toc = [(x[2], x[1]) for k, x in doc.blocks if k == "h" and x[0] == 2 and x[2]]
+    toc_done = False
+    for kind, x in doc.blocks:
+        if kind == "h":
+            level, text, anchor = x
+            if level == 2 and not toc_done and toc:
+                out.append("<nav><strong>Contents</strong><ul>" + "".join(
+                    f'<li><a href="#{e(a)}">{e(t)}</a></li>' for a, t in toc) + "</ul></nav>")
+                toc_done = True
+            aid = f' id="{e(anchor)}"' if anchor else ""
+            out.append(f"<h{level}{aid}>{e(text)}</h{level}>")
+        elif kind == "p":
+            out.append(f"<p>{e(x)}</p>")
+        elif kind == "headline":
+            out.append(f'<div class="headline">{e(x)}</div>')
+        elif kind == "ul":
+            out.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in x) + "</ul>")
+        elif kind == "table":
+            header, rows, note = x
+            t = ["<table><thead><tr>" + "".join(f"<th>{e(str(h))}</th>" for h in header) + "</tr></thead><tbody>"]
+            for r in rows:
+                cells = []
+                for j, c in enumerate(r):
+                    cls = ' class="num"' if j > 0 and _NUMERIC.match(str(c)) else ""
+                    cells.append(f"<td{cls}>{e(str(c))}</td>")
+                t.append("<tr>" + "".join(cells) + "</tr>")
+            t.append("</tbody></table>")
+            out.append("".join(t))
+            if note:
+                out.append(f'<p class="note">{e(note)}</p>')
+        elif kind == "fig":
+            name, title_, caption = x
+            img = ""
+            if name in pngs:
+                b64 = base64.b64encode(pngs[name]).decode("ascii")
+                img = f'<img src="data:image/png;base64,{b64}" alt="{e(title_)}">'
+            out.append(f"<figure>{img}<figcaption>{e(caption)}</figcaption></figure>")
+        elif kind == "code":
+            out.append(f"<pre>{e(x)}</pre>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+# ============================================================================ content
+def scenario_toml(scenario: dict) -> str:
+    """The scenario dict as TOML that ``Scenario.from_toml`` reads back (None omitted)."""
+    def val(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        return json.dumps(str(v))
+
+    lines, tables = [], []
+    for k, v in scenario.items():
+        if isinstance(v, dict):
+            tables.append((k, v))
+        elif v is not None:
+            lines.append(f"{k} = {val(v)}")
+    for k, sub in tables:
+        lines.append("")
+        lines.append(f"[{k}]")
+        lines += [f"{kk} = {val(vv)}" for kk, vv in sub.items() if vv is not None]
+    return "\n".join(lines) + "\n"
+
+
+def _headline_rows(data):
+    rows = []
+    tt = data["time_to_identification"]
+    level, key = _ttid_level_key(data)
+    if tt is not None and len(tt):
+        t = tt.sort_values("days")
+        for d in dict.fromkeys([int(t["days"].iloc[0]), 7, int(t["days"].iloc[-1])]):
+            r = _row(t, days=d)
+            if r is not None:
+                rows.append(_share_row(f"Devices tied to the right named person after {d} day{'s' if d != 1 else ''} "
+                                       f"({_key_words(key)}, {level} level)", r))
+    lk = data["linkage"]
+    if lk is not None:
+        rows.append(_share_row("Identified from home + work, block level (a few hundred residents)",
+                               _row(lk, metric="identified", level="block", key="home_work")))
+        rows.append(_share_row("Identified from the home alone, building level",
+                               _row(lk, metric="identified", level="building", key="home")))
+        rows.append(_share_row(f"Wrong person named: unique but wrong match ({_key_words(key)}, {level})",
+                               _row(lk, metric="wrong_unique", level=level, key=key)))
+        for lv in ("block", "tract", "district"):
+            rows.append(_size_row(f"Median anonymity set (people), home + work, {lv} level",
+                                  _row(lk, metric="median_set_size", level=lv, key="home_work")))
+    u = data["unicity"]
+    if u is not None and len(u):
+        v, h = _unicity_setting(u)
+        for p in (4, 2):
+            rows.append(_share_row(f"Unicity: {p} random points of a trace, {v:,.0f} m cells, {h:g} h bins",
+                                   _row(u, p=p, v_m=v, h_h=h)))
+    tn = data["topn"]
+    if tn is not None:
+        rows.append(_share_row("Top-2 most pinged blocks are unique to the device",
+                               _row(tn, metric="unique", level="block", N=2)))
+    kp = data["known_points"]
+    if kp is not None:
+        for m, s in ((2, 0.0), (2, 100.0)):
+            r = _row(kp, metric="success", m=m, sigma_m=s)
+            rows.append(_share_row(f"Known points: {m} sightings" + (f" (±{s:g} m)" if s else " (exact place)")
+                                   + " single out the target's trace", r))
+    gf = data["geofence"]
+    if gf is not None and len(gf):
+        r = _row(gf, metric="n_seen")
+        if r is not None:
+            rows.append(["Geofence: devices seen at the gathering", _n(r["value"]), "", _n(r["value"])])
+        rows.append(_share_row("Geofence: attendees named correctly (home building only)",
+                               _row(gf, metric="linked_correct")))
+    rl = data["relink"]
+    if rl is not None and len(rl):
+        for _, r in rl.iterrows():
+            rows.append(_share_row(f"Re-linking rotated IDs: {r.get('metric')}", r))
+    return rows
+
+
+def _unicity_setting(u):
+    """(v_m, h_h) shown in the headline: the cell closest to 500 m at the finest time bin."""
+    uu = u[u["metric"] == "unicity"] if "metric" in u.columns else u
+    h = float(uu["h_h"].min())
+    vs = np.sort(uu["v_m"].astype(float).unique())
+    v = float(vs[np.argmin(np.abs(np.log(vs / 500.0)))])
+    return v, h
+
+
+def _cal_rows(data):
+    rows = []
+    u, lk, cal = data["unicity"], data["linkage"], data["calibration"] or {}
+    if u is not None and len(u):
+        v, h = _unicity_setting(u)
+        r4, r2 = _row(u, p=4, v_m=v, h_h=h), _row(u, p=2, v_m=v, h_h=h)
+        src = "de Montjoye et al. 2013, Sci. Rep. 3:1376 (1.5M phones, antenna cells, hourly)"
+        if r4 is not None:
+            rows.append([f"Unicity, 4 points ({v:,.0f} m, {h:g} h)", _pct_ci(r4), "95%", src])
+        if r2 is not None:
+            rows.append([f"Unicity, 2 points ({v:,.0f} m, {h:g} h)", _pct_ci(r2), "more than 50%", src])
+        pl = data["unicity_power_law"]
+        r = _row(pl, p=4) if pl is not None else None
+        if r is not None and _fin(r["exponent"]):
+            se = f" ± {float(r['exponent_se']):.2f}" if _fin(r.get("exponent_se")) else ""
+            rows.append(["Decay of unicity with resolution (exponent, 4 points)",
+                         f"{float(r['exponent']):.2f}{se}", "about −0.1", src])
+    if lk is not None:
+        for lv, ref, ref_lv in (("block", "1", "census block"), ("tract", "21", "census tract"),
+                                ("district", "34,980", "county")):
+            r = _row(lk, metric="median_set_size", level=lv, key="home_work")
+            if r is not None:
+                rows.append([f"Median anonymity set, home + work, {lv}",
+                             f"{_num(r['value'])} ({_ci_num(r['ci_low'], r['ci_high'])})",
+                             f"{ref} ({ref_lv})", "Golle & Partridge 2009 (US workers)"])
+    if _fin(cal.get("commute_minutes_mean")):
+        rows.append(["Mean one-way commute", f"{float(cal['commute_minutes_mean']):.1f} min", "27.6 min",
+                     "US Census Bureau, American Community Survey 2019"])
+    if _fin(cal.get("distinct_places_growth_exponent")):
+        rows.append(["Growth of distinct places visited, S(t) ∝ t^μ",
+                     f"μ = {float(cal['distinct_places_growth_exponent']):.2f}",
+                     "μ ≈ 0.6", "Song et al. 2010, Nature Physics (phone records)"])
+    if _fin(cal.get("visit_rank_exponent")):
+        rows.append(["Visit frequency by place rank, f_k ∝ k^−ζ", f"ζ = {float(cal['visit_rank_exponent']):.2f}",
+                     "ζ ≈ 1.2", "Song et al. 2010, Nature Physics"])
+    if _fin(cal.get("pings_per_device_day_mean")):
+        rows.append(["Pings per device-day (mean; median)",
+                     f"{float(cal['pings_per_device_day_mean']):.1f}; {_num(cal.get('pings_per_device_day_median'))}",
+                     "about 17 (Gravy/Venntel); over 90 claimed (Kochava)", "broker disclosures (DESIGN.md §9)"])
+    tt = data["time_to_identification"]
+    r = _row(tt, days=7) if tt is not None else None
+    if r is not None:
+        rows.append(["Identified after 7 days of data (context only: another attack)", _pct(r["value"]),
+                     "16.8% after 1 week", "Kondor et al. 2017 (matching two datasets)"])
+    return rows
+
+
+def _sanity_rows(cal):
+    from .validate import SANE_RANGES
+
+    rows = []
+    for k, (lo, hi) in SANE_RANGES.items():
+        v = cal.get(k)
+        ok = _fin(v) and lo <= float(v) <= hi
+        rows.append([k.replace("_", " "), _gen(v),
+                     f"{lo:g} – {hi:g}", "yes" if ok else "NO"])
+    return rows
+
+
+_DEF_UTIL = (("od_l1", "trip-flow error"), ("visits_l1", "visit-count error"),
+             ("residents_l1_increase", "added residents error"), ("share_pings_kept", "pings kept"))
+
+
+def _defense_rows(data, level, key):
+    from .plots import _params_label
+
+    pv, ut = data["privacy"], data["utility"]
+    rows = []
+    order = list(dict.fromkeys(zip(pv["defense"], pv["params"])))
+    for dname, params in order:
+        p = pv[(pv["defense"] == dname) & (pv["params"] == params)]
+        u = ut[(ut["defense"] == dname) & (ut["params"] == params)] if ut is not None else pd.DataFrame()
+        r = _row(p, metric="linkage_identified", level=level, key=key)
+        if r is None and level != "building":
+            r = _row(p, metric="linkage_identified", level="building", key="home_work")
+        un = p[(p["metric"] == "unicity")]
+        un = un.sort_values("p").iloc[-1] if len(un) else None
+        mem = _row(p, metric="membership_advantage")
+
+        def uval(m):
+            x = _row(u, metric=m)
+            if x is None or not _fin(x["value"]):
+                return "n/a"
+            return _pct(x["value"], 0) if m == "share_pings_kept" else f"{float(x['value']):.2f}"
+
+        rows.append([dname, _params_label(params) or "–",
+                     _pct(r["value"]) if r is not None else "n/a (aggregate)",
+                     _ci_pct(r["ci_low"], r["ci_high"]) if r is not None else "",
+                     _n(r["n"]) if r is not None else "",
+                     (_pct(un["value"], 0) if un is not None else "n/a"),
+                     *[uval(m) for m, _ in _DEF_UTIL],
+                     _pct(mem["value"], 0) if mem is not None else "–"])
+    return rows
+
+
+def _inference_items():
+    from .infer import InferenceParams
+
+    p = InferenceParams()
+    days = ", ".join("Mon Tue Wed Thu Fri Sat Sun".split()[d] for d in p.work_weekdays)
+    return [
+        f"Pings whose reported accuracy is worse than {p.max_accuracy_m:g} m are dropped.",
+        f"Each pseudonym's pings are clustered into places (DBSCAN: neighbours within {p.eps_m:g} m, "
+        f"at least {p.min_samples} pings to form a place).",
+        f"Home = the place seen on the most distinct nights ({p.night_start_h:02.0f}:00–{p.night_end_h:02.0f}:00 "
+        f"local time), ties broken by more night pings; at least {p.min_home_nights} night(s).",
+        f"Work = among places at least {p.min_work_dist_m:g} m from home, the one seen on the most distinct "
+        f"working days ({days}, {p.work_start_h:02.0f}:00–{p.work_end_h:02.0f}:00); kept only if seen on at "
+        f"least {p.min_work_days} days and on at least {100 * p.min_work_share:g}% of the observed working "
+        f"days, and on at most {100 * p.max_work_night_share:g}% as many nights as the home"
+        + ("; no work without a home." if p.work_requires_home else "."),
+        "These are sim.infer.InferenceParams defaults (the main job uses them unchanged); "
+        "the attacker code never sees the ground truth.",
+    ]
+
+
+def _attack_items(data):
+    from .run import MAIN_ATTACK_CONFIG as M
+
+    level, key = _ttid_level_key(data)
+    tt = data["time_to_identification"]
+    days = ", ".join(str(int(d)) for d in sorted(tt["days"].unique())) if tt is not None and len(tt) else "n/a"
+    return [
+        "Home/work linkage (Golle & Partridge 2009): the inferred home (and work) is mapped to its zone at each "
+        "level (building, block, tract, district); the anonymity set is the register persons with the same home "
+        "zone (and work zone); identified = a set of exactly one person who is the device's true owner. "
+        "Shares are over all released pseudonyms, including those whose home could not be inferred.",
+        f"Time to identification: the same linkage ({_key_words(key)}, {level} level) using only the first d days "
+        f"of pings, for d = {days}.",
+        f"Unicity (de Montjoye et al. 2013): p = {', '.join(map(str, M['unicity_p']))} pings drawn at random from a "
+        f"trace, each reduced to a square cell of v = {', '.join(f'{v:g}' for v in M['unicity_v_m'])} m and a time "
+        f"bin of h = {', '.join(f'{h:g}' for h in M['unicity_h_h'])} h; unique if no other trace has all p points; "
+        f"{M['unicity_n_sample']:,} traces sampled.",
+        "Top-N places (Zang & Bolot 2011): the set of a device's N most pinged zones (N = 1, 2, 3) at each level; "
+        "unique if no other device has the same set.",
+        f"Known points: for {M['known_n_targets']:,} target devices the attacker knows m = "
+        f"{', '.join(map(str, M['known_m']))} sightings (place with "
+        f"{', '.join(f'{s:g}' for s in M['known_sigma_m'])} m "
+        "error, time within ±10 min); success = the target's trace is the only one matching them all.",
+        f"Geofence: every pseudonym with a ping inside a {_geofence_radius(data)} circle around a busy place "
+        "(the centre of the block with the most distinct devices during an afternoon, a Saturday when the "
+        "window has one) is followed to its inferred home and linked by home building alone.",
+        "Re-linking of rotating IDs: pseudonyms of consecutive rotation periods joined by their inferred "
+        "home/work (run only when the broker rotates IDs).",
+        "Uncertainty: shares carry 95% Wilson score intervals and medians distribution-free order-statistic "
+        "intervals, over the n devices (pseudonyms) given; they cover the sampling of devices in this one "
+        "synthetic city and seed, not the spread between cities or seeds.",
+    ]
+
+
+def _geofence_radius(data):
+    gm = data.get("geofence_meta")
+    if not gm:
+        return "small"
+    import shapely
+
+    poly = shapely.from_wkt(gm["polygon_wkt"])
+    return f"{math.sqrt(poly.area / math.pi):,.0f} m"
+
+
+def _world_items(data):
+    run, man = data["run"], data["manifest"]
+    s = run.get("scenario") or man.get("scenario") or {}
+    w, pop, g, ids, reg = (s.get(k, {}) for k in ("world", "population", "pings", "ids", "register"))
+    rows = man.get("rows", {})
+    sim = data["sim"]
+    zones = ""
+    if sim is not None:
+        wz = sim.world
+        zones = (f" It has {wz.n_buildings:,} address points (buildings), {wz.n_zones('block'):,} blocks, "
+                 f"{wz.n_zones('tract'):,} tracts and {wz.n_zones('district'):,} districts.")
+    items = []
+    if w:
+        kind = "a real polygon file" if w.get("polygons") else (
+            f"a synthetic metro area of radius {w.get('radius_km', 0):g} km with a dense core and "
+            f"{w.get('n_subcentres')} sub-centres")
+        items.append(f"World: {kind}; {_n(rows.get('persons', w.get('residents')))} residents (about "
+                     f"{w.get('residents_per_block')} per block, {w.get('blocks_per_tract')} blocks per tract, "
+                     f"{w.get('tracts_per_district')} tracts per district), {w.get('jobs_per_resident'):g} jobs per "
+                     f"resident.{zones}")
+    if pop:
+        items.append(f"Population: {100 * pop.get('employment_rate', 0):g}% employed, of whom "
+                     f"{100 * pop.get('night_shift_share', 0):g}% work nights; workplaces drawn with distance decay "
+                     f"(scale {pop.get('commute_decay_km'):g} km) towards job density.")
+        items.append(f"Broker panel: {_n(rows.get('devices'))} devices "
+                     f"({100 * pop.get('device_share', 0):g}% of residents), {_n(rows.get('pseudonyms'))} published "
+                     f"pseudonyms, {_n(rows.get('pings'))} pings.")
+    if g:
+        mean = g.get("median_pings_per_day", 0) * math.exp(g.get("rate_sigma", 0) ** 2 / 2)
+        items.append(f"Observation window: {g.get('days')} days from {g.get('start_date')} (local time, UTC"
+                     f"{w.get('utc_offset_h', 0):+g} h, no daylight saving).")
+        items.append(f"Ping rate: each device's rate is log-normal with median {g.get('median_pings_per_day'):g} "
+                     f"pings per day (sigma {g.get('rate_sigma'):g}, so mean about {mean:.0f}), capped at "
+                     f"{g.get('max_pings_per_day'):g}; fewer pings while people sleep, more at commute and evening "
+                     "peaks; pings come in app sessions of "
+                     f"about {g.get('pings_per_session'):g} pings {g.get('session_gap_s'):g} s apart; on average "
+                     f"{100 * g.get('silent_day_prob', 0):g}% of device-days have no ping at all.")
+        items.append(f"GPS error: reported accuracy log-normal around {g.get('gps_median_accuracy_m'):g} m; "
+                     f"{100 * g.get('coarse_fix_share', 0):g}% of fixes are coarse Wi-Fi/cell fixes around "
+                     f"{g.get('coarse_median_accuracy_m'):g} m; positions are displaced consistently with the "
+                     "reported accuracy.")
+        items.append(f"Movement: daily schedules (home, work, other places chosen by exploration and "
+                     f"preferential return, Song et al. 2010), trips at {g.get('travel_speed_kmh'):g} km/h door to "
+                     f"door plus {g.get('trip_overhead_min'):g} min, with pings along the way.")
+    if ids:
+        salt = "salted" if ids.get("salt") else "unsalted"
+        rot = f"a new ID every {ids['rotation_days']} days" if ids.get("rotation_days") else "never rotated"
+        items.append(f"Published IDs: {salt} SHA-256 of the advertising ID, {rot}, daily reset probability "
+                     f"{ids.get('daily_reset_prob', 0):g}.")
+    if reg:
+        items.append(f"Attacker's register (public records): lists {100 * reg.get('coverage', 0):g}% of residents "
+                     f"with their home address, {100 * reg.get('error_rate', 0):g}% of those addresses wrong; "
+                     f"employer address for {100 * reg.get('employer_coverage', 0):g}% of listed employed residents. "
+                     "Names are synthetic labels.")
+    return items
+
+
+def _reproduce(data):
+    from .config import Scenario
+
+    run = data["run"]
+    sdict = run.get("scenario") or data["manifest"].get("scenario")
+    seed = run.get("seed")
+    default_cmd = None
+    try:
+        scn = Scenario.from_dict(sdict)
+        if seed is not None and Scenario().replace(seed=int(seed)).config_hash() == scn.config_hash():
+            default_cmd = f"reidsim run --seed {int(seed)} --out DIR"
+    except Exception:  # an unreadable scenario still gets the TOML route
+        scn = None
+    toml = scenario_toml(sdict) if sdict else ""
+    cmd = default_cmd or "reidsim run --config scenario.toml --out DIR   # scenario.toml: the block below"
+    scn_py = (f"Scenario().replace(seed={int(seed)})" if default_cmd else "Scenario.from_toml('scenario.toml')")
+    py = f"from sim.config import Scenario\nfrom sim.run import run_main\nrun_main({scn_py}, 'DIR')"
+    return cmd, py, toml
+
+
+def _build(data, pngs, facts) -> _Doc:
+    run, man = data["run"], data["manifest"]
+    s = run.get("scenario") or {}
+    doc = _Doc()
+    name = s.get("name", "scenario")
+    doc.h(1, f"Re-identification risk of \"anonymized\" location pings — scenario \"{name}\"")
+    doc.headline(run.get("headline") or "No headline: the time-to-identification step did not run.")
+    doc.p(f"Seed {run.get('seed')}, configuration hash {run.get('config_hash')}, reidsim "
+          f"{run.get('reidsim_version') or man.get('reidsim_version')}. Everything here is simulated: a synthetic "
+          "city, synthetic people with synthetic names, synthetic phones. The attacker sees only what a data "
+          "broker sells (pseudonymous pings) and what anyone can buy (a register of names and addresses); the "
+          "truth is used only to score whether the attacker named the right person.")
+    level, key = _ttid_level_key(data)
+
+    doc.h(2, "Headline figures", "headline")
+    doc.table(["Figure", "Value", "95% CI", "n"], _headline_rows(data),
+              note="n = number of devices (pseudonyms) the figure rests on.")
+
+    doc.h(2, "What the figures show", "figures")
+    doc.fig("time_to_identification", FIGURES["time_to_identification"], _cap_ttid(data, level, key))
+    doc.fig("anonymity_sets", FIGURES["anonymity_sets"], _cap_anon(data))
+    doc.fig("unicity", FIGURES["unicity"], _cap_unicity(data))
+    doc.fig("device_trail", FIGURES["device_trail"], _cap_trail(facts.get("device_trail")))
+    doc.fig("geofence", FIGURES["geofence"], _cap_geofence(data, facts.get("geofence")))
+    doc.fig("privacy_utility", FIGURES["privacy_utility"], _cap_pu(data, level, key))
+
+    if data["privacy"] is not None and len(data["privacy"]):
+        doc.h(2, "Defenses: privacy and utility", "defenses")
+        pv = data["privacy"]
+        un = pv[pv["metric"] == "unicity"]
+        us = (f" ({_gen(un['v_m'].iloc[0])} m cells, {_gen(un['h_h'].iloc[0])} h bins)"
+              if len(un) and {"v_m", "h_h"} <= set(un.columns) else "")
+        rot = ""
+        if "rotate" in set(pv["defense"]) or "reset" in set(pv["defense"]):
+            rot = (" Rotating IDs is scored per published pseudonym; an attacker who re-links the pieces of a "
+                   "device's trace by their common home and work (not attempted here) would win part of it back.")
+        doc.p("Each row is one safeguard applied by the broker before release, attacked again from scratch. "
+              f"Re-identified = identified by home + work at building level; unicity with the largest number of "
+              f"points evaluated{us}.{rot} Utility columns compare statistics computed from the defended release "
+              "with the same statistics from the undefended one (0 = no loss). Aggregate releases (counts per zone "
+              "and hour) carry no per-device trace, so the per-device attacks do not apply; for them the last "
+              "column gives the membership-inference advantage (true minus false positive rate of guessing whether "
+              "a given device is in the data).")
+        pmax = f" ({int(un['p'].max())} points)" if len(un) and "p" in un.columns else ""
+        doc.table(["Defense", "Setting", "Re-identified", "95% CI", "n", f"Unicity{pmax}",
+                   *[lab for _, lab in _DEF_UTIL], "Membership advantage"],
+                  _defense_rows(data, "building", "home_work"))
+        ut = data["utility"]
+        if ut is not None and "description" in ut.columns:
+            desc = ut.drop_duplicates("metric").set_index("metric")["description"]
+            doc.ul([f"{lab}: {desc[m]}" for m, lab in _DEF_UTIL if m in desc.index])
+
+    doc.h(2, "How this was computed", "method")
+    doc.h(3, "The simulated world and its phones")
+    doc.ul(_world_items(data))
+    doc.h(3, "The attacker's inference of home and work")
+    doc.ul(_inference_items())
+    doc.h(3, "The attacks")
+    doc.ul(_attack_items(data))
+    doc.h(3, "Calibration against published figures")
+    doc.p("How close the simulation comes to figures measured on real data. Agreement is a sanity check, not "
+          "proof: the sources used other data, places and years.")
+    doc.table(["Statistic", "This run (95% CI)", "Published", "Source"], _cal_rows(data))
+    doc.fig("calibration", FIGURES["calibration"],
+            "Left: the average number of distinct 250 m cells a device has visited grows with the days observed "
+            "about as fast as in real phone records (dashed). Right: a device's pings concentrate on a few places "
+            "(home first, then work); the dashed line is the law measured by Song et al. 2010.")
+    cal = data["calibration"]
+    if cal:
+        doc.table(["Generator statistic", "Value", "Sane range", "In range"], _sanity_rows(cal),
+                  note="Ranges from sim.validate.SANE_RANGES (what a realistic broker-like panel should meet).")
+
+    doc.h(2, "Reproducibility", "reproduce")
+    cmd, py, toml = _reproduce(data)
+    items = [f"Seed: {run.get('seed')}", f"Configuration hash: {run.get('config_hash')}",
+             f"reidsim version: {run.get('reidsim_version') or man.get('reidsim_version')}",
+             f"Dataset created (UTC): {man.get('created_utc', 'n/a')}; backend: {man.get('backend', 'n/a')}"]
+    tm = run.get("timings_s") or {}
+    if tm:
+        items.append("Timings (s): " + ", ".join(f"{k.removesuffix('_s')} {v:g}" for k, v in tm.items()))
+    doc.ul(items)
+    doc.p("Command line (the same seed and configuration give bit-identical tables):")
+    doc.code(cmd)
+    doc.p("From Python:")
+    doc.code(py)
+    vers = man.get("versions") or {}
+    if vers:
+        doc.table(["Package", "Version"], [[k, str(v)] for k, v in vers.items()])
+    if toml:
+        doc.p("The complete scenario (every parameter of the run), as scenario.toml:")
+        doc.code(toml)
+    return doc
+
+
+# ----------------------------------------------------------------------- captions
+def _cap_ttid(data, level, key):
+    tt = data["time_to_identification"]
+    if tt is None or not len(tt):
+        return "Not computed in this run."
+    t = tt.sort_values("days")
+    last = t.iloc[-1]
+    return (f"Each point is the share of devices whose pseudonym the attacker tied to the right named person "
+            f"using only the first days of pings: the inferred {_key_words(key).replace('+', 'and')} matched exactly "
+            f"one person in the register at {level} level. After {int(last['days'])} days it is "
+            f"{_pct(last['value'])} (shaded band: 95% confidence interval, n = {_n(last['n'])} devices).")
+
+
+def _cap_anon(data):
+    lk = data["linkage"]
+    if lk is None:
+        return "Not computed in this run."
+    a = _row(lk, metric="median_set_size", level="block", key="home")
+    b = _row(lk, metric="median_set_size", level="block", key="home_work")
+    extra = ""
+    if a is not None and b is not None:
+        extra = (f" At block level the home alone leaves a median of {_num(a['value'])} people; home and work "
+                 f"together leave {_num(b['value'])}.")
+    return ("An anonymity set is the number of people in the register who share a device's inferred home zone "
+            "(and work zone): the smaller it is, the easier it is to put a name on the device. Finer zones and "
+            "adding the workplace shrink it, as Golle & Partridge found for US workers (crosses)." + extra)
+
+
+def _cap_unicity(data):
+    u = data["unicity"]
+    if u is None or not len(u):
+        return "Not computed in this run."
+    v, h = _unicity_setting(u)
+    r = _row(u, p=4, v_m=v, h_h=h)
+    pl = data["unicity_power_law"]
+    e = _row(pl, p=4) if pl is not None else None
+    txt = ("Unicity is the share of traces that no other trace matches on p random points, each point a place "
+           "(a square cell) and an hour.")
+    if r is not None:
+        txt += (f" With 4 points, {v:,.0f} m cells and {h:g}-hour bins, {_pct(r['value'])} of traces are "
+                "unique (de Montjoye et al.: 95% with 4 points).")
+    if e is not None and _fin(e["exponent"]):
+        txt += (f" Coarsening cells or time bins lowers it only slowly (fitted exponent {float(e['exponent']):.2f}; "
+                "right panel).")
+    return txt
+
+
+def _cap_trail(f):
+    if not f:
+        return "No device to show (no release or no inferred table)."
+    txt = (f"The device shown is chosen by a fixed rule: the first pseudonym, in alphabetical order, that was "
+           f"identified and has at least {TRAIL_MIN_PINGS} pings. Its night pings (dark) pile up at one address "
+           f"and its weekday pings at another; the attacker takes these as home and work.")
+    if f.get("unique") and f.get("name"):
+        txt += (f" Exactly one register entry, \"{f['name']}\", lives and works at those {f['level']}s, so the "
+                f"\"anonymous\" trail leads to a name" + (" — the right one" if f.get("identified") else
+                                                           " — here a wrong one") + ". The name is synthetic.")
+    elif f.get("set_size", -1) > 1:
+        txt += f" {f['set_size']:,} register entries fit, so this device was not named."
+    else:
+        txt += " This device could not be linked to one register entry."
+    return txt
+
+
+def _cap_geofence(data, f):
+    gf = data["geofence"]
+    if gf is None or not f:
+        return "Not computed in this run."
+    n = _row(gf, metric="n_seen")
+    hk = _row(gf, metric="home_known")
+    lc = _row(gf, metric="linked_correct")
+    when = ""
+    if f.get("t_start_s") is not None:
+        from .plots import _local_str
+
+        when = (f" on {_local_str(f['t_start_s'], f.get('utc_offset_s', 0), '%A')} between "
+                f"{_local_str(f['t_start_s'], f.get('utc_offset_s', 0), '%H:%M')} and "
+                f"{_local_str(f['t_end_s'], f.get('utc_offset_s', 0), '%H:%M')}")
+    nn = int(n["value"]) if n is not None else 0
+    txt = (f"An attacker buys every ping inside a {f['radius_m']:,.0f} m circle around a busy place{when} "
+           "(a rally, a clinic, a place of worship) and follows each device seen there to where it spends its "
+           f"nights. {nn:,} device{'s were' if nn != 1 else ' was'} seen")
+    if hk is not None and nn:
+        txt += f", {_pct(hk['value'], 0)} of them got an inferred home"
+    if lc is not None and nn:
+        txt += (f", and {_pct(lc['value'], 0)} (95% CI {_ci_pct(lc['ci_low'], lc['ci_high'], 0)}) were named "
+                "correctly from the home building alone")
+    return txt + "."
+
+
+def _cap_pu(data, level, key):
+    pv, ut = data["privacy"], data["utility"]
+    if pv is None or ut is None:
+        return "Not computed in this run."
+    txt = ("Each point is one safeguard a broker could apply. Up = more devices re-identified (home + work, "
+           "building level); right = more damage to the statistics the data is sold for (here the count of "
+           "trips between tracts). The best safeguards sit bottom left.")
+    base = _row(pv, metric="linkage_identified", level="building", key="home_work", defense="none")
+    if base is not None:
+        same = sorted({d for d, g in pv[(pv["metric"] == "linkage_identified") & (pv["level"] == "building")
+                                        & (pv["key"] == "home_work")].groupby("defense")
+                       if d != "none" and np.isclose(g["value"].iloc[0], base["value"])})
+        if same:
+            txt += (f" {', '.join(same)} leave{'s' if len(same) == 1 else ''} the risk exactly where it was "
+                    f"({_pct(base['value'])}): the attacker never needs the device ID, only where it sleeps and works.")
+    if "membership_advantage" in set(pv["metric"]):
+        txt += (" Aggregate releases (right panel) publish counts instead of traces; their residual risk is "
+                "membership inference.")
+    return txt
+
+
+# ============================================================================= main
+def write_report(out_dir, *, sim=None) -> dict:
+    """Write ``figures/*.png``, ``report.md`` and ``report.html`` into a run folder.
+
+    Parameters
+    ----------
+    out_dir : path of a folder written by :func:`sim.run.run_main` (needs run.json;
+        every other table is optional and its section says "not computed" if absent).
+    sim : the already loaded :class:`sim.api.Simulation` of that folder (optional; saves
+        re-reading the pings, about 4 s on the default scenario).
+
+    Returns
+    -------
+    dict with paths: ``report_html``, ``report_md`` and ``figure_<name>`` per figure.
+    All figures are rendered before any file is written; each file is written atomically.
+    """
+    import matplotlib
+
+    d = Path(out_dir)
+    if not d.is_dir():
+        raise InputError(f"run folder {str(d)!r} does not exist; pass the --out folder of `reidsim run`.")
+    t0 = time.perf_counter()
+    data = _load(d, sim)
+    t1 = time.perf_counter()
+    with matplotlib.rc_context({"figure.dpi": 100, "savefig.dpi": _DPI, "font.size": 10}):
+        pngs, facts = _render_figures(data)
+    t2 = time.perf_counter()
+    doc = _build(data, pngs, facts)
+    fig_rel = {name: f"figures/{name}.png" for name in pngs}
+    md = _render_md(doc, fig_rel)
+    name = (data["run"].get("scenario") or {}).get("name", "scenario")
+    page = _render_html(doc, pngs, f"reidsim report — {name}")
+    paths = {}
+    for fname, png in pngs.items():
+        p = d / fig_rel[fname]
+        with atomic_path(p) as tmp:
+            Path(tmp).write_bytes(png)
+        paths[f"figure_{fname}"] = p
+    for key, fname, text in (("report_md", "report.md", md), ("report_html", "report.html", page)):
+        with atomic_path(d / fname) as tmp:
+            Path(tmp).write_text(text, encoding="utf-8")
+        paths[key] = d / fname
+    log.info("report written to %s (load %.1f s, figures %.1f s, total %.1f s)", d / "report.html", t1 - t0,
+             t2 - t1, time.perf_counter() - t0)
+    return paths

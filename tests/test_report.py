@@ -1,0 +1,191 @@
+"""sim.report.write_report on a tiny real run folder (tests/_runfixture.py)."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+import shutil
+
+import pandas as pd
+import pytest
+from _runfixture import tiny_run
+
+from sim import plots, report
+from sim.errors import InputError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    src = tiny_run(tmp_path_factory)
+    d = tmp_path_factory.mktemp("report_run") / "run"
+    shutil.copytree(src, d)
+    paths = report.write_report(d)
+    return d, paths
+
+
+def _strip_images(page: str) -> str:
+    return re.sub(r'src="data:image/png;base64,[^"]*"', 'src=""', page)
+
+
+def test_paths_returned_exist_and_all_figures_written(written):
+    d, paths = written
+    assert paths["report_html"] == d / "report.html" and paths["report_md"] == d / "report.md"
+    for name in report.FIGURES:
+        p = paths[f"figure_{name}"]
+        assert p == d / "figures" / f"{name}.png"
+        assert p.read_bytes().startswith(PNG_MAGIC)
+    assert not [p for p in d.rglob(".*tmp*")]  # no temporary file left behind
+
+
+def test_html_is_self_contained(written):
+    d, _ = written
+    page = (d / "report.html").read_text(encoding="utf-8")
+    assert page.lstrip().lower().startswith("<!doctype html>")
+    # no reference to anything outside the file
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:|//|file:)""", page, re.I)
+    assert not re.search(r"<(?:script|link|iframe|object|embed)\b", page, re.I)
+    assert "@import" not in page and "url(" not in page
+    imgs = re.findall(r"<img\b[^>]*>", page)
+    assert len(imgs) == len(report.FIGURES)
+    for tag in imgs:
+        m = re.search(r'src="data:image/png;base64,([^"]+)"', tag)
+        assert m, f"image not embedded as a data URI: {tag[:80]}"
+        assert base64.b64decode(m.group(1)).startswith(PNG_MAGIC)
+    # in-page links only (table of contents)
+    for href in re.findall(r'href="([^"]*)"', page):
+        assert href.startswith("#")
+        assert f'id="{href[1:]}"' in page
+
+
+def test_headline_seed_hash_in_both_formats(written):
+    d, _ = written
+    run = json.loads((d / "run.json").read_text())
+    page = (d / "report.html").read_text(encoding="utf-8")
+    md = (d / "report.md").read_text(encoding="utf-8")
+    assert html.escape(run["headline"]) in page and run["headline"] in md
+    for text in (page, md):
+        assert f"Seed {run['seed']}" in text and run["config_hash"] in text
+        assert run["reidsim_version"] in text
+    # the headline comes first, before any section
+    assert md.index(run["headline"]) < md.index("## ")
+    man = json.loads((d / "manifest.json").read_text())
+    for pkg, ver in man["versions"].items():
+        assert ver in md
+
+
+def test_markdown_references_existing_figures(written):
+    d, _ = written
+    md = (d / "report.md").read_text(encoding="utf-8")
+    refs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert sorted(refs) == sorted(f"figures/{n}.png" for n in report.FIGURES)
+    for r in refs:
+        assert not r.startswith(("/", "http"))
+        assert (d / r).read_bytes().startswith(PNG_MAGIC)
+
+
+def test_report_states_assumptions_and_sources(written):
+    d, _ = written
+    md = (d / "report.md").read_text(encoding="utf-8")
+    for needle in ("How this was computed", "DBSCAN", "22:00–06:00", "log-normal", "register",
+                   "de Montjoye", "Golle & Partridge", "27.6 min", "Song et al. 2010", "Reproducibility",
+                   "reidsim run", "Defenses: privacy and utility", "membership-inference advantage"):
+        assert needle in md, needle
+    # one row per evaluated defense (name and setting) in the defenses table
+    priv = pd.read_parquet(d / "defenses" / "privacy.parquet")
+    for name in priv["defense"].unique():
+        assert re.search(rf"^\| {re.escape(name)} \|", md, re.M), name
+
+
+def test_no_personal_data_beyond_one_synthetic_name(written):
+    d, _ = written
+    page = _strip_images((d / "report.html").read_text(encoding="utf-8"))
+    md = (d / "report.md").read_text(encoding="utf-8")
+    reg = pd.read_parquet(d / "register.parquet")
+    for text in (page, md):
+        names = [n for n in reg["name"] if n in text]
+        assert len(set(names)) <= 1
+        assert not re.search(r"\b[0-9a-f]{64}\b", text)  # no full pseudonym
+        assert not re.search(r"\b-?\d{1,3}\.\d{4,}\b", text)  # no lat/lon-like coordinate
+
+
+def test_scenario_toml_round_trips(written):
+    import tomllib
+
+    from sim.config import Scenario
+
+    d, _ = written
+    run = json.loads((d / "run.json").read_text())
+    toml = report.scenario_toml(run["scenario"])
+    assert Scenario.from_dict(tomllib.loads(toml)).config_hash() == run["config_hash"]
+    assert toml in (d / "report.md").read_text(encoding="utf-8")
+
+
+def test_trail_device_rule(written):
+    d, _ = written
+    per = pd.read_parquet(d / "attacks" / "linkage_per_device.parquet")
+    inf = pd.read_parquet(d / "inferred.parquet")
+    b = per[(per.level == "building") & (per.key == "home_work")].merge(inf[["pseudonym", "n_pings"]])
+    want = sorted(b.loc[b.identified & (b.n_pings >= report.TRAIL_MIN_PINGS), "pseudonym"])
+    got = report.pick_trail_device(per, inf)
+    assert got == (want[0] if want else got)
+    # the same input in another row order gives the same device
+    assert report.pick_trail_device(per.sample(frac=1, random_state=1), inf.sample(frac=1, random_state=2)) == got
+    # nobody identified: the first pseudonym with an inferred home and enough pings
+    none = per.assign(identified=False, unique=False)
+    fb = sorted(inf.loc[inf.home_x_m.notna() & (inf.n_pings >= report.TRAIL_MIN_PINGS), "pseudonym"])
+    assert report.pick_trail_device(none, inf) == fb[0]
+    assert report.pick_trail_device(None, inf.iloc[:0]) is None
+
+
+def test_interrupted_write_keeps_previous_report(written, tmp_path, monkeypatch):
+    src, _ = written
+    d = tmp_path / "run"
+    shutil.copytree(src, d)
+    before = {p: (d / p).read_bytes() for p in ("report.html", "report.md", "figures/unicity.png")}
+
+    def boom(*a, **k):
+        raise RuntimeError("figure failed")
+
+    monkeypatch.setattr(plots, "plot_privacy_utility", boom)
+    with pytest.raises(RuntimeError, match="figure failed"):
+        report.write_report(d)
+    for p, data in before.items():
+        assert (d / p).read_bytes() == data
+    assert not [p for p in d.rglob(".*tmp*")]
+
+
+def test_missing_tables_still_give_a_report(written, tmp_path):
+    src, _ = written
+    d = tmp_path / "run"
+    shutil.copytree(src, d)
+    shutil.rmtree(d / "defenses")
+    for f in (d / "attacks").glob("unicity*"):
+        f.unlink()
+    for f in d.glob("report.*"):
+        f.unlink()
+    shutil.rmtree(d / "figures")
+    paths = report.write_report(d)
+    assert "figure_unicity" not in paths and "figure_privacy_utility" not in paths
+    md = (d / "report.md").read_text(encoding="utf-8")
+    assert "Not computed in this run." in md
+    assert "Defenses: privacy and utility" not in md
+    assert (d / "report.html").exists()
+
+
+def test_missing_run_json_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="run.json"):
+        report.write_report(tmp_path)
+    with pytest.raises(InputError, match="does not exist"):
+        report.write_report(tmp_path / "nowhere")
+
+
+def test_report_is_deterministic(written, tmp_path):
+    src, _ = written
+    d = tmp_path / "run"
+    shutil.copytree(src, d)
+    report.write_report(d)
+    for p in ("report.md", "report.html", "figures/device_trail.png"):
+        assert (d / p).read_bytes() == (src / p).read_bytes(), p
