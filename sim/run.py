@@ -92,12 +92,18 @@ def attack_step(sim, out: Path, ibd: dict, attack_config=None) -> dict:
     return tables
 
 
-def defense_step(sim, out: Path, defenses=None, progress=True):
+#: the main job evaluates defenses on a seeded sample of pseudonyms, for 7 and all days
+DEFENSE_SAMPLE_TRACES = 5000
+
+
+def defense_step(sim, out: Path, defenses=None, progress=True, sample_traces=DEFENSE_SAMPLE_TRACES):
     from .pipeline import DEFAULT_DEFENSES, evaluate_defenses
 
+    n = sim.scenario.pings.days
+    days = tuple(sorted({min(7, n), n}))
     priv, util = evaluate_defenses(sim, DEFAULT_DEFENSES if defenses is None else defenses,
                                    attack_config={"ttid_level": "building", "seed": sim.scenario.seed},
-                                   progress=progress)
+                                   days=days, progress=progress, sample_traces=sample_traces)
     write_table(priv, out / "defenses" / "privacy")
     write_table(util, out / "defenses" / "utility")
     return priv, util
@@ -111,8 +117,12 @@ def headline_sentence(tables: dict) -> tuple[str, dict]:
     t = t.sort_values("days")
     level = t["level"].iloc[0]
 
+    def p(v):
+        v = 100 * float(v)
+        return f"{v:.1f}" if v == 0 or v >= 0.1 else f"{v:.2g}"
+
     def pct(r):
-        return f"{100 * r['value']:.1f}% (95% CI {100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}%)"
+        return f"{p(r['value'])}% (95% CI {p(r['ci_low'])}–{p(r['ci_high'])}%)"
 
     first = t.iloc[0]
     parts = [f"After {int(first['days'])} day{'s' if first['days'] != 1 else ''}, {pct(first)} of devices "
@@ -166,7 +176,7 @@ def run_main(scn: Scenario | None = None, out_dir="reidsim-out", *, progress: bo
         t = time.perf_counter()
         from .report import write_report
 
-        write_report(out)
+        write_report(out, sim=sim)
         info["timings_s"]["report_s"] = round(time.perf_counter() - t, 2)
         write_json(info, out / "run.json")
     return info

@@ -68,6 +68,7 @@ class AttackConfig:
     geofence_polygon: object = None
     geofence_window_s: tuple | None = None
     geofence_level: str = "building"
+    geofence_key: str = "home_work"
     relink_period_days: float | None = None
     relink_method: str = "nearest"
 
@@ -77,6 +78,8 @@ class AttackConfig:
             raise ConfigError(f"unknown attack(s) {bad}; expected a subset of {ATTACK_NAMES}.")
         if self.ttid_key not in KEYS:
             raise ConfigError(f"ttid_key must be one of {KEYS}, got {self.ttid_key!r}.")
+        if self.geofence_key not in KEYS:
+            raise ConfigError(f"geofence_key must be one of {KEYS}, got {self.geofence_key!r}.")
         return self
 
     @classmethod
@@ -123,6 +126,7 @@ def run_attacks(
         log.warning("register has no employer columns: running the linkage with key 'home' only")
         keys = tuple(k for k in keys if k != "home_work")
     ttid_key = cfg.ttid_key if cfg.ttid_key in keys else "home"
+    geofence_key = cfg.geofence_key if cfg.geofence_key in keys else "home"
     out = {}
     if "linkage" in cfg.attacks:
         per, met = linkage_attack(full, register, world, pseudonyms, levels=levels, keys=keys, guess=cfg.guess,
@@ -146,7 +150,8 @@ def run_attacks(
     if "geofence" in cfg.attacks and cfg.geofence_polygon is not None and cfg.geofence_window_s is not None:
         t0, t1 = cfg.geofence_window_s
         per, met = geofence_attack(release, cfg.geofence_polygon, t0, t1, full, register, world, pseudonyms, persons,
-                                   level=cfg.geofence_level, guess=cfg.guess, seed=cfg.seed, ci=cfg.ci)
+                                   level=cfg.geofence_level, key=geofence_key, guess=cfg.guess, seed=cfg.seed,
+                                   ci=cfg.ci)
         out["geofence"], out["geofence_per_pseudonym"] = met, per
     if "relink" in cfg.attacks and cfg.relink_period_days is not None:
         _, met = relink_attack(release, full, pseudonyms, period_days=cfg.relink_period_days,
