@@ -1,0 +1,193 @@
+"""One command for the cited figures: named scenarios + the speed benchmarks → BENCHMARKS.md.
+
+    python benchmarks/run_all.py              # everything (about 15-25 min on 2 cores)
+    python benchmarks/run_all.py --quick      # smaller scenarios, quick speed runs
+    python benchmarks/run_all.py --only scenarios   # or: speed
+
+Each named scenario (benchmarks/scenarios/*.toml, fixed seeds) is generated, attacked and
+summarised into ``benchmarks/results/scenario_<name>.json``: headline privacy figures
+with 95 % confidence intervals and the number of devices each rests on, plus machine,
+versions and the config hash, so any figure can be cited and re-run.  The speed
+benchmarks (bench_generate, bench_infer, bench_attacks, bench_skmob) are run as
+separate processes and their JSON results summarised in the same BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _common import RESULTS, machine, save  # noqa: E402
+
+SPEED = {
+    "generate": ("bench_generate.py", ["--quick"], "generate"),
+    "infer": ("bench_infer.py", [], "infer"),
+    "attacks": ("bench_attacks.py", ["--quick"], "attacks"),
+    "skmob": ("bench_skmob.py", [], "skmob"),
+}
+
+
+def scenario_figures(path: Path, quick: bool) -> dict:
+    from sim.api import simulate
+    from sim.config import Scenario
+    from sim.pipeline import evaluate_release, pick_gathering
+    from sim.run import MAIN_ATTACK_CONFIG
+
+    scn = Scenario.from_toml(path)
+    if quick:
+        scn = scn.replace(n_devices=3000, world__residents=30000)
+    t0 = time.perf_counter()
+    sim = simulate(config=scn)
+    cfg = dict(MAIN_ATTACK_CONFIG)
+    cfg.update(seed=scn.seed, unicity_p=(2, 4), unicity_v_m=(500.0,), unicity_h_h=(1.0,),
+               known_m=(2, 4), known_sigma_m=(0.0, 100.0))
+    poly, g0, g1 = pick_gathering(sim.release, sim.world)
+    cfg.update(geofence_polygon=poly, geofence_window_s=(g0, g1))
+    if scn.ids.rotation_days:
+        cfg["relink_period_days"] = float(scn.ids.rotation_days)
+    ev = evaluate_release(sim.release, sim, attack_config=cfg)
+    T = ev.tables
+    fig = {}
+
+    def put(name, row, **extra):
+        fig[name] = {"value": float(row["value"]), "ci_low": float(row["ci_low"]),
+                     "ci_high": float(row["ci_high"]), "n": int(row["n"]), **extra}
+
+    tt = T["time_to_identification"]
+    for d in sorted(set(tt["days"]) & {1, 2, 3, 7, 14} | {int(tt["days"].max())}):
+        put(f"identified_after_{int(d)}_days", tt[tt["days"] == d].iloc[0],
+            definition="unique & correct register match of inferred (home, work) buildings")
+    lk = T["linkage"]
+    for lvl in ("building", "block", "tract"):
+        for key in ("home", "home_work"):
+            r = lk[(lk["metric"] == "identified") & (lk["level"] == lvl) & (lk["key"] == key)]
+            if len(r):
+                put(f"linkage_identified_{key}_{lvl}", r.iloc[0])
+            r = lk[(lk["metric"] == "median_set_size") & (lk["level"] == lvl) & (lk["key"] == key)]
+            if len(r):
+                put(f"median_anonymity_set_{key}_{lvl}", r.iloc[0])
+    u = T["unicity"]
+    for _, r in u.iterrows():
+        put(f"unicity_p{int(r['p'])}_{int(r['v_m'])}m_{r['h_h']:g}h", r)
+    kp = T["known_points"]
+    for _, r in kp[kp["metric"] == "success"].iterrows():
+        put(f"known_points_m{int(r['m'])}_sigma{int(r['sigma_m'])}m", r)
+    if "geofence" in T:
+        g = T["geofence"]
+        for _, r in g.iterrows():
+            put(f"geofence_{r['metric']}_{r['key']}_{r['level']}", r)
+    if "relink" in T:
+        for _, r in T["relink"].iterrows():
+            put(f"relink_{r['metric']}", r)
+    return {"scenario": scn.name, "file": str(path.relative_to(HERE.parent)), "config_hash": scn.config_hash(),
+            "seed": scn.seed, "devices": len(sim.devices), "pings": sim.release.n_pings,
+            "days": scn.pings.days, "quick": quick, "seconds": round(time.perf_counter() - t0, 1),
+            "figures": fig, "machine": machine(), "scenario_config": scn.to_dict()}
+
+
+def run_speed(name: str, quick: bool) -> dict | None:
+    script, args, result = SPEED[name]
+    if not (HERE / script).exists():
+        return None
+    t = time.perf_counter()
+    p = subprocess.run([sys.executable, str(HERE / script), *args], cwd=HERE, capture_output=True, text=True)
+    ok = p.returncode == 0
+    res = RESULTS / f"{result}{'_quick' if '--quick' in args and (RESULTS / (result + '_quick.json')).exists() else ''}.json"
+    out = {"script": script, "args": args, "ok": ok, "seconds": round(time.perf_counter() - t, 1),
+           "result_file": str(res.relative_to(HERE.parent)) if res.exists() else None}
+    if not ok:
+        out["stderr_tail"] = p.stderr[-2000:]
+    return out
+
+
+def _fmt(f: dict) -> str:
+    v, lo, hi = f["value"], f["ci_low"], f["ci_high"]
+    if abs(v) <= 1.0 and lo <= 1.0 and hi <= 1.0 and "anonymity" not in f.get("_name", ""):
+        return f"{100 * v:.1f}% ({100 * lo:.1f}–{100 * hi:.1f})"
+    return f"{v:,.0f} ({lo:,.0f}–{hi:,.0f})"
+
+
+def write_markdown(scen: list, speed: dict) -> Path:
+    m = machine()
+    lines = ["# reidsim benchmark figures", "",
+             "Produced by `python benchmarks/run_all.py` (do not edit by hand). Every figure is a "
+             "share of devices (pseudonyms) with its 95 % confidence interval in brackets and the "
+             "number of devices it rests on; anonymity-set sizes are medians with a bootstrap CI. "
+             "Re-run a scenario from its file and seed to reproduce a figure exactly.", "",
+             f"Machine: {m['cpu_count']} cores, {m['memory_gb']} GB; Python {m['versions']['python']}, "
+             f"numpy {m['versions']['numpy']}, numba {m['versions']['numba']}, pandas {m['versions']['pandas']}, "
+             f"pyarrow {m['versions']['pyarrow']}; run {m['when_utc']}.", ""]
+    if scen:
+        lines += ["## Named scenarios", ""]
+        for s in scen:
+            lines += [f"### {s['scenario']}" + (" (quick size)" if s["quick"] else ""), "",
+                      f"`{s['file']}` · seed {s['seed']} · config hash `{s['config_hash']}` · "
+                      f"{s['devices']:,} devices · {s['pings']:,} pings · {s['days']} days · {s['seconds']} s", "",
+                      "| figure | value (95% CI) | n |", "|---|---|---|"]
+            for k, f in s["figures"].items():
+                f = dict(f, _name=k)
+                lines.append(f"| {k} | {_fmt(f)} | {f['n']:,} |")
+            lines.append("")
+    if speed:
+        lines += ["## Speed benchmarks", "",
+                  "Timings are ratios against a baseline measured in the same run (this machine is "
+                  "shared and noisy); see each JSON for the full record.", ""]
+        for name, info in speed.items():
+            if info is None:
+                lines.append(f"- **{name}**: script not present.")
+                continue
+            lines.append(f"- **{name}** (`{info['script']} {' '.join(info['args'])}`, {info['seconds']} s): "
+                         + ("ok" if info["ok"] else "FAILED") + (f" → `{info['result_file']}`" if info["result_file"] else ""))
+            if info["result_file"]:
+                lines += ["", "```", _speed_summary(HERE.parent / info["result_file"]), "```", ""]
+    p = HERE.parent / "BENCHMARKS.md"
+    tmp = p.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(p)
+    return p
+
+
+def _speed_summary(path: Path) -> str:
+    d = json.loads(path.read_text())
+    rows = d.get("rows") or d.get("results") or []
+    out = []
+    for r in rows if isinstance(rows, list) else []:
+        keep = {k: v for k, v in r.items() if not isinstance(v, (dict, list))}
+        out.append(json.dumps(keep))
+    for k in ("peak_rss_growth", "summary", "targets", "status", "note"):
+        if k in d:
+            out.append(f"{k}: {json.dumps(d[k])}")
+    return "\n".join(out) if out else json.dumps({k: v for k, v in d.items() if k != "machine"})[:1500]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller scenarios and quick speed runs")
+    ap.add_argument("--only", choices=["scenarios", "speed"], default=None)
+    a = ap.parse_args()
+    scen = []
+    if a.only in (None, "scenarios"):
+        for f in sorted((HERE / "scenarios").glob("*.toml")):
+            print(f"scenario {f.stem} ...", flush=True)
+            s = scenario_figures(f, a.quick)
+            save(f"scenario_{s['scenario']}", s)
+            scen.append(s)
+    else:
+        for f in sorted(RESULTS.glob("scenario_*.json")):
+            scen.append(json.loads(f.read_text()))
+    speed = {}
+    if a.only in (None, "speed"):
+        for name in SPEED:
+            print(f"speed benchmark {name} ...", flush=True)
+            speed[name] = run_speed(name, a.quick)
+    print(f"wrote {write_markdown(scen, speed)}")
+
+
+if __name__ == "__main__":
+    main()
