@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..rng import TAG_ATTACK, normal, uniform
 from ..traces import Traces
 from ._common import check_int, check_positive, rate_row, stable_index, stats
-from .unicity import _stream_keys, sample_traces
+from .unicity import _draw_points, _stream_keys, sample_traces
 
 SALT = np.uint64(0x5A17_0003)
 _C_X = 1000  # counter bases of the observation draws
@@ -41,15 +41,8 @@ _C_T = 1_000_000
 def _observations(key, a, n, m, sigma_m, jitter_s, x_m, y_m, t_s, ox, oy, ot):
     """m observations of the trace whose pings are rows a..a+n-1."""
     perm = np.empty(n, dtype=np.int64)
-    for j in range(n):
-        perm[j] = j
+    _draw_points(key, n, m, perm)  # m distinct pings, same draws as the unicity attack
     for j in range(m):
-        r = j + int(uniform(key, j) * (n - j))
-        if r >= n:
-            r = n - 1
-        t = perm[j]
-        perm[j] = perm[r]
-        perm[r] = t
         row = a + perm[j]
         ox[j] = x_m[row] + sigma_m * normal(key, _C_X + 4 * j)
         oy[j] = y_m[row] + sigma_m * normal(key, _C_X + 4 * j + 2)
