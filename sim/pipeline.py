@@ -130,9 +130,11 @@ def evaluate_defense(sim, name: str, params: dict, *, attack_config=None, infer_
     Returns ``(privacy, utility, tables)``: tidy headline rows of the attacks that still
     apply (for aggregate releases: membership inference against ``membership_targets``
     random devices), the :func:`sim.utility.utility_table`, and the raw attack tables.
-    ``name='none'`` evaluates the undefended release.
+    The membership figures are means over the target devices with a percentile
+    bootstrap interval over targets.  ``name='none'`` evaluates the undefended release.
     """
     from .defenses import REGISTRY, aggregate_membership_risk, apply_defense
+    from .stats import bootstrap_ci
     from .utility import true_residents, utility_table
 
     cfg = dict(DEFENSE_ATTACK_CONFIG)
@@ -152,12 +154,15 @@ def evaluate_defense(sim, name: str, params: dict, *, attack_config=None, infer_
         util = utility_table(out, rel, sim.world, truth=truth_res)
         rng = np.random.default_rng(sim.scenario.seed)
         targets = rng.choice(rel.n_traces, size=min(membership_targets, rel.n_traces), replace=False)
-        mem = [aggregate_membership_risk(rel, ctx, int(t), name, n_trials=200, **params) for t in targets]
-        m = pd.concat(mem).groupby("metric", as_index=False)["value"].mean()
-        m["ci_low"] = np.nan
-        m["ci_high"] = np.nan
-        m["n"] = len(targets)
-        tables = {"membership": m}
+        mem = pd.concat([aggregate_membership_risk(rel, ctx, int(t), name, n_trials=200, **params)
+                         .assign(target=int(t)) for t in targets])
+        rows = []
+        for i, (metric, g) in enumerate(mem.groupby("metric", sort=True)):
+            v = g["value"].to_numpy(float)
+            v = v[np.isfinite(v)]
+            est, lo, hi = bootstrap_ci(v, statistic="mean", seed=sim.scenario.seed, tags=(i,))
+            rows.append({"metric": metric, "value": est, "ci_low": lo, "ci_high": hi, "n": len(v)})
+        tables = {"membership": pd.DataFrame(rows)}
         return headline_rows(tables), util, tables
     truth = truth_for(sim.pseudonyms, mapping)
     ev = evaluate_release(out, sim, pseudonyms=truth, attack_config=cfg, infer_params=infer_params,
