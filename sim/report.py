@@ -483,7 +483,9 @@ def _headline_rows(data):
         r = _row(gf, metric="n_seen")
         if r is not None:
             rows.append(["Geofence: devices seen at the gathering", _n(r["value"]), "", _n(r["value"])])
-        rows.append(_share_row("Geofence: attendees named correctly (home building only)",
+        gk = str(gf["key"].iloc[0]) if "key" in gf.columns else "home"
+        gl = str(gf["level"].iloc[0]) if "level" in gf.columns else "building"
+        rows.append(_share_row(f"Geofence: attendees named correctly ({_GEOFENCE_KEY.get(gk, gk)}, {gl} level)",
                                _row(gf, metric="linked_correct")))
     rl = data["relink"]
     if rl is not None and len(rl):
@@ -917,9 +919,14 @@ def _cap_geofence(data, f):
     if hk is not None and nn:
         txt += f", {_pct(hk['value'], 0)} of them got an inferred home"
     if lc is not None and nn:
+        gk = str(gf["key"].iloc[0]) if "key" in gf.columns else "home"
+        gl = str(gf["level"].iloc[0]) if "level" in gf.columns else "building"
         txt += (f", and {_pct(lc['value'], 0)} (95% CI {_ci_pct(lc['ci_low'], lc['ci_high'], 0)}) were named "
-                "correctly from the home building alone")
+                f"correctly from their inferred {_GEOFENCE_KEY.get(gk, gk)} ({gl} level)")
     return txt + "."
+
+
+_GEOFENCE_KEY = {"home": "home alone", "home_work": "home and workplace"}
 
 
 def _cap_pu(data, level, key):
