@@ -3,6 +3,7 @@
     python benchmarks/run_all.py              # everything (about 15-25 min on 2 cores)
     python benchmarks/run_all.py --quick      # smaller scenarios, quick speed runs
     python benchmarks/run_all.py --only scenarios   # or: speed
+    python benchmarks/run_all.py --from-results     # rebuild BENCHMARKS.md from saved JSON
 
 Each named scenario (benchmarks/scenarios/*.toml, fixed seeds) is generated, attacked and
 summarised into ``benchmarks/results/scenario_<name>.json``: headline privacy figures
@@ -106,17 +107,27 @@ def run_speed(name: str, quick: bool) -> dict | None:
     return out
 
 
+def _pct(v: float) -> str:
+    v = 100 * v
+    return f"{v:.1f}" if v == 0 or abs(v) >= 0.1 else f"{v:.2g}"
+
+
 def _fmt(f: dict) -> str:
+    import math
+
     v, lo, hi = f["value"], f["ci_low"], f["ci_high"]
-    if abs(v) <= 1.0 and lo <= 1.0 and hi <= 1.0 and "anonymity" not in f.get("_name", ""):
-        return f"{100 * v:.1f}% ({100 * lo:.1f}–{100 * hi:.1f})"
+    name = f.get("_name", "")
+    if not (math.isfinite(lo) and math.isfinite(hi)):  # counts carry no interval
+        return f"{v:,.0f}"
+    if "anonymity" not in name and abs(v) <= 1.0 and lo <= 1.0 and hi <= 1.0:
+        return f"{_pct(v)}% ({_pct(lo)}–{_pct(hi)})"
     return f"{v:,.0f} ({lo:,.0f}–{hi:,.0f})"
 
 
-def write_markdown(scen: list, speed: dict) -> Path:
+def write_markdown(scen: list, speed: dict, command: str = "python benchmarks/run_all.py") -> Path:
     m = machine()
     lines = ["# reidsim benchmark figures", "",
-             "Produced by `python benchmarks/run_all.py` (do not edit by hand). Every figure is a "
+             f"Produced by `{command}` (do not edit by hand). Every figure is a "
              "share of devices (pseudonyms) with its 95 % confidence interval in brackets and the "
              "number of devices it rests on; anonymity-set sizes are medians with a bootstrap CI. "
              "Re-run a scenario from its file and seed to reproduce a figure exactly.", "",
@@ -142,10 +153,16 @@ def write_markdown(scen: list, speed: dict) -> Path:
             if info is None:
                 lines.append(f"- **{name}**: script not present.")
                 continue
-            lines.append(f"- **{name}** (`{info['script']} {' '.join(info['args'])}`, {info['seconds']} s): "
+            secs = f"{info['seconds']} s" if isinstance(info["seconds"], (int, float)) else info["seconds"]
+            lines.append(f"- **{name}** (`{info['script']} {' '.join(info['args'])}`, {secs}): "
                          + ("ok" if info["ok"] else "FAILED") + (f" → `{info['result_file']}`" if info["result_file"] else ""))
             if info["result_file"]:
                 lines += ["", "```", _speed_summary(HERE.parent / info["result_file"]), "```", ""]
+            full = RESULTS / f"{SPEED[name][2]}.json"
+            if "--quick" in info["args"] and full.exists():
+                when = json.loads(full.read_text()).get("machine", {}).get("when_utc", "?")
+                lines += [f"  Last full-size run (`{info['script']}` without --quick, {when}):", "", "```",
+                          _speed_summary(full), "```", ""]
     p = HERE.parent / "BENCHMARKS.md"
     tmp = p.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
@@ -156,6 +173,9 @@ def write_markdown(scen: list, speed: dict) -> Path:
 def _speed_summary(path: Path) -> str:
     d = json.loads(path.read_text())
     rows = d.get("rows") or d.get("results") or []
+    if isinstance(rows, dict):  # {name: {...}} -> one line per entry, scalars only
+        rows = [{"name": k, **{kk: vv for kk, vv in v.items() if not isinstance(vv, (dict, list))}}
+                if isinstance(v, dict) else {"name": k, "value": v} for k, v in rows.items()]
     out = []
     for r in rows if isinstance(rows, list) else []:
         keep = {k: v for k, v in r.items() if not isinstance(v, (dict, list))}
@@ -170,7 +190,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller scenarios and quick speed runs")
     ap.add_argument("--only", choices=["scenarios", "speed"], default=None)
+    ap.add_argument("--from-results", action="store_true",
+                    help="re-run nothing: rebuild BENCHMARKS.md from benchmarks/results/*.json")
     a = ap.parse_args()
+    if a.from_results:
+        scen = [json.loads(f.read_text()) for f in sorted(RESULTS.glob("scenario_*.json"))]
+        speed = {}
+        for name, (script, args, result) in SPEED.items():
+            rf = RESULTS / f"{result}{'_quick' if '--quick' in args else ''}.json"
+            speed[name] = ({"script": script, "args": args, "ok": True, "seconds": "not re-run",
+                            "result_file": str(rf.relative_to(HERE.parent))} if rf.exists() else None)
+        print(f"wrote {write_markdown(scen, speed, command='python benchmarks/run_all.py --from-results')}")
+        return
     scen = []
     if a.only in (None, "scenarios"):
         for f in sorted((HERE / "scenarios").glob("*.toml")):
