@@ -29,7 +29,8 @@ by all of its cells (defenses never change the trajectories).  Every finished ce
 written atomically to ``OUT/cells/<key>.parquet``; re-running the same file skips the
 cells already there, so an interrupted sweep resumes.  The tidy table
 ``OUT/results.parquet`` (and .csv) has one row per scenario × defense × parameter ×
-replicate × metric, with every parameter and the config hash.  One privacy-utility
+replicate × metric, with every parameter and the config hash; ``OUT/results_pooled``
+has one row per figure pooled over replicate seeds (mean and Student-t interval).  One privacy-utility
 figure per attack goes to ``OUT/figures/``.
 """
 from __future__ import annotations
@@ -237,7 +238,35 @@ def collect(plan: dict, out: Path) -> pd.DataFrame:
         table.to_parquet(tmp, index=False)
     with atomic_path(out / "results.csv") as tmp:
         table.to_csv(tmp, index=False)
+    pooled = pool_replicates(table)
+    with atomic_path(out / "results_pooled.parquet") as tmp:
+        pooled.to_parquet(tmp, index=False)
+    with atomic_path(out / "results_pooled.csv") as tmp:
+        pooled.to_csv(tmp, index=False)
     return table
+
+
+#: columns that identify one figure across replicate seeds
+FIGURE_KEYS = ["scenario", "defense", "params", "param_name", "param_value", "kind", "metric", "level",
+               "key", "days", "p", "v_m", "h_h"]
+
+
+def pool_replicates(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per figure: mean over replicate seeds with a Student-t interval
+    (:func:`sim.stats.combine_replicates`); NaN interval with one replicate."""
+    from .stats import combine_replicates
+
+    if table.empty:
+        return table
+    t = table.copy()
+    keys = [k for k in FIGURE_KEYS if k in t.columns]
+    for k in keys:  # NaN keys (e.g. no level for unicity) must still group
+        if t[k].dtype == object or str(t[k].dtype).startswith("str"):
+            t[k] = t[k].fillna("")
+        else:
+            t[k] = t[k].fillna(-1)
+    t = t[t["value"].notna()]
+    return combine_replicates(t, keys, value_col="value", replicate_col="seed")
 
 
 #: attack -> (privacy metric row selector, label) for the sweep figures

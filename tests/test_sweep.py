@@ -77,6 +77,14 @@ def test_tidy_table(full_run):
     assert t.loc[t.seed == 1, "config_hash"].iloc[0] != t.loc[t.seed == 2, "config_hash"].iloc[0]
     assert {"privacy", "utility"} == set(t["kind"])
     assert (out / "figures" / "privacy_utility_linkage.png").exists()
+    pooled = pd.read_parquet(out / "results_pooled.parquet")
+    one = pooled[(pooled.defense == "none") & (pooled.metric == "linkage_identified")
+                 & (pooled.level == "building") & (pooled.key == "home_work")]
+    assert len(one) == 1 and int(one["n_replicates"].iloc[0]) == 2
+    raw = t[(t.defense == "none") & (t.metric == "linkage_identified") & (t.level == "building")
+            & (t.key == "home_work")]["value"]
+    assert one["value"].iloc[0] == pytest.approx(raw.mean())
+    assert one["ci_low"].iloc[0] <= one["value"].iloc[0] <= one["ci_high"].iloc[0]
 
 
 def test_rerun_skips_done_cells(full_run):
