@@ -83,13 +83,9 @@ def uniforms(seed: int, tag: int, index: np.ndarray, counter: int) -> np.ndarray
     return out
 
 
-def truth_person(pseudonyms_table: pd.DataFrame, query, what: str = "inferred table") -> np.ndarray:
-    """person_id of the true owner of each queried pseudonym (scoring only).
-
-    Raises InputError if a queried pseudonym is not in the truth table.
-    """
-    require_columns(pseudonyms_table, ["pseudonym", "person_id"], "truth pseudonyms table")
-    truth = pseudonyms_table.drop_duplicates("pseudonym").set_index("pseudonym")["person_id"]
+def _truth_column(pseudonyms_table: pd.DataFrame, query, column: str, what: str) -> np.ndarray:
+    require_columns(pseudonyms_table, ["pseudonym", column], "truth pseudonyms table")
+    truth = pseudonyms_table.drop_duplicates("pseudonym").set_index("pseudonym")[column]
     q = pd.Index(np.asarray(query, dtype=object))
     pos = truth.index.get_indexer(q)
     if np.any(pos < 0):
@@ -101,19 +97,17 @@ def truth_person(pseudonyms_table: pd.DataFrame, query, what: str = "inferred ta
     return truth.to_numpy()[pos]
 
 
+def truth_person(pseudonyms_table: pd.DataFrame, query, what: str = "inferred table") -> np.ndarray:
+    """person_id of the true owner of each queried pseudonym (scoring only).
+
+    Raises InputError if a queried pseudonym is not in the truth table.
+    """
+    return _truth_column(pseudonyms_table, query, "person_id", what)
+
+
 def truth_device(pseudonyms_table: pd.DataFrame, query, what: str = "release") -> np.ndarray:
     """device_idx of each queried pseudonym (scoring only); InputError if unknown."""
-    require_columns(pseudonyms_table, ["pseudonym", "device_idx"], "truth pseudonyms table")
-    truth = pseudonyms_table.drop_duplicates("pseudonym").set_index("pseudonym")["device_idx"]
-    q = pd.Index(np.asarray(query, dtype=object))
-    pos = truth.index.get_indexer(q)
-    if np.any(pos < 0):
-        bad = q[pos < 0]
-        raise InputError(
-            f"{len(bad)} pseudonym(s) of the {what} are unknown to the truth pseudonyms table "
-            f"(e.g. {list(bad[:3])}); score with the truth table of the same simulation run."
-        )
-    return truth.to_numpy()[pos].astype(np.int64)
+    return _truth_column(pseudonyms_table, query, "device_idx", what).astype(np.int64)
 
 
 def rate_row(metric: str, success, ci: str = "wilson", seed: int = 0, tags: tuple = (), **params) -> dict:
