@@ -139,44 +139,53 @@ def headline_sentence(tables: dict) -> tuple[str, dict]:
     return sent, {"level": level, "curve": t[["days", "value", "ci_low", "ci_high", "n"]].to_dict("records")}
 
 
+def _load_and_validate(out: Path):
+    from .api import load
+    from .validate import calibration_stats
+
+    sim = load(out)
+    write_json(calibration_stats(sim), out / "calibration.json")
+    return sim
+
+
 def run_main(scn: Scenario | None = None, out_dir="reidsim-out", *, progress: bool = True,
              defenses=None, report: bool = True) -> dict:
     """Run the whole pipeline on a scenario (default: the built-in one) into ``out_dir``."""
-    from .api import load
     from .generate import generate
-    from .validate import calibration_stats
 
     scn = (scn or Scenario()).validate()
     out = Path(out_dir)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=6 if report else 5, desc="reidsim run", unit="stage", disable=not progress,
+               bar_format="{desc}: {n}/{total} stages |{bar}| {elapsed} {postfix}")
     timings = {}
-    t = time.perf_counter()
-    generate(scn, out, progress=progress)
-    timings["generate_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    sim = load(out)
-    write_json(calibration_stats(sim), out / "calibration.json")
-    timings["load_validate_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    ibd = infer_step(sim, out)
-    timings["infer_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    tables = attack_step(sim, out, ibd)
-    timings["attacks_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    defense_step(sim, out, defenses, progress=progress)
-    timings["defenses_s"] = time.perf_counter() - t
+
+    def stage(name, fn):
+        bar.set_postfix_str(name)
+        t = time.perf_counter()
+        res = fn()
+        timings[f"{name}_s"] = time.perf_counter() - t
+        bar.update(1)
+        return res
+
+    stage("generate", lambda: generate(scn, out, progress=False))
+    sim = stage("load_validate", lambda: _load_and_validate(out))
+    ibd = stage("infer", lambda: infer_step(sim, out))
+    tables = stage("attacks", lambda: attack_step(sim, out, ibd))
+    stage("defenses", lambda: defense_step(sim, out, defenses, progress=False))
     sentence, head = headline_sentence(tables)
     from . import __version__
 
     info = {"headline": sentence, "headline_figures": head, "scenario": scn.to_dict(),
             "config_hash": scn.config_hash(), "seed": scn.seed, "reidsim_version": __version__,
-            "timings_s": {k: round(v, 2) for k, v in timings.items()}}
+            "timings_s": {}}
     write_json(info, out / "run.json")
     if report:
-        t = time.perf_counter()
         from .report import write_report
 
-        write_report(out, sim=sim)
-        info["timings_s"]["report_s"] = round(time.perf_counter() - t, 2)
-        write_json(info, out / "run.json")
+        stage("report", lambda: write_report(out, sim=sim))
+    bar.close()
+    info["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    write_json(info, out / "run.json")
     return info
