@@ -179,7 +179,7 @@ def run_main(scn: Scenario | None = None, out_dir="reidsim-out", *, progress: bo
 
     info = {"headline": sentence, "headline_figures": head, "scenario": scn.to_dict(),
             "config_hash": scn.config_hash(), "seed": scn.seed, "reidsim_version": __version__,
-            "timings_s": {}}
+            "timings_s": {k: round(v, 2) for k, v in timings.items()}}
     write_json(info, out / "run.json")
     if report:
         from .report import write_report
