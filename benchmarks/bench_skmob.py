@@ -37,9 +37,7 @@ from _common import machine, save  # noqa: E402
 
 VENV = HERE / "_work" / "skmob-venv"
 PIP_SPEC = ["scikit-mobility==1.3.1", "numpy<2", "shapely<2", "fiona<1.10", "pandas<2"]
-TOY = Path("/work/shared/data/skmob_privacy_toy.csv")
-if not TOY.exists():
-    TOY = HERE.parents[1] / "shared" / "data" / "skmob_privacy_toy.csv"
+TOY = HERE.parent / "tests" / "data" / "skmob_privacy_toy.csv"  # scikit-mobility's docs toy data
 
 # (label, skmob class, skmob kwargs, our attack, our kwargs)
 CASES = [

@@ -9,15 +9,12 @@ import pytest
 from sim.attacks import skmob as S
 from sim.errors import ConfigError, InputError
 
-TOY = Path("/work/shared/data/skmob_privacy_toy.csv")
-if not TOY.exists():  # CI lays shared/ beside the clone
-    TOY = Path(__file__).resolve().parents[2] / "shared" / "data" / "skmob_privacy_toy.csv"
+# the 7-user, 23-record toy dataset of scikit-mobility's privacy documentation
+TOY = Path(__file__).resolve().parent / "data" / "skmob_privacy_toy.csv"
 
 
 @pytest.fixture(scope="module")
 def toy():
-    if not TOY.exists():
-        pytest.skip("skmob toy data not available")
     return pd.read_csv(TOY)
 
 
