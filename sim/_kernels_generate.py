@@ -158,9 +158,11 @@ def _epr_place(ke, c, ax, ay, px, py, visits, n_places, params):
 
 
 @jit
-def build_day(seg, ks, ke, day, weekday, sched, hx, hy, wx, wy, px, py, visits, n_places, params):
+def build_day(seg, ks, ke, day, weekday, sched, hx, hy, wx, wy, px, py, visits, n_places, params,
+              sx=np.nan, sy=np.nan):
     """Plan one device-day as segments [t0, t1, x0, y0, x1, y1] (seconds after local
-    midnight).  Returns (n_segments, n_places)."""
+    midnight).  (sx, sy) is where the previous day ended (NaN = at home): someone still
+    out at midnight travels home first.  Returns (n_segments, n_places)."""
     base = np.uint64(day) << np.uint64(DAY_SHIFT)
     c = base
     state = np.empty(3)
@@ -181,6 +183,11 @@ def build_day(seg, ks, ke, day, weekday, sched, hx, hy, wx, wy, px, py, visits, 
         c += np.uint64(2)
         n = _go(seg, n, state, ks, c, hx, hy, max(off, 4.5 * 3600.0), params)
         c += np.uint64(2)
+    elif not np.isnan(sx) and (abs(sx - hx) > 1.0 or abs(sy - hy) > 1.0):
+        # an activity ran past midnight: go home now (own counter, other draws unchanged)
+        state[1] = sx
+        state[2] = sy
+        n = _go(seg, n, state, ks, base + np.uint64(1 << 19), hx, hy, 0.0, params)
     if sched == SCHED_DAY and has_work and not is_weekend and not absent:
         dep = (8.0 + 0.75 * normal(ks, c)) * 3600.0
         c += np.uint64(2)
@@ -314,12 +321,16 @@ def fill_device(seed, g, n_days, weekday0, sched, hx, hy, wx, wy, params, hour_c
     n_places = 0
     tod = np.empty(max(len(t_out), 1), dtype=np.int64)
     pos = 0
+    end_x = np.nan
+    end_y = np.nan
     for d in range(n_days):
         wd = (weekday0 + d) % 7
         m = day_count(kc, d, rate, p_silent, params[P_WEEKEND_RATE], wd >= 5)
         # the schedule advances every day, pinged or not (EPR memory carries over)
         n_seg, n_places = build_day(seg, ks, ke, d, wd, sched, hx, hy, wx, wy, px, py, visits,
-                                    n_places, params)
+                                    n_places, params, end_x, end_y)
+        end_x = seg[n_seg - 1, 4]
+        end_y = seg[n_seg - 1, 5]
         if m == 0:
             continue
         ping_times(tod, kt, d, m, hour_cdf, params)

@@ -185,9 +185,10 @@ class DayPlan:
         return pick
 
 
-def build_day(ks, ke, day, weekday, sched, hx, hy, wx, wy, places, params):
+def build_day(ks, ke, day, weekday, sched, hx, hy, wx, wy, places, params, sx=math.nan, sy=math.nan):
     """Reference of ``build_day``: the list of segments (t0, t1, x0, y0, x1, y1) of one
-    device-day.  ``places`` (list of [x, y, visits]) is updated in place."""
+    device-day.  ``places`` (list of [x, y, visits]) is updated in place.  (sx, sy): where
+    the previous day ended (NaN = home); if away from home, the day starts with a trip home."""
     P = DayPlan(places)
     c = day << DAY_SHIFT
     is_weekend = weekday >= 5
@@ -201,6 +202,9 @@ def build_day(ks, ke, day, weekday, sched, hx, hy, wx, wy, places, params):
         c += 2
         P.go(ks, c, hx, hy, max(off, 4.5 * 3600.0), params)
         c += 2
+    elif not math.isnan(sx) and (abs(sx - hx) > 1.0 or abs(sy - hy) > 1.0):
+        P.x, P.y = sx, sy  # still out at midnight: home first, on a counter of its own
+        P.go(ks, (day << DAY_SHIFT) + (1 << 19), hx, hy, 0.0, params)
     if sched == SCHED_DAY and has_work and not is_weekend and not absent:
         dep = min(max((8.0 + 0.75 * normal(ks, c)) * 3600.0, 5.5 * 3600.0), 10.5 * 3600.0)
         c += 2
@@ -313,10 +317,12 @@ def fill_device(seed, g, n_days, weekday0, sched, hx, hy, wx, wy, params, hour_c
     kg = stream_key(seed, TAG_GPS, g)
     places = []
     T, X, Y, A = [], [], [], []
+    end_x = end_y = math.nan
     for d in range(n_days):
         wd = (weekday0 + d) % 7
         m = day_count(kc, d, rate, p_silent, params[P_WEEKEND_RATE], wd >= 5)
-        segs = build_day(ks, ke, d, wd, sched, hx, hy, wx, wy, places, params)
+        segs = build_day(ks, ke, d, wd, sched, hx, hy, wx, wy, places, params, end_x, end_y)
+        end_x, end_y = segs[-1][4], segs[-1][5]
         if m == 0:
             continue
         tod = ping_times(kt, d, m, hour_cdf, params)

@@ -276,6 +276,29 @@ def test_build_day_starts_at_home_or_at_work_after_a_night_shift(small_sim, para
     assert seen == {True, False}
 
 
+def test_days_join_up_across_midnight(small_sim, params, inputs):
+    """Chained as the generator chains them (each day starts where the previous one
+    ended), nobody teleports at midnight: someone still out travels home first."""
+    travelled_home = 0
+    for i in range(len(inputs.sched)):
+        ks, ke = N.stream_key(7, N.TAG_SCHED, i), N.stream_key(7, N.TAG_EPR, i)
+        seg = np.empty((K.MAX_SEG, 6))
+        px, py, vis = np.empty(K.MAX_PLACES), np.empty(K.MAX_PLACES), np.zeros(K.MAX_PLACES)
+        npl, ex, ey = 0, np.nan, np.nan
+        home = (inputs.hx[i], inputs.hy[i])
+        for d in range(14):
+            n, npl = K.build_day(seg, np.uint64(ks), np.uint64(ke), d, d % 7, inputs.sched[i], inputs.hx[i],
+                                 inputs.hy[i], inputs.wx[i], inputs.wy[i], px, py, vis, npl, params, ex, ey)
+            night_shift_ended = inputs.sched[i] == N.SCHED_NIGHT and np.isfinite(inputs.wx[i]) and 1 <= d % 7 <= 5
+            if d > 0 and not night_shift_ended:
+                assert np.hypot(seg[0, 2] - ex, seg[0, 3] - ey) < 1.0, (i, d)
+                if np.hypot(ex - home[0], ey - home[1]) > 1.0:
+                    travelled_home += 1
+                    assert np.hypot(seg[0, 4] - home[0], seg[0, 5] - home[1]) < 1.0  # first move: home
+            ex, ey = seg[n - 1, 4], seg[n - 1, 5]
+    assert travelled_home > 0  # the case occurs in this sample
+
+
 def test_day_workers_go_to_work_on_weekdays_only(small_sim, params, inputs):
     at_work = {True: [], False: []}
     for i, wd, s in _all_days(small_sim, params, inputs):
