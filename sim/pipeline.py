@@ -8,6 +8,7 @@ here.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -109,6 +110,10 @@ def headline_rows(tables: dict) -> pd.DataFrame:
         for _, r in tables["unicity"].iterrows():
             rows.append({"metric": "unicity", "p": r["p"], "v_m": r["v_m"], "h_h": r["h_h"],
                          **{k: r.get(k) for k in fig}})
+    if "relink" in tables:
+        for _, r in tables["relink"].iterrows():
+            rows.append({"metric": f"relink_{r['metric']}", "days": r.get("period_days"),
+                         **{k: r.get(k) for k in fig}})
     if "membership" in tables:
         for _, r in tables["membership"].iterrows():
             rows.append({"metric": f"membership_{r['metric']}", **{k: r.get(k) for k in fig}})
@@ -129,7 +134,8 @@ def evaluate_defense(sim, name: str, params: dict, *, attack_config=None, infer_
 
     Returns ``(privacy, utility, tables)``: tidy headline rows of the attacks that still
     apply (for aggregate releases: membership inference against ``membership_targets``
-    random devices), the :func:`sim.utility.utility_table`, and the raw attack tables.
+    random devices; for ID rotation also the re-linking of consecutive pseudonyms by
+    inferred home/work), the :func:`sim.utility.utility_table`, and the raw attack tables.
     The membership figures are means over the target devices with a percentile
     bootstrap interval over targets.  ``name='none'`` evaluates the undefended release.
     """
@@ -165,6 +171,10 @@ def evaluate_defense(sim, name: str, params: dict, *, attack_config=None, infer_
         tables = {"membership": pd.DataFrame(rows)}
         return headline_rows(tables), util, tables
     truth = truth_for(sim.pseudonyms, mapping)
+    if name == "rotate" and math.isfinite(float(params["period_days"])):
+        # the attacker stitches a device's pseudonyms back together by home and work
+        cfg["attacks"] = tuple(cfg["attacks"]) + ("relink",)
+        cfg["relink_period_days"] = float(params["period_days"])
     ev = evaluate_release(out, sim, pseudonyms=truth, attack_config=cfg, infer_params=infer_params,
                           days=days)
     util = utility_table(out, rel, sim.world, mapping=mapping, truth=truth_res)

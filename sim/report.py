@@ -774,8 +774,15 @@ def _build(data, pngs, facts) -> _Doc:
               if len(un) and {"v_m", "h_h"} <= set(un.columns) else "")
         rot = ""
         if "rotate" in set(pv["defense"]) or "reset" in set(pv["defense"]):
-            rot = (" Rotating IDs is scored per published pseudonym; an attacker who re-links the pieces of a "
-                   "device's trace by their common home and work (not attempted here) would win part of it back.")
+            rot = (" Rotating IDs is scored per published pseudonym, so it looks strong here; but the attacker "
+                   "can stitch a device's pseudonyms back together by their common home and work.")
+            rl = pv[(pv["defense"] == "rotate") & pv["metric"].isin(["relink_precision", "relink_recall"])]
+            if len(rl) == 2:
+                p_ = rl[rl["metric"] == "relink_precision"].iloc[0]
+                r_ = rl[rl["metric"] == "relink_recall"].iloc[0]
+                rot += (f" Doing so, {_pct(r_['value'], 0)} of consecutive pseudonym pairs of the same device were "
+                        f"re-linked (recall; n = {_n(r_['n'])}) and {_pct(p_['value'], 0)} of the proposed links "
+                        f"were right (precision; n = {_n(p_['n'])}).")
         doc.p("Each row is one safeguard applied by the broker before release, attacked again from scratch. "
               f"Re-identified = identified by home + work at building level; unicity with the largest number of "
               f"points evaluated{us}.{rot} Utility columns compare statistics computed from the defended release "
