@@ -127,7 +127,8 @@ def test_identity_by_formula_not_only_by_shortcut(name, params, rel):
     """The transform itself is the identity at zero strength (bypassing the early return)."""
     tr, ctx = rel
     out, _ = REGISTRY[name].func(tr, ctx, {"name": name}, **params)
-    _same(out, tr)
+    assert out is not tr  # the formula ran (no early return) ...
+    _same(out, tr)  # ... and reproduced the input bit for bit (asserts inside)
 
 
 def test_aggregates_at_identity_are_the_exact_counts(rel, world):

@@ -137,9 +137,13 @@ def test_no_network_and_no_file_writes(nb_path):
 
 
 def test_code_cells_compile(nb_path):
+    n = 0
     for i, c in enumerate(_read(nb_path).cells):
         if c.cell_type == "code":
-            compile(_code(c), f"{nb_path.name}[cell {i}]", "exec")
+            code = compile(_code(c), f"{nb_path.name}[cell {i}]", "exec")  # SyntaxError fails the test
+            assert code.co_filename.startswith(nb_path.name)
+            n += 1
+    assert n > 0, f"{nb_path.name} has no code cell"
 
 
 # --------------------------------------------------------- the checks themselves can fail
