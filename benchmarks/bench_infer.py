@@ -14,8 +14,7 @@ Methods, each in its own fresh process (so peak RSS is its own) on the same ping
     GeoDataFrame on (conversion from Traces excluded); FREQ and OSNA share one
     staypoints+locations run, whose time is added to each.
 
-Data: ``sim.api.simulate(n_devices=1000, days=14, seed=...)`` when importable, else
-a built-in synthetic population (the output says which).  Every method sees the pings
+Data: ``sim.api.simulate(n_devices=1000, days=14, seed=...)``.  Every method sees the pings
 with ``accuracy_m <= 200`` (the numba default filter) of the same seeded subset of
 ``--max-traces`` pseudonyms; pings/s are over those pings.  Accuracy is scored with
 sim.score on the full 14-day window (home within 100/250 m over all pseudonyms, work
@@ -49,57 +48,9 @@ WINDOWS = [1, 2, 3, 7, 14]
 
 
 # ============================================================================ data
-def synthetic(n_devices, days, seed):
-    """Fallback population: day workers, night-shift workers and people with no job."""
-    from sim.rng import seed_sequence
-    from sim.traces import Traces
-
-    rng = seed_sequence(seed, 901)
-    start = 1709510400 + 6 * 3600  # Monday 2024-03-04 00:00 at UTC-6
-    rows, persons = [], []
-    for p in range(n_devices):
-        kind = rng.choice(["day", "night", "none"], p=[0.55, 0.05, 0.40])
-        home = rng.uniform(-15000, 15000, 2)
-        ang = rng.uniform(0, 2 * np.pi)
-        work = home + rng.uniform(1000, 8000) * np.array([np.cos(ang), np.sin(ang)])
-        if kind == "none":
-            work = np.array([np.nan, np.nan])
-        shops = home + rng.normal(0, 1500, (3, 2))
-        rate = float(np.clip(rng.lognormal(np.log(12), 1.1), 0.2, 600))
-        for d in range(days):
-            if rng.random() < 0.15:
-                continue
-            wd = d % 7
-            for s in np.sort(rng.integers(0, 86400, rng.poisson(rate))):
-                h = s / 3600
-                pos = home
-                if kind == "day" and wd < 5 and 9 <= h < 17:
-                    pos = work
-                elif kind == "night" and ((wd < 5 and h >= 21.5) or (0 < wd <= 5 and h < 6.5)):
-                    pos = work
-                elif 10 <= h < 12 and rng.random() < 0.4:
-                    pos = shops[rng.integers(3)]
-                bad = rng.random() < 0.1
-                acc = rng.lognormal(np.log(300), 0.5) if bad else rng.lognormal(np.log(12), 0.6)
-                xy = pos + rng.normal(0, acc, 2)
-                rows.append((f"dev{p:05d}", start + d * 86400 + int(s), xy[0], xy[1], acc))
-        persons.append((p, kind, *home, *work))
-    df = pd.DataFrame(rows, columns=["pseudonym", "t_s", "x_m", "y_m", "accuracy_m"])
-    crs = "+proj=eqc +lat_ts=41.88 +lat_0=41.88 +lon_0=-87.63 +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs"
-    traces = Traces.from_frame(df, crs=crs, utc_offset_s=-6 * 3600, start_s=start, n_days=days)
-    per = pd.DataFrame(persons, columns=["person_id", "schedule", "home_x_m", "home_y_m",
-                                         "work_x_m", "work_y_m"])
-    pse = pd.DataFrame({"pseudonym": [f"dev{p:05d}" for p in range(n_devices)],
-                        "device_idx": np.arange(n_devices), "person_id": np.arange(n_devices)})
-    return traces, per, pse
-
-
 def load_data(n_devices, days, seed):
-    try:
-        from sim.api import simulate
-    except Exception as exc:  # the lead's module may not exist yet
-        return ("synthetic (sim.api.simulate not importable: %s)" % exc.__class__.__name__,
-                *synthetic(n_devices, days, seed), None)
+    from sim.api import simulate
+
     s = simulate(n_devices=n_devices, days=days, seed=seed)
     return (f"sim.api.simulate(n_devices={n_devices}, days={days}, seed={seed})", s.release,
             s.persons, s.pseudonyms, s.world)

@@ -438,6 +438,17 @@ def infer_prefixes(traces: Traces, days=(1, 2, 3, 7, 14), **params) -> pd.DataFr
     return _table(traces, out_f, out_i, d)
 
 
+def _check_labels(traces: Traces, labels) -> np.ndarray:
+    """Per-ping place labels as contiguous int64; InputError unless one integer per ping."""
+    lab = np.asarray(labels)
+    if lab.shape != (traces.n_pings,) or not np.issubdtype(lab.dtype, np.integer):
+        raise InputError(
+            f"labels must be one integer per ping, shape ({traces.n_pings},), got shape "
+            f"{lab.shape} and dtype {lab.dtype}; use -1 for pings in no place."
+        )
+    return np.ascontiguousarray(lab, dtype=np.int64)
+
+
 def home_work_from_labels(traces: Traces, labels, **params) -> pd.DataFrame:
     """Home and work from per-ping place labels given by any clusterer.
 
@@ -450,13 +461,7 @@ def home_work_from_labels(traces: Traces, labels, **params) -> pd.DataFrame:
     """
     p = InferenceParams.make(**params)
     traces = _check_traces(traces)
-    lab = np.asarray(labels)
-    if lab.shape != (traces.n_pings,) or not np.issubdtype(lab.dtype, np.integer):
-        raise InputError(
-            f"labels must be one integer per ping, shape ({traces.n_pings},), got shape "
-            f"{lab.shape} and dtype {lab.dtype}; use -1 for pings in no place."
-        )
-    lab = np.ascontiguousarray(lab, dtype=np.int64)
+    lab = _check_labels(traces, labels)
     if traces.n_pings and lab.max() >= traces.n_pings:
         raise InputError(f"labels go up to {lab.max()} but a trace cannot have more places than pings.")
     off, t, x, y, _ = _arrays(traces)
@@ -484,13 +489,7 @@ def place_table(traces: Traces, labels, chosen=None, **params) -> pd.DataFrame:
     """
     p = InferenceParams.make(**params)
     traces = _check_traces(traces)
-    labels = np.asarray(labels)
-    if labels.shape != (traces.n_pings,) or not np.issubdtype(labels.dtype, np.integer):
-        raise InputError(
-            f"labels must be one integer per ping, shape ({traces.n_pings},), got shape "
-            f"{labels.shape} and dtype {labels.dtype}."
-        )
-    lab = np.ascontiguousarray(labels, dtype=np.int64)
+    lab = _check_labels(traces, labels)
     off, t, x, y, _ = _arrays(traces)
     tr = traces.trace_index()
     nplace = np.zeros(traces.n_traces, dtype=np.int64)
