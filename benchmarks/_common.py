@@ -16,7 +16,7 @@ RESULTS = HERE / "results"
 def machine() -> dict:
     import psutil
 
-    from sim.generate import package_versions
+    from sim.generate.engine import package_versions
 
     return {
         "cpu_count": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),

@@ -37,9 +37,9 @@ sys.path.insert(0, str(HERE.parent / "tests"))  # tests/_gridworld.py: the stand
 
 from _common import machine, save  # noqa: E402
 
-from sim._numba import jit, pjit, prange  # noqa: E402
-from sim.rng import TAG_ATTACK, normal, poisson, stream_key, uniform  # noqa: E402
-from sim.traces import Traces  # noqa: E402
+from sim.core.jit import jit, pjit, prange
+from sim.core.rng import TAG_ATTACK, normal, poisson, stream_key, uniform
+from sim.core.traces import Traces
 
 T0 = 1_700_006_400  # a Monday? no matter: local midnight, UTC offset 0
 DAYS_TTI = (1, 2, 3, 5, 7, 14)

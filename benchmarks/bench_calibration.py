@@ -27,8 +27,8 @@ ANCHORS = {
 
 def main():
     from sim.api import simulate
-    from sim.config import Scenario
-    from sim.validate import SANE_RANGES, calibration_stats, check_calibration
+    from sim.core.config import Scenario
+    from sim.metrics.calibration import SANE_RANGES, calibration_stats, check_calibration
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=5000)

@@ -23,7 +23,7 @@ from _common import machine, run_child, save
 
 GEN = """
 import time
-from sim.config import Scenario
+from sim.core.config import Scenario
 from sim.generate import generate
 scn = Scenario(n_devices={n}, block_devices={b}).replace(pings__days={days})
 t = time.perf_counter()
@@ -34,7 +34,7 @@ res = dict(seconds=time.perf_counter() - t, pings=m['rows']['pings'], pseudonyms
 
 BASE = """
 import time, numpy as np, pyarrow as pa
-from sim.generate import PINGS_SCHEMA, write_pings_part
+from sim.generate.engine import PINGS_SCHEMA, write_pings_part
 rng = np.random.default_rng(0)
 sizes = {sizes}
 t_total = 0.0

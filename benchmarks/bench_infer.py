@@ -212,7 +212,7 @@ def spawn(kind, data, out, threads=0, timeout=900):
 
 # ============================================================================ main
 def accuracy(table, pseudonyms, persons):
-    from sim.score import score_inference
+    from sim.metrics.score import score_inference
 
     sc = score_inference(table, pseudonyms, persons, radii_m=(100.0, 250.0))
     s = sc.summary[sc.summary.rate_bin == "all"].set_index("metric")
@@ -239,7 +239,7 @@ def main():
 
     from _common import machine, save
 
-    from sim.rng import seed_sequence
+    from sim.core.rng import seed_sequence
 
     t0 = time.perf_counter()
     source, release, persons, pseudonyms, _world = load_data(args.n_devices, args.days, args.seed)

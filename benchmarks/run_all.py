@@ -36,9 +36,10 @@ SPEED = {
 
 def scenario_figures(path: Path, quick: bool) -> dict:
     from sim.api import simulate
-    from sim.config import Scenario
-    from sim.pipeline import evaluate_release, pick_gathering
-    from sim.run import MAIN_ATTACK_CONFIG
+    from sim.core.config import Scenario
+    from sim.pipeline.evaluate import evaluate_release
+    from sim.attacks.gathering import pick_gathering
+    from sim.pipeline.main import MAIN_ATTACK_CONFIG
 
     scn = Scenario.from_toml(path)
     if quick:

@@ -9,8 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 
 from sim.api import simulate  # noqa: E402
-from sim.infer import infer_prefixes  # noqa: E402
-from sim.score import plot_accuracy_vs_days, score_inference  # noqa: E402
+from sim.infer import infer_prefixes
+from sim.metrics.score import plot_accuracy_vs_days, score_inference
 
 OUT = Path(__file__).resolve().parent / "figures"
 

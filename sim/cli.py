@@ -7,13 +7,13 @@ import logging
 import sys
 from pathlib import Path
 
-from .errors import ReidsimError
+from sim.core.errors import ReidsimError
 
 log = logging.getLogger("sim")
 
 
 def _scenario_from_args(a):
-    from .config import Scenario
+    from sim.core.config import Scenario
 
     scn = Scenario.from_toml(a.config) if getattr(a, "config", None) else Scenario()
     ov = {}
@@ -31,7 +31,7 @@ def _scenario_from_args(a):
 
 
 def cmd_generate(a):
-    from .generate import generate
+    from sim.generate.engine import generate
 
     scn = _scenario_from_args(a)
     man = generate(scn, a.out, progress=not a.quiet, backend=a.backend, scheduler=a.scheduler,
@@ -43,14 +43,14 @@ def cmd_generate(a):
 
 
 def cmd_validate(a):
-    from .api import load
-    from .validate import calibration_stats, check_calibration
+    from sim.release.dataset import load
+    from sim.metrics.calibration import calibration_stats, check_calibration
 
     st = calibration_stats(load(a.dir))
     bad = check_calibration(st)
     print(json.dumps({k: v for k, v in st.items() if not isinstance(v, list)}, indent=2))
     out = Path(a.dir) / "calibration.json"
-    from .io import atomic_path
+    from sim.core.files import atomic_path
 
     with atomic_path(out) as tmp:
         Path(tmp).write_text(json.dumps(st, indent=2))
@@ -58,6 +58,68 @@ def cmd_validate(a):
         print("outside sane ranges:\n  " + "\n  ".join(bad))
         return 1
     print("all calibration statistics within their sane ranges")
+    return 0
+
+
+def cmd_infer(a):
+    from sim.release.dataset import load_release
+    from sim.infer import infer_home_work
+    from sim.core.files import write_table
+
+    rel = load_release(a.dir)
+    if a.days is not None:
+        rel = rel.prefix(a.days)
+    inf = infer_home_work(rel)
+    write_table(inf, Path(a.dir) / "inferred")
+    known_h = int(inf["home_x_m"].notna().sum())
+    known_w = int(inf["work_x_m"].notna().sum())
+    print(f"inferred home for {known_h:,} and work for {known_w:,} of {len(inf):,} pseudonyms "
+          f"(window {rel.n_days} days) -> {Path(a.dir) / 'inferred.parquet'}")
+    if a.score:
+        from sim.release.dataset import load
+        from sim.metrics.score import score_inference
+
+        sim = load(a.dir)
+        sc = score_inference(inf, sim.pseudonyms, sim.persons, world=sim.world)
+        print(sc if not hasattr(sc, "to_string") else sc.to_string())
+    return 0
+
+
+def cmd_attack(a):
+    from sim.release.dataset import load
+    from sim.attacks import summary
+    from sim.pipeline.main import attack_step, infer_step
+
+    sim = load(a.dir)
+    ibd = infer_step(sim, Path(a.dir))
+    tables = attack_step(sim, Path(a.dir), ibd)
+    from sim.pipeline.main import headline_sentence
+
+    print(headline_sentence(tables)[0])
+    print(f"tables and summary.json written to {Path(a.dir) / 'attacks'}")
+    return 0
+
+
+def cmd_run(a):
+    from sim.core.config import Scenario
+    from sim.pipeline.main import run_main
+
+    scn = Scenario.from_toml(a.config) if a.config else Scenario()
+    if a.seed is not None:
+        scn = scn.replace(seed=a.seed)
+    info = run_main(scn, a.out, progress=not a.quiet)
+    out = Path(a.out)
+    print(info["headline"])
+    print(f"report: {out / 'report.html'} (and report.md); tables under {out}")
+    return 0
+
+
+def cmd_sweep(a):
+    from sim.pipeline.sweep import run_sweep
+
+    res = run_sweep(a.file, a.out, progress=not a.quiet, max_cells=a.max_cells)
+    print(f"{res['cells_done']} cells computed, {res['cells_skipped']} already done; "
+          f"table: {res['table']}")
     return 0
 
 
@@ -84,18 +146,30 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("dir")
     v.set_defaults(func=cmd_validate)
 
-    _add_later_commands(sub)
+    c = sub.add_parser("infer", help="infer home and work of every pseudonym of a generated folder")
+    c.add_argument("dir")
+    c.add_argument("--days", type=float, help="use only the first D days of the window")
+    c.add_argument("--score", action="store_true", help="also score against the truth")
+    c.set_defaults(func=cmd_infer)
+
+    c = sub.add_parser("attack", help="run the re-identification attacks on a generated folder")
+    c.add_argument("dir")
+    c.set_defaults(func=cmd_attack)
+
+    c = sub.add_parser("run", help="the main job: default scenario end to end, with a report")
+    c.add_argument("--config", help="scenario TOML (default: the built-in scenario)")
+    c.add_argument("--out", default="reidsim-out", help="output folder (default reidsim-out)")
+    c.add_argument("--seed", type=int, help="root seed")
+    c.add_argument("-q", "--quiet", action="store_true")
+    c.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("sweep", help="run a scenario file's defense x parameter x replicate grid")
+    c.add_argument("file", help="sweep TOML file")
+    c.add_argument("--out", required=True)
+    c.add_argument("--max-cells", type=int, default=None, help="refuse grids larger than this")
+    c.add_argument("-q", "--quiet", action="store_true")
+    c.set_defaults(func=cmd_sweep)
     return p
-
-
-def _add_later_commands(sub):
-    """Commands of later pipeline stages (registered by their modules)."""
-    for mod in ("sim.cli_stages",):
-        try:
-            m = __import__(mod, fromlist=["register"])
-        except ModuleNotFoundError:
-            continue
-        m.register(sub)
 
 
 def main(argv=None) -> int:

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .config import PopulationConfig, RegisterConfig
-from .rng import TAG_POP, seed_sequence
-from .world import ZONE_LEVELS, World
+from sim.core.config import PopulationConfig, RegisterConfig
+from sim.core.constants import ZONE_LEVELS
+from sim.core.errors import ConfigError
+from sim.core.rng import TAG_POP, seed_sequence
+from sim.world.model import World
 
 SCHEDULES = ("day", "night", "none")
 SCHED_DAY, SCHED_NIGHT, SCHED_NONE = 0, 1, 2
@@ -128,7 +130,6 @@ def choose_devices(persons: pd.DataFrame, n_devices: int, seed: int) -> pd.DataF
     device_idx is dense (0..n-1) in person order; the MAID column is filled by the
     generator (it depends on ID rotation).
     """
-    from .errors import ConfigError
 
     if n_devices > len(persons):
         raise ConfigError(

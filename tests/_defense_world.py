@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from sim.traces import DAY_S, Traces
+from sim.core.constants import DAY_S
+from sim.core.traces import Traces
 
 LEVELS = ("building", "block", "tract", "district")
 

@@ -98,7 +98,7 @@ def make_population(world, n_persons=60, n_days=7, seed=0, pings_per_day=12, wor
     ``inferred`` = a perfect home/work inference table (true points, NaN work for the
     unemployed).
     """
-    from sim.traces import Traces
+    from sim.core.traces import Traces
 
     rng = np.random.default_rng(seed)
     b = world.buildings

@@ -13,7 +13,7 @@ TINY = dict(n_devices=300, residents=3000, days=5, seed=42)
 
 
 def tiny_scenario():
-    from sim.config import Scenario
+    from sim.core.config import Scenario
 
     return Scenario(n_devices=TINY["n_devices"], seed=TINY["seed"]).replace(
         world__residents=TINY["residents"], pings__days=TINY["days"])
@@ -22,7 +22,7 @@ def tiny_scenario():
 def tiny_run(tmp_path_factory):
     """Folder of ``run_main(tiny_scenario(), DIR, report=False)``, built once per session."""
     if "dir" not in _CACHE:
-        from sim.run import run_main
+        from sim.pipeline.main import run_main
 
         d = tmp_path_factory.mktemp("tiny_run")
         run_main(tiny_scenario(), d, report=False, progress=False)

@@ -32,7 +32,7 @@ def small_dataset(small_scenario, tmp_path_factory):
 
     Read-only for tests: copy it before modifying anything inside.
     """
-    from sim.generate import generate
+    from sim.generate.engine import generate
 
     out = tmp_path_factory.mktemp("small_dataset")
     manifest = generate(small_scenario, out, progress=False)

@@ -5,8 +5,8 @@ from shapely.geometry import box
 
 from _gridworld import GridWorld, make_population, register_from_points
 from sim.attacks import geofence as G
-from sim.errors import InputError
-from sim.traces import Traces
+from sim.core.errors import InputError
+from sim.core.traces import Traces
 
 T0 = 1_700_006_400
 W = GridWorld(800, 800, (50, 200, 400, 800))

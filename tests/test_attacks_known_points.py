@@ -5,9 +5,9 @@ import pytest
 from sim.attacks import known_points as K
 from sim.attacks._common import stable_index
 from sim.attacks.unicity import _stream_keys
-from sim.errors import ConfigError, InputError
-from sim.rng import TAG_ATTACK, normal, uniform
-from sim.traces import Traces
+from sim.core.errors import ConfigError, InputError
+from sim.core.rng import TAG_ATTACK, normal, uniform
+from sim.core.traces import Traces
 
 T0 = 1_700_006_400
 

@@ -4,7 +4,7 @@ import pytest
 
 from _gridworld import GridWorld, LEVELS, make_population, register_from_points
 from sim.attacks import linkage as L
-from sim.errors import ConfigError, InputError
+from sim.core.errors import ConfigError, InputError
 
 NAN = np.nan
 

@@ -4,7 +4,7 @@ import pytest
 
 from _gridworld import GridWorld, make_population
 from sim.attacks import relink as R
-from sim.errors import ConfigError, InputError
+from sim.core.errors import ConfigError, InputError
 
 
 def _hand():

@@ -7,7 +7,7 @@ from shapely.geometry import box
 
 from _gridworld import GridWorld, make_population
 from sim.attacks import AttackConfig, run_attacks, summary, write_attack_outputs
-from sim.errors import ConfigError, InputError
+from sim.core.errors import ConfigError, InputError
 
 
 @pytest.fixture(scope="module")

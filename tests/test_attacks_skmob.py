@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from sim.attacks import skmob as S
-from sim.errors import ConfigError, InputError
+from sim.core.errors import ConfigError, InputError
 
 # the 7-user, 23-record toy dataset of scikit-mobility's privacy documentation
 TOY = Path(__file__).resolve().parent / "data" / "skmob_privacy_toy.csv"

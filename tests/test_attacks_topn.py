@@ -6,8 +6,8 @@ import pytest
 
 from _gridworld import GridWorld, LEVELS
 from sim.attacks import topn as T
-from sim.errors import ConfigError, InputError
-from sim.traces import Traces
+from sim.core.errors import ConfigError, InputError
+from sim.core.traces import Traces
 
 T0 = 1_700_006_400
 W = GridWorld(800, 800, (50, 200, 400, 800))

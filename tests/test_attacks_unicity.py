@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 
 from sim.attacks import unicity as U
-from sim.errors import ConfigError, InputError
-from sim.rng import uniform
-from sim.traces import Traces
+from sim.core.errors import ConfigError, InputError
+from sim.core.rng import uniform
+from sim.core.traces import Traces
 
 T0 = 1_700_006_400  # a midnight (UTC)
 

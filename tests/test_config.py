@@ -12,9 +12,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from sim.config import (IdConfig, PingConfig, PopulationConfig, RegisterConfig, Scenario,
-                        WorldConfig)
-from sim.errors import ConfigError
+from sim.core.config import IdConfig, PingConfig, PopulationConfig, RegisterConfig, Scenario, WorldConfig
+from sim.core.errors import ConfigError
 
 SECTIONS = {"world": WorldConfig, "population": PopulationConfig, "pings": PingConfig,
             "ids": IdConfig, "register": RegisterConfig}
@@ -237,7 +236,7 @@ def test_start_s_is_local_midnight(date, offset_h):
                                            ("2024-03-10", -12.0), ("2000-01-01", 0.0)])
 def test_weekday_of_day_zero_is_the_start_dates_weekday(date, offset_h):
     """The generator takes weekdays from start_date; analyses from start_s: they agree."""
-    from sim.traces import weekday_of_day
+    from sim.core.traces import weekday_of_day
 
     s = Scenario().replace(pings__start_date=date, world__utc_offset_h=offset_h)
     wd = dt.date.fromisoformat(date).weekday()

@@ -8,20 +8,16 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy import stats
 
-import sim.defenses as D
-from sim.defenses import (
-    REGISTRY,
-    BrokerContext,
-    aggregate_membership_risk,
-    apply_defense,
-    apply_defenses,
-    defense_table,
-    pseudonym_hash,
-    zone_time_counts,
-)
-from sim.errors import ConfigError, InputError
-from sim.rng import TAG_DEFENSE, exponential, normal, stream_key, uniform
-from sim.traces import DAY_S, Traces
+import sim.release._kernels as K
+import sim.release.defenses as D
+from sim.release.defenses import REGISTRY, BrokerContext, apply_defense, apply_defenses, defense_table
+from sim.attacks.membership import aggregate_membership_risk
+from sim.generate.pseudonyms import pseudonym_hash
+from sim.release.aggregate import zone_time_counts
+from sim.core.errors import ConfigError, InputError
+from sim.core.rng import TAG_DEFENSE, exponential, normal, stream_key, uniform
+from sim.core.constants import DAY_S
+from sim.core.traces import Traces
 
 from _defense_world import GridWorld, concat_traces, make_release
 
@@ -232,8 +228,8 @@ def test_noise_kernels_match_slow_reference(rel):
     g, _ = apply_defense("gaussian", tr, ctx, sigma_m=30.0)
     lp, _ = apply_defense("planar_laplace", tr, ctx, eps_per_m=0.01)
     for i in range(tr.n_traces):
-        kg = _key(SEED, D._SUB_GAUSS, tr.pseudonym[i])
-        kl = _key(SEED, D._SUB_LAPLACE, tr.pseudonym[i])
+        kg = _key(SEED, K.SUB_GAUSS, tr.pseudonym[i])
+        kl = _key(SEED, K.SUB_LAPLACE, tr.pseudonym[i])
         for j, row in enumerate(range(tr.offsets[i], tr.offsets[i + 1])):
             assert g.x_m[row] == tr.x_m[row] + 30.0 * normal(kg, 4 * j)
             assert g.y_m[row] == tr.y_m[row] + 30.0 * normal(kg, 4 * j + 2)
@@ -321,7 +317,7 @@ def test_subsample_kernel_matches_reference_and_is_nested(rel):
     masks = {f: D.subsample_mask(tr, SEED, f) for f in (0.1, 0.5, 0.8, 1.0)}
     ref = np.zeros(tr.n_pings, bool)
     for i in range(tr.n_traces):
-        k = _key(SEED, D._SUB_SUBSAMPLE, tr.pseudonym[i])
+        k = _key(SEED, K.SUB_SUBSAMPLE, tr.pseudonym[i])
         for j, row in enumerate(range(tr.offsets[i], tr.offsets[i + 1])):
             ref[row] = uniform(k, j) < 0.5
     np.testing.assert_array_equal(masks[0.5], ref)
@@ -346,13 +342,13 @@ def test_daily_cap_holds_matches_reference_and_is_nested(rel):
         exp.index = exp.index.set_levels(tr.pseudonym[exp.index.levels[0]], level=0)
         pd.testing.assert_series_equal(after.sort_index(), exp.sort_index(), check_names=False)
         keep = np.empty(tr.n_pings, bool)
-        D._cap_kernel(tr.offsets, D._uid64(tr.pseudonym), D._dkey(SEED, D._SUB_CAP), tr.day(), cap, keep)
+        K.cap_kernel(tr.offsets, D._uid64(tr.pseudonym), K.defense_key(SEED, K.SUB_CAP), tr.day(), cap, keep)
         kept[cap] = keep
     # slow reference for cap 4: per trace-day the 4 smallest draws
     ref = np.zeros(tr.n_pings, bool)
     day = tr.day()
     for i in range(tr.n_traces):
-        k = _key(SEED, D._SUB_CAP, tr.pseudonym[i])
+        k = _key(SEED, K.SUB_CAP, tr.pseudonym[i])
         rows = np.arange(tr.offsets[i], tr.offsets[i + 1])
         for d in np.unique(day[rows]):
             r = rows[day[rows] == d]
@@ -442,7 +438,7 @@ def _reset_epochs_reference(tr, ctx, p):
     out = np.zeros(tr.n_pings, np.int64)
     day = tr.day()
     for i in range(tr.n_traces):
-        k = _key(SEED, D._SUB_RESET, ctx.maid[i])
+        k = _key(SEED, K.SUB_RESET, ctx.maid[i])
         for row in range(tr.offsets[i], tr.offsets[i + 1]):
             out[row] = sum(uniform(k, d) < p for d in range(1, int(day[row]) + 1))
     return out
@@ -453,7 +449,7 @@ def test_reset_matches_reference_and_is_nested(rel):
     ep = {}
     for p in (0.2, 0.6, 1.0):
         e = np.empty(tr.n_pings, np.int64)
-        D._reset_kernel(tr.offsets, D._uid64(ctx.maid), D._dkey(SEED, D._SUB_RESET), tr.day(), p, e)
+        K.reset_kernel(tr.offsets, D._uid64(ctx.maid), K.defense_key(SEED, K.SUB_RESET), tr.day(), p, e)
         ep[p] = e
     np.testing.assert_array_equal(ep[0.6], _reset_epochs_reference(tr, ctx, 0.6))
     np.testing.assert_array_equal(ep[1.0], np.maximum(tr.day(), 0))

@@ -22,12 +22,12 @@ import pytest
 import shapely
 
 import naive_generate as N
-from sim import _kernels_generate as K
-from sim.config import Scenario
-from sim.generate import (DeviceInputs, generate, generate_block, hour_cdf, kernel_params, maids,
-                          pseudonym_of, synthesize)
-from sim.io import dataset_digest, read_manifest
-from sim.world import World
+from sim.generate import _kernels as K
+from sim.core.config import Scenario
+from sim.generate.engine import DeviceInputs, generate, generate_block, hour_cdf, kernel_params, synthesize
+from sim.generate.pseudonyms import maids, pseudonym_of
+from sim.release.dataset import dataset_digest, read_manifest
+from sim.world.model import World
 
 PING_COLUMNS = ["pseudonym", "t_s", "lat_deg", "lon_deg", "accuracy_m"]
 
@@ -363,9 +363,9 @@ def test_generate_block_is_a_pure_function_of_the_device_range(small_sim, params
 _CHILD = textwrap.dedent("""
     import json, sys
     import numba
-    from sim.config import Scenario
+    from sim.core.config import Scenario
     from sim.generate import generate
-    from sim.io import dataset_digest
+    from sim.release.dataset import dataset_digest
     scn = Scenario.from_dict(json.loads(sys.argv[1]))
     generate(scn, sys.argv[2], progress=False)
     print(json.dumps({"digest": dataset_digest(sys.argv[2]), "threads": numba.get_num_threads()}))
@@ -395,7 +395,7 @@ def test_dask_backend_gives_the_same_digest(small_scenario, small_dataset, tmp_p
 
 
 def test_unknown_backend_is_rejected(small_scenario, tmp_path):
-    from sim.errors import ConfigError
+    from sim.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="backend"):
         generate(small_scenario, tmp_path, progress=False, backend="spark")
@@ -652,7 +652,7 @@ def test_in_memory_simulation_equals_the_generated_release(small_sim, small_data
 # ====================================================================== streaming memory
 _MEM_CHILD = textwrap.dedent("""
     import sys
-    from sim.config import Scenario
+    from sim.core.config import Scenario
     from sim.generate import generate
     n, b, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     scn = Scenario().replace(n_devices=n, block_devices=b, world__residents=80_000, pings__days=14, seed=1)

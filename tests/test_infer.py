@@ -22,19 +22,10 @@ from sklearn.base import clone
 from sklearn.cluster import DBSCAN
 from sklearn.exceptions import NotFittedError
 
-from sim.errors import ConfigError, CRSError, InputError
-from sim.infer import (
-    INFERRED_COLUMNS,
-    PLACE_COLUMNS,
-    HomeWorkInference,
-    InferenceParams,
-    home_work_from_labels,
-    infer_home_work,
-    infer_prefixes,
-    place_table,
-)
+from sim.core.errors import ConfigError, CRSError, InputError
+from sim.infer import INFERRED_COLUMNS, PLACE_COLUMNS, HomeWorkInference, InferenceParams, home_work_from_labels, infer_home_work, infer_prefixes, place_table
 from sim.infer import _kernels as K
-from sim.traces import Traces
+from sim.core.traces import Traces
 
 MONDAY = 1704067200  # 2024-01-01 00:00 UTC was a Monday
 CRS = "EPSG:32633"

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import sim.generate as G
-from sim.errors import InputError
-from sim.io import (atomic_path, dataset_digest, read_manifest, read_pings_table, release_to_traces,
-                    to_unix_seconds)
-from sim.world import local_crs
+import sim.generate.engine as G
+from sim.core.errors import InputError
+from sim.core.files import atomic_path
+from sim.release.dataset import dataset_digest, read_manifest, read_pings_table, release_to_traces, to_unix_seconds
+from sim.world.crs import local_crs
 
 CRS = local_crs(41.88, -87.63)
 
@@ -115,7 +115,7 @@ def _same_traces(a, b):
 
 
 def test_release_to_traces_projects_and_groups():
-    from sim.world import project_from_latlon
+    from sim.world.crs import project_from_latlon
 
     tab = _table()
     tr = release_to_traces(tab, CRS, -21600, start_s=1_709_532_000, n_days=3)
@@ -311,7 +311,7 @@ def test_to_unix_seconds_any_resolution(unit):
 def test_manifest_is_valid_json_with_versions(small_dataset):
     man = json.loads((small_dataset[0] / "manifest.json").read_text())
     assert {"numpy", "numba", "pandas", "pyarrow"} <= set(man["versions"])
-    from sim.config import Scenario
+    from sim.core.config import Scenario
 
     scn = Scenario.from_dict(man["scenario"])
     assert (man["start_s"], man["utc_offset_s"], man["n_days"]) == (scn.start_s, scn.utc_offset_s, scn.pings.days)

@@ -5,9 +5,10 @@ import pandas as pd
 import pytest
 
 from sim.api import simulate
-from sim.errors import ConfigError, InputError
-from sim.pipeline import (evaluate_defense, observation_days, pick_gathering, sample_release, truth_for)
-from sim.traces import weekday_of_day
+from sim.core.errors import ConfigError, InputError
+from sim.pipeline.evaluate import evaluate_defense, observation_days, sample_release, truth_for
+from sim.attacks.gathering import pick_gathering
+from sim.core.traces import weekday_of_day
 
 
 @pytest.fixture(scope="module")

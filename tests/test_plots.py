@@ -12,8 +12,8 @@ from matplotlib.collections import PolyCollection
 from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 
-from sim import plots
-from sim.errors import InputError
+from sim.report import plots
+from sim.core.errors import InputError
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from _runfixture import tiny_run
 
-from sim import plots, report
-from sim.errors import InputError
+from sim.report import plots
+from sim.report import document as report
+from sim.core.errors import InputError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -114,7 +115,7 @@ def test_no_personal_data_beyond_one_synthetic_name(written):
 def test_scenario_toml_round_trips(written):
     import tomllib
 
-    from sim.config import Scenario
+    from sim.core.config import Scenario
 
     d, _ = written
     run = json.loads((d / "run.json").read_text())

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import naive_generate as N
-from sim import rng as R
-from sim.errors import ConfigError
+from sim.core import rng as R
+from sim.core.errors import ConfigError
 
 U64_EDGES = [0, 1, 2, 2**32 - 1, 2**53, 2**63 - 1, 2**63, 2**64 - 2, 2**64 - 1]
 

@@ -12,16 +12,11 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from sim.errors import ConfigError, InputError
+from sim.core.errors import ConfigError, InputError
 from sim.infer import INFERRED_COLUMNS, infer_prefixes
-from sim.score import (
-    SUMMARY_COLUMNS,
-    median_ci,
-    plot_accuracy_vs_days,
-    score_inference,
-)
-from sim.stats import wilson_ci
-from sim.traces import Traces
+from sim.metrics.score import SUMMARY_COLUMNS, median_ci, plot_accuracy_vs_days, score_inference
+from sim.core.stats import wilson_ci
+from sim.core.traces import Traces
 
 MONDAY = 1704067200
 

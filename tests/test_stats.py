@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from sim import stats
-from sim.errors import ConfigError, InputError
+from sim.core import stats
+from sim.core.errors import ConfigError, InputError
 
 
 def test_wilson_matches_textbook_formula():

@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import sim.pipeline
-from sim.errors import ConfigError
-from sim.sweep import cell_key, plan_sweep, run_sweep
+import sim.pipeline.evaluate
+import sim.pipeline.sweep
+from sim.core.errors import ConfigError
+from sim.pipeline.sweep import cell_key, plan_sweep, run_sweep
 
 BASE = {"n_devices": 120, "world": {"residents": 1200}, "pings": {"days": 3}}
 
@@ -98,7 +99,7 @@ def test_rerun_skips_done_cells(full_run):
 
 def test_resume_after_interruption_matches_uninterrupted(full_run, tmp_path, monkeypatch):
     plan, out_full, _ = full_run
-    real = sim.pipeline.evaluate_defense
+    real = sim.pipeline.sweep.evaluate_defense
     calls = {"n": 0}
 
     def flaky(*a, **k):
@@ -107,12 +108,12 @@ def test_resume_after_interruption_matches_uninterrupted(full_run, tmp_path, mon
             raise KeyboardInterrupt("simulated interruption")
         return real(*a, **k)
 
-    monkeypatch.setattr(sim.pipeline, "evaluate_defense", flaky)
+    monkeypatch.setattr(sim.pipeline.sweep, "evaluate_defense", flaky)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(plan, tmp_path, progress=False)
     assert len(list((tmp_path / "cells").glob("*.parquet"))) == 3
     assert not list((tmp_path / "cells").glob(".*tmp*"))  # no half-written cell
-    monkeypatch.setattr(sim.pipeline, "evaluate_defense", real)
+    monkeypatch.setattr(sim.pipeline.sweep, "evaluate_defense", real)
     res = run_sweep(plan, tmp_path, progress=False)
     assert res["cells_done"] == 3 and res["cells_skipped"] == 3
     a = pd.read_parquet(tmp_path / "results.parquet")
@@ -121,7 +122,7 @@ def test_resume_after_interruption_matches_uninterrupted(full_run, tmp_path, mon
 
 
 def test_cell_key_depends_on_everything():
-    from sim.config import Scenario
+    from sim.core.config import Scenario
 
     s = Scenario.from_dict(BASE)
     k = cell_key(s, "subsample", {"fraction": 0.5}, ("linkage",))
@@ -171,9 +172,9 @@ def _known_point_recall(traces, ref_points):
     ("night_suppression", [{"duration_h": 0.0}, {"duration_h": 4.0}, {"duration_h": 8.0}]),
 ])
 def test_weakening_never_improves_privacy(small_sim, name, weak_to_strong):
-    from sim.defenses import apply_defense
+    from sim.release.defenses import apply_defense
 
-    ctx = sim.pipeline.broker_context(small_sim)
+    ctx = sim.pipeline.evaluate.broker_context(small_sim)
     rel = small_sim.release
     rng = np.random.default_rng(0)
     ref = {}

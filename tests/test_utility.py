@@ -5,21 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.defenses import BrokerContext, apply_defense
-from sim.errors import ConfigError, InputError
-from sim.traces import DAY_S, Traces
-from sim.utility import (
-    normalised_l1,
-    od_matrix,
-    resident_error,
-    resident_estimate,
-    resident_estimate_from_table,
-    share_kept,
-    total_variation,
-    true_residents,
-    utility_table,
-    visit_counts,
-)
+from sim.release.defenses import BrokerContext, apply_defense
+from sim.core.errors import ConfigError, InputError
+from sim.core.constants import DAY_S
+from sim.core.traces import Traces
+from sim.metrics.utility import normalised_l1, od_matrix, resident_error, resident_estimate, resident_estimate_from_table, share_kept, total_variation, true_residents, utility_table, visit_counts
 
 from _defense_world import GridWorld, make_release
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.validate import SANE_RANGES, calibration_figure, calibration_stats, check_calibration
+from sim.metrics.calibration import SANE_RANGES, calibration_figure, calibration_stats, check_calibration
 
 
 @pytest.fixture(scope="module")

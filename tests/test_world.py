@@ -16,9 +16,13 @@ import shapely
 from pyproj import Geod
 from shapely.geometry import Polygon, box
 
-from sim.config import WorldConfig
-from sim.errors import CRSError, InputError
-from sim.world import LEVELS, ZONE_LEVELS, World, build_world, synthetic_world, world_from_polygons
+from sim.core.config import WorldConfig
+from sim.core.errors import CRSError, InputError
+from sim.core.constants import LEVELS, ZONE_LEVELS
+from sim.world.model import World
+from sim.world.build import build_world
+from sim.world.synthetic import synthetic_world
+from sim.world.polygons import world_from_polygons
 
 CFG = WorldConfig(residents=4000, residents_per_block=50, blocks_per_tract=6, tracts_per_district=4)
 
@@ -195,7 +199,7 @@ def test_fast_projection_matches_pyproj(anchor):
     """The numpy fast path of the local CRS equals pyproj's transformation."""
     from pyproj import Transformer
 
-    from sim.world import local_crs, project_from_latlon, project_to_latlon
+    from sim.world.crs import local_crs, project_from_latlon, project_to_latlon
 
     crs = local_crs(*anchor)
     rng = np.random.default_rng(4)
@@ -408,10 +412,10 @@ def test_build_world_dispatches(tmp_path):
 def _day_positions(w, n_homes=150, days=14):
     """End points of every segment of build_day for homes at random buildings of w,
     with the generator's parameters for that world."""
-    from sim import _kernels_generate as K
-    from sim.config import Scenario
-    from sim.generate import kernel_params
-    from sim.rng import TAG_EPR, TAG_SCHED, stream_key
+    from sim.generate import _kernels as K
+    from sim.core.config import Scenario
+    from sim.generate.engine import kernel_params
+    from sim.core.rng import TAG_EPR, TAG_SCHED, stream_key
 
     params = kernel_params(Scenario(), w)
     b = w.buildings.sample(n_homes, random_state=0)
@@ -447,9 +451,9 @@ def test_generator_keeps_places_near_real_tracts(abq):
 @pytest.mark.slow
 def test_generate_on_real_tracts(abq_path, tmp_path):
     """A full generate on the 195 Albuquerque tracts (world.polygons) with few devices."""
-    from sim.config import Scenario
-    from sim.generate import generate
-    from sim.io import read_pings_table
+    from sim.core.config import Scenario
+    from sim.generate.engine import generate
+    from sim.release.dataset import read_pings_table
 
     scn = Scenario().replace(
         n_devices=40, world__residents=8000, world__polygons=str(abq_path), world__assume_crs="EPSG:4326",

@@ -10,17 +10,14 @@ unicity (de Montjoye p-point unicity), topn (Zang & Bolot top-N places), geofenc
 (area search -> follow home), known_points (m noisy sightings), relink (rotated
 pseudonyms), skmob (scikit-mobility-compatible risk measures), run (all of them).
 """
-from .geofence import geofence_attack, seen_in_fence
-from .known_points import known_points_attack
-from .linkage import (
-    link_devices, linkage_attack, linkage_metrics, plot_time_to_identification, score_links,
-    time_to_identification,
-)
-from .relink import propose_links, pseudonym_epochs, relink_attack, relink_vs_period, score_relinks
-from .run import ATTACK_NAMES, AttackConfig, run_attacks, summary, write_attack_outputs
-from .skmob import privacy_risk
-from .topn import top_locations, topn_uniqueness
-from .unicity import build_index, fit_power_law, unicity_attack
+from sim.attacks.geofence import geofence_attack, seen_in_fence
+from sim.attacks.known_points import known_points_attack
+from sim.attacks.linkage import link_devices, linkage_attack, linkage_metrics, plot_time_to_identification, score_links, time_to_identification
+from sim.attacks.relink import propose_links, pseudonym_epochs, relink_attack, relink_vs_period, score_relinks
+from sim.attacks.run import ATTACK_NAMES, AttackConfig, run_attacks, summary, write_attack_outputs
+from sim.attacks.skmob import privacy_risk
+from sim.attacks.topn import top_locations, topn_uniqueness
+from sim.attacks.unicity import build_index, fit_power_law, unicity_attack
 
 __all__ = [
     "AttackConfig", "ATTACK_NAMES", "build_index", "fit_power_law", "geofence_attack", "known_points_attack",

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._numba import jit, pjit, prange
-from ..errors import ConfigError, InputError
-from ..rng import stream_key, uniform
-from .. import stats
+from sim.core.jit import jit, pjit, prange
+from sim.core.errors import ConfigError, InputError
+from sim.core.rng import stream_key, uniform
+from sim.core import stats
 
 DEFAULT_LEVELS = ("building", "block", "tract", "district")
 METRIC_COLUMNS = ["metric", "value", "ci_low", "ci_high", "n"]

@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from ..errors import InputError
-from ..traces import Traces
-from ._common import METRIC_COLUMNS, count_row, rate_row, register_column, require_columns
-from .linkage import INFERRED_COLUMNS, link_devices, score_links
+from sim.core.errors import InputError
+from sim.core.traces import Traces
+from sim.attacks._common import METRIC_COLUMNS, count_row, rate_row, register_column, require_columns
+from sim.attacks.linkage import INFERRED_COLUMNS, link_devices, score_links
 
 
 def seen_in_fence(traces: Traces, polygon, t_start_s: int, t_end_s: int) -> pd.DataFrame:

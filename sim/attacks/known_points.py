@@ -24,12 +24,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._numba import jit, pjit, prange
-from ..errors import InputError
-from ..rng import TAG_ATTACK, normal, uniform
-from ..traces import Traces
-from ._common import check_int, check_positive, rate_row, stable_index, stats
-from .unicity import _draw_points, _stream_keys, sample_traces
+from sim.core.jit import jit, pjit, prange
+from sim.core.errors import InputError
+from sim.core.rng import TAG_ATTACK, normal, uniform
+from sim.core.traces import Traces
+from sim.attacks._common import check_int, check_positive, rate_row, stable_index, stats
+from sim.attacks.unicity import _draw_points, _stream_keys, sample_traces
 
 SALT = np.uint64(0x5A17_0003)
 _C_X = 1000  # counter bases of the observation draws

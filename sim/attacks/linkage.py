@@ -40,14 +40,11 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from .. import stats
-from .._numba import jit, pjit, prange
-from ..errors import ConfigError, InputError
-from ..rng import TAG_ATTACK
-from ._common import (
-    DEFAULT_LEVELS, METRIC_COLUMNS, check_levels, count_row, rate_row, register_column, require_columns,
-    stable_index, truth_person, uniforms, world_levels,
-)
+from sim.core import stats
+from sim.core.jit import jit, pjit, prange
+from sim.core.errors import ConfigError, InputError
+from sim.core.rng import TAG_ATTACK
+from sim.attacks._common import DEFAULT_LEVELS, METRIC_COLUMNS, check_levels, count_row, rate_row, register_column, require_columns, stable_index, truth_person, uniforms, world_levels
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,10 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from ..errors import ConfigError, InputError
-from ..traces import DAY_S, Traces
-from ._common import METRIC_COLUMNS, check_positive, count_row, rate_row, require_columns, truth_device
+from sim.core.errors import ConfigError, InputError
+from sim.core.constants import DAY_S
+from sim.core.traces import Traces
+from sim.attacks._common import METRIC_COLUMNS, check_positive, count_row, rate_row, require_columns, truth_device
 
 METHODS = ("nearest", "zone")
 

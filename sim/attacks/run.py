@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError, InputError
-from ..traces import Traces
-from ._common import register_column, world_levels
-from .geofence import geofence_attack
-from .known_points import known_points_attack
-from .linkage import KEYS, linkage_attack, split_prefixes, time_to_identification
-from .relink import relink_attack
-from .topn import topn_uniqueness
-from .unicity import fit_power_law, unicity_attack
+from sim.core.errors import ConfigError, InputError
+from sim.core.traces import Traces
+from sim.attacks._common import register_column, world_levels
+from sim.attacks.geofence import geofence_attack
+from sim.attacks.known_points import known_points_attack
+from sim.attacks.linkage import KEYS, linkage_attack, split_prefixes, time_to_identification
+from sim.attacks.relink import relink_attack
+from sim.attacks.topn import topn_uniqueness
+from sim.attacks.unicity import fit_power_law, unicity_attack
 
 log = logging.getLogger(__name__)
 

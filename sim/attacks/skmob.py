@@ -46,8 +46,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._numba import jit, pjit, prange
-from ..errors import ConfigError, InputError
+from sim.core.jit import jit, pjit, prange
+from sim.core.errors import ConfigError, InputError
 
 ATTACKS = ("location", "location_sequence", "location_time", "unique_location", "frequency", "home_work")
 PRECISIONS = ("Year", "Month", "Day", "Hour", "Minute", "Second")

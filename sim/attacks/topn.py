@@ -19,10 +19,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._numba import jit, pjit, prange
-from ..errors import ConfigError, InputError
-from ..traces import Traces, ping_zones
-from ._common import check_int, check_levels, rate_row, stats
+from sim.core.jit import jit, pjit, prange
+from sim.core.errors import ConfigError, InputError
+from sim.core.traces import Traces, ping_zones
+from sim.attacks._common import check_int, check_levels, rate_row, stats
 
 BY = ("pings", "days")
 

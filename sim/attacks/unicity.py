@@ -30,11 +30,11 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .._numba import jit, pjit, prange
-from ..errors import ConfigError, InputError
-from ..rng import TAG_ATTACK, stream_key, uniform
-from ..traces import Traces
-from ._common import check_int, check_positive, rate_row, stable_index, uniforms
+from sim.core.jit import jit, pjit, prange
+from sim.core.errors import ConfigError, InputError
+from sim.core.rng import TAG_ATTACK, stream_key, uniform
+from sim.core.traces import Traces
+from sim.attacks._common import check_int, check_positive, rate_row, stable_index, uniforms
 
 log = logging.getLogger(__name__)
 

@@ -67,9 +67,10 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
-from ..errors import ConfigError, CRSError, InputError
-from ..traces import DAY_S, Traces
-from . import _kernels as K
+from sim.core.errors import ConfigError, CRSError, InputError
+from sim.core.constants import DAY_S
+from sim.core.traces import Traces
+from sim.infer import _kernels as K
 
 __all__ = [
     "INFERRED_COLUMNS",

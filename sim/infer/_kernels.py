@@ -23,7 +23,7 @@ each ping's id with the last id seen at that place.
 """
 import numpy as np
 
-from .._numba import jit, pjit, prange
+from sim.core.jit import jit, pjit, prange
 
 DAY_S = 86400
 NO_ID = -(2**62)  # "not in the window"

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .errors import ConfigError
+from sim.core.errors import ConfigError
 
 try:  # Python 3.11+
     import tomllib as _toml

@@ -22,8 +22,16 @@ from pathlib import Path
 import pandas as pd
 import shapely
 
-from .config import Scenario
-from .io import atomic_path
+from sim import __version__
+from sim.attacks import run_attacks, summary, write_attack_outputs
+from sim.attacks.gathering import pick_gathering
+from sim.core.config import Scenario
+from sim.core.files import write_json, write_table
+from sim.generate.engine import generate
+from sim.metrics.calibration import calibration_stats
+from sim.pipeline.evaluate import DEFAULT_DEFENSES, evaluate_defenses, infer_by_day
+from sim.release.dataset import load
+from sim.report.document import write_report
 
 log = logging.getLogger(__name__)
 
@@ -36,34 +44,7 @@ MAIN_ATTACK_CONFIG = dict(
 )
 
 
-def write_table(df: pd.DataFrame, path_stem: Path) -> None:
-    """Write ``df`` as Parquet and CSV next to each other, atomically."""
-    path_stem.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path_stem.with_suffix(".parquet")) as tmp:
-        df.to_parquet(tmp, index=False)
-    with atomic_path(path_stem.with_suffix(".csv")) as tmp:
-        df.to_csv(tmp, index=False)
-
-
-def write_json(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(obj, indent=2, default=_json_default, allow_nan=True))
-
-
-def _json_default(o):
-    import numpy as np
-
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
-
-
 def infer_step(sim, out: Path, infer_params=None) -> dict:
-    from .pipeline import infer_by_day
 
     ibd = infer_by_day(sim.release, **(infer_params or {}))
     full = ibd[max(ibd)]
@@ -73,8 +54,6 @@ def infer_step(sim, out: Path, infer_params=None) -> dict:
 
 
 def attack_step(sim, out: Path, ibd: dict, attack_config=None) -> dict:
-    from .attacks import run_attacks, summary, write_attack_outputs
-    from .pipeline import pick_gathering
 
     cfg = dict(MAIN_ATTACK_CONFIG)
     cfg["seed"] = sim.scenario.seed
@@ -97,7 +76,6 @@ DEFENSE_SAMPLE_TRACES = 5000
 
 
 def defense_step(sim, out: Path, defenses=None, progress=True, sample_traces=DEFENSE_SAMPLE_TRACES):
-    from .pipeline import DEFAULT_DEFENSES, evaluate_defenses
 
     n = sim.scenario.pings.days
     days = tuple(sorted({min(7, n), n}))
@@ -140,8 +118,6 @@ def headline_sentence(tables: dict) -> tuple[str, dict]:
 
 
 def _load_and_validate(out: Path):
-    from .api import load
-    from .validate import calibration_stats
 
     sim = load(out)
     write_json(calibration_stats(sim), out / "calibration.json")
@@ -151,7 +127,6 @@ def _load_and_validate(out: Path):
 def run_main(scn: Scenario | None = None, out_dir="reidsim-out", *, progress: bool = True,
              defenses=None, report: bool = True) -> dict:
     """Run the whole pipeline on a scenario (default: the built-in one) into ``out_dir``."""
-    from .generate import generate
 
     scn = (scn or Scenario()).validate()
     out = Path(out_dir)
@@ -175,14 +150,12 @@ def run_main(scn: Scenario | None = None, out_dir="reidsim-out", *, progress: bo
     tables = stage("attacks", lambda: attack_step(sim, out, ibd))
     stage("defenses", lambda: defense_step(sim, out, defenses, progress=False))
     sentence, head = headline_sentence(tables)
-    from . import __version__
 
     info = {"headline": sentence, "headline_figures": head, "scenario": scn.to_dict(),
             "config_hash": scn.config_hash(), "seed": scn.seed, "reidsim_version": __version__,
             "timings_s": {k: round(v, 2) for k, v in timings.items()}}
     write_json(info, out / "run.json")
     if report:
-        from .report import write_report
 
         stage("report", lambda: write_report(out, sim=sim))
     bar.close()

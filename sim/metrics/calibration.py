@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .traces import DAY_S
+from sim.core.constants import DAY_S
 
 #: statistic -> (low, high) inclusive bounds a realistic broker-like panel should meet
 SANE_RANGES = {

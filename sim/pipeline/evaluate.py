@@ -14,8 +14,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError, InputError
-from .traces import DAY_S, Traces
+from sim.attacks import run_attacks, summary
+from sim.attacks.membership import aggregate_membership_risk
+from sim.core.constants import DAY_S
+from sim.core.errors import ConfigError, InputError
+from sim.core.rng import TAG_ATTACK, seed_sequence
+from sim.core.stats import bootstrap_ci
+from sim.core.traces import Traces
+from sim.infer import infer_prefixes
+from sim.metrics.utility import true_residents, utility_table
+from sim.release.defenses import BrokerContext, REGISTRY, apply_defense
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +59,6 @@ def observation_days(n_days: int) -> tuple:
 
 def infer_by_day(release: Traces, days=None, **params) -> dict:
     """``{d: inferred table}`` from the first ``d`` days, for every window in ``days``."""
-    from .infer import infer_prefixes
 
     days = observation_days(release.n_days) if days is None else tuple(days)
     long = infer_prefixes(release, days=days, **params)
@@ -83,7 +90,6 @@ class Evaluation:
 def evaluate_release(release: Traces, sim, *, pseudonyms=None, attack_config=None,
                      infer_params=None, days=None) -> Evaluation:
     """Infer home/work for every window and run the attacks on ``release``."""
-    from .attacks import run_attacks, summary
 
     ibd = infer_by_day(release, days, **(infer_params or {}))
     tables = run_attacks(release, ibd, sim.register, sim.world,
@@ -122,7 +128,6 @@ def headline_rows(tables: dict) -> pd.DataFrame:
 
 
 def broker_context(sim, release: Traces | None = None):
-    from .defenses import BrokerContext
 
     rel = sim.release if release is None else release
     return BrokerContext.from_truth(rel, sim.pseudonyms, sim.persons, seed=sim.scenario.seed, world=sim.world)
@@ -139,9 +144,6 @@ def evaluate_defense(sim, name: str, params: dict, *, attack_config=None, infer_
     The membership figures are means over the target devices with a percentile
     bootstrap interval over targets.  ``name='none'`` evaluates the undefended release.
     """
-    from .defenses import REGISTRY, aggregate_membership_risk, apply_defense
-    from .stats import bootstrap_ci
-    from .utility import true_residents, utility_table
 
     cfg = dict(DEFENSE_ATTACK_CONFIG)
     cfg.update(attack_config or {})
@@ -190,7 +192,6 @@ def sample_release(sim, n_traces: int | None, seed: int):
     rel = sim.release
     if n_traces is None or n_traces >= rel.n_traces:
         return sim
-    from .rng import TAG_ATTACK, seed_sequence
 
     rng = seed_sequence(seed, TAG_ATTACK, 99)
     idx = np.sort(rng.choice(rel.n_traces, size=int(n_traces), replace=False))
@@ -222,36 +223,3 @@ def evaluate_defenses(sim, defenses=DEFAULT_DEFENSES, *, attack_config=None, inf
     return pd.concat(priv, ignore_index=True), pd.concat(util, ignore_index=True)
 
 
-def pick_gathering(release: Traces, world, day: int | None = None, hours=(12, 18), radius_m: float = 400.0):
-    """A crowded place for the geofence demo: a circle of ``radius_m`` around the busiest
-    spot (the grid cell of side 2 * radius_m with most distinct pseudonyms, pings with
-    accuracy <= 100 m) during ``hours`` of a weekend day (Saturday by default).
-    Returns (polygon, t0_s, t1_s)."""
-    import shapely
-
-    from .traces import weekday_of_day
-
-    if day is None:
-        days = np.arange(release.n_days)
-        wd = weekday_of_day(release.start_s, release.utc_offset_s, days)
-        sat = days[wd == 5]
-        day = int(sat[0]) if len(sat) else int(min(release.n_days - 1, 1))
-    t0 = release.start_s + day * DAY_S + int(hours[0] * 3600)
-    t1 = release.start_s + day * DAY_S + int(hours[1] * 3600)
-    sel = (release.t_s >= t0) & (release.t_s < t1) & (release.accuracy_m <= 100)
-    if not sel.any():
-        raise InputError("no pings in the chosen geofence window; pick another day or hours.")
-    # the densest cell (side = the fence's diameter) by distinct pseudonyms
-    cell = 2.0 * radius_m
-    gx = np.floor(release.x_m[sel] / cell).astype(np.int64)
-    gy = np.floor(release.y_m[sel] / cell).astype(np.int64)
-    tr = release.trace_index()[sel]
-    key = (gx - gx.min()) * (int(gy.max() - gy.min()) + 1) + (gy - gy.min())
-    pairs = np.unique(np.stack([key, tr]), axis=1)
-    ukey, counts = np.unique(pairs[0], return_counts=True)
-    best = ukey[np.argmax(counts)]
-    m = key == best
-    cx = float(np.median(release.x_m[sel][m]))
-    cy = float(np.median(release.y_m[sel][m]))
-    poly = shapely.Point(cx, cy).buffer(radius_m, quad_segs=16)
-    return poly, t0, t1

@@ -44,10 +44,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import __version__
-from .config import Scenario, _toml
-from .errors import ConfigError
-from .io import atomic_path
+from sim import __version__
+from sim.core.config import Scenario, _toml
+from sim.core.errors import ConfigError
+from sim.core.files import atomic_path
+from sim.core.stats import combine_replicates
+from sim.metrics.utility import true_residents
+from sim.pipeline.api import simulate
+from sim.pipeline.evaluate import evaluate_defense
+from sim.release.defenses import REGISTRY, validate_defense
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +74,6 @@ def load_sweep(path) -> dict:
 
 def plan_sweep(d: dict, source: str = "<dict>", max_cells: int | None = None) -> dict:
     """Validate a sweep description (the parsed TOML) and expand its grid into cells."""
-    from .defenses import REGISTRY, validate_defense
 
     unknown = sorted(set(d) - {"name", "scenario", "sweep"})
     if unknown:
@@ -152,9 +156,6 @@ def run_sweep(path_or_plan, out_dir, *, progress: bool = True, max_cells: int | 
     """Run (or resume) a sweep; returns counts and the path of the tidy table."""
     from tqdm.auto import tqdm
 
-    from .api import simulate
-    from .pipeline import evaluate_defense
-    from .utility import true_residents
 
     if isinstance(path_or_plan, dict):
         plan = path_or_plan
@@ -202,7 +203,6 @@ def run_sweep(path_or_plan, out_dir, *, progress: bool = True, max_cells: int | 
 
 
 def _tidy(priv, util, plan, scn, rep, name, params) -> pd.DataFrame:
-    from .defenses import REGISTRY
 
     strength = REGISTRY[name].strength.name if name in REGISTRY else None
     p = priv.copy()
@@ -254,7 +254,6 @@ FIGURE_KEYS = ["scenario", "defense", "params", "param_name", "param_value", "ki
 def pool_replicates(table: pd.DataFrame) -> pd.DataFrame:
     """One row per figure: mean over replicate seeds with a Student-t interval
     (:func:`sim.stats.combine_replicates`); NaN interval with one replicate."""
-    from .stats import combine_replicates
 
     if table.empty:
         return table

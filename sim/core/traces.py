@@ -17,10 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
-
-DAY_S = 86400
-
+from sim.core.constants import DAY_S
+from sim.core.errors import InputError
 
 def local_midnight(t_s: int, utc_offset_s: int) -> int:
     """UTC seconds of the local midnight at or before ``t_s``."""

@@ -1,28 +1,20 @@
-"""Atomic file writing and dataset reading helpers."""
+"""Reading a generated dataset folder: the broker's release (pings Parquet) as
+:class:`~sim.core.traces.Traces`, its manifest, its content digest, and the whole folder
+(world, truth, register) as a :class:`Simulation`."""
 from __future__ import annotations
 
-import contextlib
-import os
-import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary sibling path; rename it onto ``path`` only on success.
-
-    Data already at ``path`` is never corrupted: a failure leaves it untouched and
-    removes the temporary file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+from sim.core.config import Scenario
+from sim.core.constants import DAY_S
+from sim.core.errors import InputError
+from sim.core.traces import Traces, local_midnight
+from sim.world.crs import project_from_latlon
+from sim.world.model import World
 
 
 # ---------------------------------------------------------------------- releases
@@ -46,7 +38,6 @@ def read_pings_table(path, columns=None):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .errors import InputError
 
     p = Path(path)
     if not p.exists():
@@ -81,8 +72,6 @@ def release_to_traces(table, world_crs: str, utc_offset_s: int, start_s=None, n_
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
-    from .errors import InputError
-    from .traces import DAY_S, Traces, local_midnight
 
     log = logging.getLogger(__name__)
     missing = {"pseudonym", "t_s", "lat_deg", "lon_deg"} - set(table.column_names)
@@ -156,7 +145,6 @@ def release_to_traces(table, world_crs: str, utc_offset_s: int, start_s=None, n_
     counts = counts[present]
     offsets = np.zeros(len(uniq) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    from .world import project_from_latlon
 
     x, y = project_from_latlon(lat, lon, world_crs)
     if start_s is None:
@@ -171,7 +159,6 @@ def release_to_traces(table, world_crs: str, utc_offset_s: int, start_s=None, n_
 def read_manifest(directory) -> dict:
     import json
 
-    from .errors import InputError
 
     p = Path(directory) / "manifest.json"
     if not p.exists():
@@ -204,3 +191,51 @@ def dataset_digest(directory) -> str:
     for c in ("t_s", "lat_deg", "lon_deg", "accuracy_m"):
         h.update(np.ascontiguousarray(table.column(c).to_numpy()[order]).tobytes())
     return h.hexdigest()
+@dataclass
+class Simulation:
+    """Everything about one scenario: the attacker's view and the truth.
+
+    release : Traces — the broker's release projected to ``world.crs`` (attacker view).
+    register : DataFrame — the attacker's auxiliary register.
+    world : World — the geography (public).
+    persons, devices, pseudonyms : DataFrames — ground truth, only for scoring.
+    """
+
+    scenario: Scenario
+    world: World
+    persons: pd.DataFrame
+    devices: pd.DataFrame
+    pseudonyms: pd.DataFrame
+    register: pd.DataFrame
+    release: Traces
+    meta: dict = field(default_factory=dict)
+
+
+def load(directory) -> Simulation:
+    """Load a folder written by ``reidsim generate`` as a :class:`Simulation`."""
+    d = Path(directory)
+    man = read_manifest(d)
+    world = World.load(d / "world")
+    table = read_pings_table(d / "pings")
+    release = release_to_traces(table, world.crs, man["utc_offset_s"], start_s=man["start_s"],
+                                n_days=man["n_days"])
+    truth = d / "truth"
+    for f in ("persons", "devices", "pseudonyms"):
+        if not (truth / f"{f}.parquet").exists():
+            raise InputError(f"{str(truth / (f + '.parquet'))!r} is missing; regenerate the dataset.")
+    return Simulation(
+        scenario=Scenario.from_dict(man["scenario"]), world=world,
+        persons=pd.read_parquet(truth / "persons.parquet"),
+        devices=pd.read_parquet(truth / "devices.parquet"),
+        pseudonyms=pd.read_parquet(truth / "pseudonyms.parquet"),
+        register=pd.read_parquet(d / "register.parquet"), release=release, meta=man,
+    )
+
+
+def load_release(directory) -> Traces:
+    """Only the attacker's view of a generated folder: the release as Traces."""
+    d = Path(directory)
+    man = read_manifest(d)
+    world = World.load(d / "world")
+    return release_to_traces(read_pings_table(d / "pings"), world.crs, man["utc_offset_s"],
+                             start_s=man["start_s"], n_days=man["n_days"])

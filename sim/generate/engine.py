@@ -26,13 +26,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__
-from . import _kernels_generate as K
-from .config import Scenario
-from .errors import ConfigError, InputError
-from .io import atomic_path
-from .population import SCHEDULES, choose_devices, make_persons, make_register
-from .world import World, build_world
+from sim import __version__
+from sim.generate import _kernels as K
+from sim.core.config import Scenario
+from sim.core.errors import ConfigError, InputError
+from sim.core.files import atomic_path
+from sim.population import SCHEDULES, choose_devices, make_persons, make_register
+from sim.generate.pseudonyms import maids, pseudonym_of
+from sim.world.build import build_world
+from sim.world.model import World
 
 log = logging.getLogger(__name__)
 
@@ -120,30 +122,6 @@ class DeviceInputs:
 
     def slice(self, a, b) -> "DeviceInputs":
         return DeviceInputs(*(np.ascontiguousarray(getattr(self, f)[a:b]) for f in ("sched", "hx", "hy", "wx", "wy")))
-
-
-# ---------------------------------------------------------------- identifiers
-def maids(seed: int, device_idx, epoch) -> list:
-    """Advertising IDs (UUID v4 text) of devices in given epochs (one per rotation).
-
-    Each is a pure function of (seed, device index, epoch).
-    """
-    d = np.asarray(device_idx, dtype=np.int64)
-    e = np.asarray(epoch, dtype=np.int64)
-    hi, lo = K.maid_words(int(seed), d, e)
-    out = []
-    for a, b in zip(hi.tolist(), lo.tolist()):
-        v = (a << 64) | b
-        v = (v & ~(0xF << 76)) | (0x4 << 76)   # version 4
-        v = (v & ~(0x3 << 62)) | (0x2 << 62)   # RFC 4122 variant
-        h = f"{v:032x}"
-        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-    return out
-
-
-def pseudonym_of(maid_str: str, salt: str = "") -> str:
-    """What the broker publishes: hex SHA-256 of (salt + MAID); unsalted by default."""
-    return hashlib.sha256((salt + maid_str).encode()).hexdigest()
 
 
 # ---------------------------------------------------------------- one block

@@ -24,7 +24,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
+from sim.core.errors import InputError
 
 __all__ = [
     "plot_time_to_identification", "plot_anonymity_sets", "plot_unicity", "plot_device_trail",

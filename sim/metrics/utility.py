@@ -37,9 +37,11 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .defenses import LEVELS, _bin_s, night_mask, zone_time_counts
-from .errors import ConfigError, InputError
-from .traces import DAY_S, Traces, ping_zones
+from sim.release.defenses import LEVELS
+from sim.release.aggregate import bin_seconds, night_mask, zone_time_counts
+from sim.core.errors import ConfigError, InputError
+from sim.core.constants import DAY_S
+from sim.core.traces import Traces, ping_zones
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +185,7 @@ def resident_estimate_from_table(table: pd.DataFrame, night_start_h: float = 22.
         raise InputError(f"table lacks attrs {need}; pass the table returned by aggregate_k "
                          "or aggregate_dp.")
     dur = _night_bounds(night_start_h, night_end_h)
-    bin_s = _bin_s(table.attrs["bin_h"], "bin_h")
+    bin_s = bin_seconds(table.attrs["bin_h"], "bin_h")
     bins = np.arange(int(table.attrs["n_bins"]), dtype=np.int64)
     sod = (bins * bin_s) % DAY_S
     start, end = night_start_h * 3600.0, night_end_h * 3600.0

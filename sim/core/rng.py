@@ -12,7 +12,8 @@ Use inside numba kernels::
 """
 import numpy as np
 
-from ._numba import jit
+from sim.core.errors import ConfigError
+from sim.core.jit import jit
 
 # Purpose tags (fixed forever: changing one changes every output).
 TAG_RATE = 1        # per-device ping rate and silent-day probability
@@ -123,7 +124,6 @@ def seed_sequence(seed, *tags):
 
 def check_seed(seed):
     """Validate a root seed: a non-negative integer below 2**63."""
-    from .errors import ConfigError
 
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}; pass e.g. seed=42")

@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _sps
 
-from .errors import ConfigError, InputError
-from .stats import wilson_ci
+from sim.core.errors import ConfigError, InputError
+from sim.core.stats import wilson_ci
 
 __all__ = [
     "RADII_M", "RATE_BINS", "ZONE_LEVELS", "SUMMARY_COLUMNS", "InferenceScore",

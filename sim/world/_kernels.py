@@ -7,7 +7,7 @@ the answer is the exact nearest seed (ties: lowest seed index).  Used by
 """
 import numpy as np
 
-from ._numba import jit, pjit, prange
+from sim.core.jit import jit, pjit, prange
 
 
 class GridIndex:

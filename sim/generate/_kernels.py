@@ -9,9 +9,8 @@ order in which devices are processed.
 """
 import numpy as np
 
-from ._numba import jit, pjit, prange
-from .rng import (TAG_COUNT, TAG_EPR, TAG_GPS, TAG_RATE, TAG_SCHED, TAG_TIMES, bits, exponential,
-                  normal, poisson, stream_key, uniform)
+from sim.core.jit import jit, pjit, prange
+from sim.core.rng import TAG_COUNT, TAG_EPR, TAG_GPS, TAG_RATE, TAG_SCHED, TAG_TIMES, bits, exponential, normal, poisson, stream_key, uniform
 
 DAY = 86400
 MAX_SEG = 64          # segments (stays and trips) per device-day

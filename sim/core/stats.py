@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _sps
 
-from .errors import ConfigError, InputError
-from .rng import TAG_BOOT, seed_sequence
+from sim.core.errors import ConfigError, InputError
+from sim.core.rng import TAG_BOOT, seed_sequence
 
 ROW_COLUMNS = ("value", "ci_low", "ci_high", "n")
 CI_METHODS = ("wilson", "bootstrap")

@@ -32,8 +32,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
-from .io import atomic_path
+from sim.core.config import Scenario
+from sim.core.errors import InputError
+from sim.core.files import atomic_path
+from sim.infer import InferenceParams
+from sim.metrics.calibration import SANE_RANGES
+from sim.release.dataset import load
+from sim.report import plots
+from sim.report.plots import _local_str, _params_label
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +96,6 @@ def _load(d: Path, sim=None) -> dict:
     data["utility"] = _read_table(d / "defenses" / "utility.parquet")
     data["inferred"] = _read_table(d / "inferred.parquet")
     if sim is None and (d / "pings").exists() and (d / "world").exists():
-        from .api import load
 
         sim = load(d)
     data["sim"] = sim
@@ -231,7 +236,6 @@ def _render_figures(data) -> tuple[dict, dict]:
     """{name: PNG bytes} and {name: facts for the captions} (skips what cannot be drawn)."""
     import shapely
 
-    from . import plots
 
     pngs, facts = {}, {}
     if data["time_to_identification"] is not None:
@@ -551,7 +555,6 @@ def _cal_rows(data):
 
 
 def _sanity_rows(cal):
-    from .validate import SANE_RANGES
 
     rows = []
     for k, (lo, hi) in SANE_RANGES.items():
@@ -567,7 +570,6 @@ _DEF_UTIL = (("od_l1", "trip-flow error"), ("visits_l1", "visit-count error"),
 
 
 def _defense_rows(data, level, key):
-    from .plots import _params_label
 
     pv, ut = data["privacy"], data["utility"]
     rows = []
@@ -599,7 +601,6 @@ def _defense_rows(data, level, key):
 
 
 def _inference_items():
-    from .infer import InferenceParams
 
     p = InferenceParams()
     days = ", ".join("Mon Tue Wed Thu Fri Sat Sun".split()[d] for d in p.work_weekdays)
@@ -620,7 +621,7 @@ def _inference_items():
 
 
 def _attack_items(data):
-    from .run import MAIN_ATTACK_CONFIG as M
+    from sim.pipeline.main import MAIN_ATTACK_CONFIG as M
 
     level, key = _ttid_level_key(data)
     tt = data["time_to_identification"]
@@ -721,7 +722,6 @@ def _world_items(data):
 
 
 def _reproduce(data):
-    from .config import Scenario
 
     run = data["run"]
     sdict = run.get("scenario") or data["manifest"].get("scenario")
@@ -914,7 +914,6 @@ def _cap_geofence(data, f):
     lc = _row(gf, metric="linked_correct")
     when = ""
     if f.get("t_start_s") is not None:
-        from .plots import _local_str
 
         when = (f" on {_local_str(f['t_start_s'], f.get('utc_offset_s', 0), '%A')} between "
                 f"{_local_str(f['t_start_s'], f.get('utc_offset_s', 0), '%H:%M')} and "
