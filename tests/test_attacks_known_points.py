@@ -4,7 +4,7 @@ import pytest
 
 from sim.attacks import known_points as K
 from sim.attacks._common import stable_index
-from sim.attacks.unicity import _stream_keys
+from sim.attacks.unicity import stream_keys
 from sim.core.errors import ConfigError, InputError
 from sim.core.rng import TAG_ATTACK, normal, uniform
 from sim.core.traces import Traces
@@ -31,7 +31,7 @@ def _random(seed, n=40):
 
 def _reference(tr, m, sigma, jitter, radius, tol, seed):
     keys = np.empty(tr.n_traces, dtype=np.uint64)
-    _stream_keys(np.uint64(seed), np.uint64(TAG_ATTACK), stable_index(tr.pseudonym) ^ K.SALT, keys)
+    stream_keys(np.uint64(seed), np.uint64(TAG_ATTACK), stable_index(tr.pseudonym) ^ K.SALT, keys)
     counts = np.zeros((tr.n_traces, m), np.int64)
     hits = np.zeros((tr.n_traces, m), bool)
     off = tr.offsets

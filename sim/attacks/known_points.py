@@ -29,7 +29,7 @@ from sim.core.errors import InputError
 from sim.core.rng import TAG_ATTACK, normal, uniform
 from sim.core.traces import Traces
 from sim.attacks._common import check_int, check_positive, rate_row, stable_index, stats
-from sim.attacks.unicity import _draw_points, _stream_keys, sample_traces
+from sim.attacks.unicity import draw_points, stream_keys, sample_traces
 
 SALT = np.uint64(0x5A17_0003)
 _C_X = 1000  # counter bases of the observation draws
@@ -41,7 +41,7 @@ _C_T = 1_000_000
 def _observations(key, a, n, m, sigma_m, jitter_s, x_m, y_m, t_s, ox, oy, ot):
     """m observations of the trace whose pings are rows a..a+n-1."""
     perm = np.empty(n, dtype=np.int64)
-    _draw_points(key, n, m, perm)  # m distinct pings, same draws as the unicity attack
+    draw_points(key, n, m, perm)  # m distinct pings, same draws as the unicity attack
     for j in range(m):
         row = a + perm[j]
         ox[j] = x_m[row] + sigma_m * normal(key, _C_X + 4 * j)
@@ -175,7 +175,7 @@ def match_counts(traces: Traces, targets: np.ndarray, *, m: int, sigma_m: float,
     cell_keys, cell_rows, x0, y0, t0, nx, ny, nt = _cell_index(traces, radius_m, tol_s)
     trace_of = traces.trace_index()
     keys = np.empty(len(targets), dtype=np.uint64)
-    _stream_keys(np.uint64(seed), np.uint64(TAG_ATTACK), stable_index(traces.pseudonym[targets]) ^ SALT, keys)
+    stream_keys(np.uint64(seed), np.uint64(TAG_ATTACK), stable_index(traces.pseudonym[targets]) ^ SALT, keys)
     _attack_kernel(
         np.ascontiguousarray(targets, dtype=np.int64), keys, np.int64(m), float(sigma_m), float(jitter_s),
         float(radius_m), np.int64(tol_s), np.ascontiguousarray(traces.offsets, dtype=np.int64),

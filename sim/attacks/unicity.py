@@ -75,7 +75,7 @@ def _dedupe_fill(offsets, keys, out_offsets, out):
 
 
 @jit
-def _draw_points(key, n, p, perm):
+def draw_points(key, n, p, perm):
     """Partial Fisher-Yates: perm[:p] become p distinct indices of range(n)."""
     for j in range(n):
         perm[j] = j
@@ -109,7 +109,7 @@ def _matches_one(i, stream, p, pt_offsets, pt_post, post_offsets, post_traces, m
     n = pt_offsets[i + 1] - a
     if n < p:
         return 0
-    _draw_points(stream, n, p, perm)
+    draw_points(stream, n, p, perm)
     for j in range(p):
         chosen[j] = pt_post[a + perm[j]]
         lens[j] = post_offsets[chosen[j] + 1] - post_offsets[chosen[j]]
@@ -152,7 +152,8 @@ def _unicity_kernel(sample, streams, p, pt_offsets, pt_post, post_offsets, post_
 
 
 @pjit
-def _stream_keys(seed, tag, index, out):
+def stream_keys(seed, tag, index, out):
+    """out[i] = stream_key(seed, tag, index[i]) for every i (parallel)."""
     for i in prange(len(index)):
         out[i] = stream_key(seed, tag, index[i])
 
@@ -265,7 +266,7 @@ def trace_streams(traces: Traces, sample: np.ndarray, seed: int) -> np.ndarray:
     idx = stable_index(traces.pseudonym[sample]) ^ SALT
     out = np.empty(len(idx), dtype=np.uint64)
     if len(idx):
-        _stream_keys(np.uint64(seed), np.uint64(TAG_ATTACK), idx.astype(np.uint64), out)
+        stream_keys(np.uint64(seed), np.uint64(TAG_ATTACK), idx.astype(np.uint64), out)
     return out
 
 

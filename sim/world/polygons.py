@@ -15,7 +15,7 @@ from sim.core.config import WorldConfig
 from sim.core.errors import CRSError, InputError
 from sim.core.rng import TAG_WORLD, seed_sequence
 from sim.world.model import World
-from sim.world.synthetic import _assemble
+from sim.world.synthetic import assemble_world
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def world_from_polygons(path, cfg: WorldConfig | None = None, seed: int = 42,
     seeds = np.vstack(seed_l)
     boundary = shapely.union_all(polys)
     crs_str = utm.to_wkt()
-    return _assemble(
+    return assemble_world(
         xy, np.concatenate(res_l), np.concatenate(job_l), seeds, boundary, cfg, rng,
         crs=crs_str, utc_offset_s=int(round(cfg.utc_offset_h * 3600)), kind="polygons",
         tract_of_block=np.concatenate(tob_l), tract_polys=polys,

@@ -79,7 +79,7 @@ def synthetic_world(cfg: WorldConfig | None = None, seed: int = 42, residents: i
     seeds_idx = rng.choice(len(xy), size=min(n_blocks, len(xy)), replace=False, p=wts / wts.sum())
     seeds = xy[seeds_idx] + rng.normal(0, 1.0, (len(seeds_idx), 2))  # no exact coincidences
     boundary = shapely.Point(0, 0).buffer(R * 1.02, quad_segs=32)
-    return _assemble(
+    return assemble_world(
         xy, exp_res, jobs_w, seeds, boundary, cfg, rng,
         crs=local_crs(cfg.anchor_lat_deg, cfg.anchor_lon_deg),
         utc_offset_s=int(round(cfg.utc_offset_h * 3600)) if utc_offset_s is None else utc_offset_s,
@@ -107,8 +107,10 @@ def _kmeans_groups(xy, weights, k, rng):
     return lab.astype(np.int64)
 
 
-def _assemble(xy, exp_res, jobs_w, seeds, boundary, cfg, rng, crs, utc_offset_s, kind,
-              tract_of_block, tract_polys, meta):
+def assemble_world(xy, exp_res, jobs_w, seeds, boundary, cfg, rng, crs, utc_offset_s, kind,
+                   tract_of_block, tract_polys, meta):
+    """Build a :class:`World` from block seeds nested in tracts (shared by the synthetic
+    metro and real polygon files): blocks, districts, buildings, residents and jobs."""
     n_blocks = len(seeds)
     tree = cKDTree(seeds)
     if tract_of_block is None:
