@@ -217,7 +217,7 @@ def test_empty_inferred(tiny):
     assert (r["n"] == 0).all()
 
 
-def test_time_to_identification_and_plot():
+def test_time_to_identification():
     w = GridWorld()
     pop = make_population(w, n_persons=60, n_days=3, seed=4)
     full = pop["inferred"]
@@ -240,11 +240,6 @@ def test_time_to_identification_and_plot():
     got = per.set_index("pseudonym").loc[full["pseudonym"], "first_day"].to_numpy()
     np.testing.assert_array_equal(got, exp_first)
     assert curve["value"].is_monotonic_increasing
-
-    import matplotlib
-    matplotlib.use("Agg")
-    ax = L.plot_time_to_identification(curve)
-    assert len(ax.lines) == 1 and list(ax.lines[0].get_xdata()) == [1, 2, 5]
     with pytest.raises(InputError):
         L.time_to_identification({}, pop["register"], w, pop["pseudonyms"])
     with pytest.raises(InputError):

@@ -12,7 +12,7 @@ pseudonyms), skmob (scikit-mobility-compatible risk measures), run (all of them)
 """
 from sim.attacks.geofence import geofence_attack, seen_in_fence
 from sim.attacks.known_points import known_points_attack
-from sim.attacks.linkage import link_devices, linkage_attack, linkage_metrics, plot_time_to_identification, score_links, time_to_identification
+from sim.attacks.linkage import link_devices, linkage_attack, linkage_metrics, score_links, time_to_identification
 from sim.attacks.relink import propose_links, pseudonym_epochs, relink_attack, relink_vs_period, score_relinks
 from sim.attacks.run import ATTACK_NAMES, AttackConfig, run_attacks, summary, write_attack_outputs
 from sim.attacks.skmob import privacy_risk
@@ -21,7 +21,7 @@ from sim.attacks.unicity import build_index, fit_power_law, unicity_attack
 
 __all__ = [
     "AttackConfig", "ATTACK_NAMES", "build_index", "fit_power_law", "geofence_attack", "known_points_attack",
-    "link_devices", "linkage_attack", "linkage_metrics", "plot_time_to_identification", "privacy_risk",
+    "link_devices", "linkage_attack", "linkage_metrics", "privacy_risk",
     "propose_links", "pseudonym_epochs", "relink_attack", "relink_vs_period", "run_attacks", "score_links",
     "score_relinks", "seen_in_fence", "summary", "time_to_identification", "top_locations", "topn_uniqueness",
     "unicity_attack", "write_attack_outputs",

@@ -43,8 +43,8 @@ from scipy.spatial import cKDTree
 from sim.core import stats
 from sim.core.jit import jit, pjit, prange
 from sim.core.errors import ConfigError, InputError
-from sim.core.rng import TAG_ATTACK
-from sim.attacks._common import DEFAULT_LEVELS, METRIC_COLUMNS, check_levels, count_row, rate_row, register_column, require_columns, stable_index, truth_person, uniforms, world_levels
+from sim.core.rng import TAG_ATTACK, stable_uid64
+from sim.attacks._common import DEFAULT_LEVELS, METRIC_COLUMNS, check_levels, count_row, rate_row, register_column, require_columns, truth_person, uniforms, world_levels
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,98 @@ def _nearest_guess(px, py, g_start, g_size, gid, mx, my, mpid, tree_min):
     return out
 
 
+def _check_link_args(inferred, register, world, levels, keys, guess):
+    """Validate :func:`link_devices` arguments; returns the normalised ``(levels, keys)``."""
+    levels = check_levels(levels, world)
+    keys = tuple([keys] if isinstance(keys, str) else keys)
+    bad = [k for k in keys if k not in KEYS]
+    if bad or not keys:
+        raise ConfigError(f"keys must be a non-empty subset of {KEYS}, got {keys!r}.")
+    if guess not in GUESSES:
+        raise ConfigError(f"guess must be one of {GUESSES}, got {guess!r}.")
+    _check_inputs(inferred, register, levels, keys, world)
+    if guess == "nearest":
+        require_columns(register, ["home_x_m", "home_y_m"], "register", "guess='nearest' needs register home addresses.")
+    return levels, keys
+
+
+def _zone_keys(key, dh, dw, rh, register, level):
+    """Status (index into ``STATUS``) per device and the set keys of devices and register.
+
+    Returns ``(status, dkey, rkey, valid)``: ``dkey`` is the device key (the int64
+    minimum where the status is not "ok"), ``rkey`` the register key, ``valid`` the
+    register persons living inside the area.
+    """
+    n = len(dh)
+    status = np.zeros(n, dtype=np.int8)  # index into STATUS
+    status[dh == -2] = 1
+    if key == "home_work":
+        status[(status == 0) & (dw == -2)] = 2
+        status[(status == 0) & ((dh == -1) | (dw == -1))] = 3
+        rw = register[register_column("work", level)].to_numpy(dtype=np.int64)
+        valid = rh >= 0
+        w_max = max(int(rw.max(initial=0)), int(dw.max(initial=0)))
+        rkey, _ = _pair_key(np.where(valid, rh, -1), rw, w_max)
+        dkey, _ = _pair_key(dh, np.maximum(dw, -1), w_max)  # non-ok rows are masked below
+    else:
+        status[(status == 0) & (dh == -1)] = 3
+        valid = rh >= 0
+        rkey = rh
+        dkey = dh.copy()
+    dkey = np.where(status == 0, dkey, np.iinfo(np.int64).min)
+    return status, dkey, rkey, valid
+
+
+def _anonymity_sets(dkey, rkey, valid, ok, reg_pid):
+    """Each device's anonymity set as a slice of the register sorted by (key, person_id).
+
+    Returns ``(order, g_start, g_size, gid)``: ``order`` sorts the register, a device's
+    set is ``order[g_start:g_start + g_size]`` (size 0 where the status is not "ok"),
+    ``gid`` numbers the sets (-1 none).
+    """
+    order, uk, start, size = _groups(np.where(valid, rkey, np.iinfo(np.int64).min + 1), reg_pid)
+    if len(uk) and uk[0] == np.iinfo(np.int64).min + 1:  # persons outside the area
+        uk, start, size = uk[1:], start[1:], size[1:]
+    g_start, g_size, gid = _lookup(dkey, uk, start, size)
+    g_size = np.where(ok, g_size, 0)
+    return order, g_start, g_size, gid
+
+
+def _random_guess(seed, sidx, draw, g_start, g_size):
+    """Row (in sorted-register order) of a uniform pick from each set, -1 for empty sets."""
+    u = uniforms(seed, TAG_ATTACK, sidx, draw)
+    pick = np.minimum((u * g_size).astype(np.int64), np.maximum(g_size - 1, 0))
+    return np.where(g_size > 0, g_start + pick, -1)
+
+
+def _guess_persons(guess, seed, sidx, draw, hx, hy, reg_x, reg_y, order, members_pid, g_start, g_size, gid):
+    """person_id of the top-1 guess per device (-1 where the set is empty)."""
+    if guess == "random":
+        guess_row = _random_guess(seed, sidx, draw, g_start, g_size)
+    else:
+        mx = np.ascontiguousarray(reg_x[order])
+        my = np.ascontiguousarray(reg_y[order])
+        guess_row = _nearest_guess(hx, hy, g_start, g_size, gid, mx, my, members_pid, _TREE_MIN)
+    return np.where(guess_row >= 0, members_pid[np.maximum(guess_row, 0)] if len(members_pid) else -1, -1)
+
+
+def _links_frame(cats, level, key, dh, dw, status, ok, g_size, gp):
+    """The :func:`link_devices` rows of one (level, key)."""
+    n = len(cats)
+    return pd.DataFrame(
+        {
+            "pseudonym": pd.Categorical.from_codes(np.arange(n), categories=cats),
+            "level": level,
+            "key": key,
+            "home_zone": dh,
+            "work_zone": dw if key == "home_work" else np.full(n, -2, dtype=np.int64),
+            "status": pd.Categorical.from_codes(status, categories=list(STATUS)),
+            "set_size": np.where(ok, g_size, -1).astype(np.int64),
+            "guess_person_id": gp,
+        }
+    )
+
+
 # ------------------------------------------------------------------------ public API
 def link_devices(
     inferred: pd.DataFrame,
@@ -199,25 +291,15 @@ def link_devices(
     work_zone (-2 unknown, -1 outside), status (``STATUS``), set_size (int; -1 where the
     status is not "ok"), guess_person_id (-1 where no guess is possible).
     """
-    levels = check_levels(levels, world)
-    keys = tuple([keys] if isinstance(keys, str) else keys)
-    bad = [k for k in keys if k not in KEYS]
-    if bad or not keys:
-        raise ConfigError(f"keys must be a non-empty subset of {KEYS}, got {keys!r}.")
-    if guess not in GUESSES:
-        raise ConfigError(f"guess must be one of {GUESSES}, got {guess!r}.")
-    _check_inputs(inferred, register, levels, keys, world)
-    if guess == "nearest":
-        require_columns(register, ["home_x_m", "home_y_m"], "register", "guess='nearest' needs register home addresses.")
+    levels, keys = _check_link_args(inferred, register, world, levels, keys, guess)
     all_levels = world_levels(world)
 
     pseud = inferred["pseudonym"].to_numpy(dtype=object)
-    n = len(pseud)
     hx = inferred["home_x_m"].to_numpy(dtype=np.float64)
     hy = inferred["home_y_m"].to_numpy(dtype=np.float64)
     wx = inferred["work_x_m"].to_numpy(dtype=np.float64)
     wy = inferred["work_y_m"].to_numpy(dtype=np.float64)
-    sidx = stable_index(pseud) if guess == "random" else None
+    sidx = stable_uid64(pseud) if guess == "random" else None
     reg_pid = register["person_id"].to_numpy()
     reg_x = register["home_x_m"].to_numpy(dtype=np.float64) if guess == "nearest" else None
     reg_y = register["home_y_m"].to_numpy(dtype=np.float64) if guess == "nearest" else None
@@ -229,54 +311,13 @@ def link_devices(
         dw = _dev_zone(world, wx, wy, lv)
         rh = register[register_column("home", lv)].to_numpy(dtype=np.int64)
         for key in keys:
-            status = np.zeros(n, dtype=np.int8)  # index into STATUS
-            status[dh == -2] = 1
-            if key == "home_work":
-                status[(status == 0) & (dw == -2)] = 2
-                status[(status == 0) & ((dh == -1) | (dw == -1))] = 3
-                rw = register[register_column("work", lv)].to_numpy(dtype=np.int64)
-                valid = rh >= 0
-                w_max = max(int(rw.max(initial=0)), int(dw.max(initial=0)))
-                rkey, m = _pair_key(np.where(valid, rh, -1), rw, w_max)
-                dkey, _ = _pair_key(dh, np.maximum(dw, -1), w_max)  # non-ok rows are masked below
-            else:
-                status[(status == 0) & (dh == -1)] = 3
-                valid = rh >= 0
-                rkey = rh
-                dkey = dh.copy()
+            status, dkey, rkey, valid = _zone_keys(key, dh, dw, rh, register, lv)
             ok = status == 0
-            dkey = np.where(ok, dkey, np.iinfo(np.int64).min)
-            order, uk, start, size = _groups(np.where(valid, rkey, np.iinfo(np.int64).min + 1), reg_pid)
-            if len(uk) and uk[0] == np.iinfo(np.int64).min + 1:  # persons outside the area
-                uk, start, size = uk[1:], start[1:], size[1:]
-            g_start, g_size, gid = _lookup(dkey, uk, start, size)
-            g_size = np.where(ok, g_size, 0)
-            members_pid = reg_pid[order]
-            guess_row = np.full(n, -1, dtype=np.int64)
-            if guess == "random":
-                cnt = all_levels.index(lv) * 2 + KEYS.index(key)
-                u = uniforms(seed, TAG_ATTACK, sidx, cnt)
-                pick = np.minimum((u * g_size).astype(np.int64), np.maximum(g_size - 1, 0))
-                guess_row = np.where(g_size > 0, g_start + pick, -1)
-            else:
-                mx = np.ascontiguousarray(reg_x[order])
-                my = np.ascontiguousarray(reg_y[order])
-                guess_row = _nearest_guess(hx, hy, g_start, g_size, gid, mx, my, members_pid, _TREE_MIN)
-            gp = np.where(guess_row >= 0, members_pid[np.maximum(guess_row, 0)] if len(members_pid) else -1, -1)
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "pseudonym": pd.Categorical.from_codes(np.arange(n), categories=cats),
-                        "level": lv,
-                        "key": key,
-                        "home_zone": dh,
-                        "work_zone": dw if key == "home_work" else np.full(n, -2, dtype=np.int64),
-                        "status": pd.Categorical.from_codes(status, categories=list(STATUS)),
-                        "set_size": np.where(ok, g_size, -1).astype(np.int64),
-                        "guess_person_id": gp,
-                    }
-                )
-            )
+            order, g_start, g_size, gid = _anonymity_sets(dkey, rkey, valid, ok, reg_pid)
+            draw = all_levels.index(lv) * 2 + KEYS.index(key)
+            gp = _guess_persons(guess, seed, sidx, draw, hx, hy, reg_x, reg_y, order, reg_pid[order],
+                                g_start, g_size, gid)
+            parts.append(_links_frame(cats, lv, key, dh, dw, status, ok, g_size, gp))
     if not parts:
         return pd.DataFrame(columns=["pseudonym", "level", "key", "home_zone", "work_zone", "status", "set_size", "guess_person_id"])
     out = pd.concat(parts, ignore_index=True)
@@ -439,29 +480,3 @@ def time_to_identification(
     curve = pd.DataFrame(rows, columns=["days", "level", "key"] + METRIC_COLUMNS)
     per_device = pd.DataFrame({"pseudonym": universe.to_numpy(), "first_day": first, "identified_last": ident_last})
     return curve, per_device
-
-
-def plot_time_to_identification(curve: pd.DataFrame, ax=None, label: str | None = None, **line_kw):
-    """Plot the share identified vs days observed with its interval band.
-
-    ``curve`` is the first table of :func:`time_to_identification` (several levels or
-    keys are drawn as separate lines).  Returns the matplotlib Axes.
-    """
-    import matplotlib.pyplot as plt
-
-    require_columns(curve, ["days", "value", "ci_low", "ci_high"], "time-to-identification curve")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4))
-    group_cols = [c for c in ("level", "key") if c in curve.columns]
-    groups = curve.groupby(group_cols, sort=False) if group_cols else [((), curve)]
-    for gk, g in groups:
-        g = g.sort_values("days")
-        lab = label if label is not None else " / ".join(map(str, gk if isinstance(gk, tuple) else (gk,)))
-        line, = ax.plot(g["days"], g["value"], marker="o", label=lab, **line_kw)
-        ax.fill_between(g["days"], g["ci_low"], g["ci_high"], color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set_xlabel("days observed")
-    ax.set_ylabel("share of devices identified")
-    ax.set_ylim(0, 1)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right")
-    return ax

@@ -74,27 +74,15 @@ def _cell_ranges(cell_keys, key, ny, lo_out, hi_out):
 
 # --------------------------------------------------------------------------- DBSCAN
 @jit
-def dbscan_trace(x, y, eps_m, min_samples, labels):
-    """Exact DBSCAN of one trace's points; writes ``labels`` and returns the place count.
+def _grid_cells(x, y, eps_m):
+    """Sort one trace's points into a grid of cell side ``eps_m / 2``.
 
-    Neighbours of a point are the points (itself included) at Euclidean distance
-    ``<= eps_m`` (inclusive, computed as ``dx*dx + dy*dy <= eps_m*eps_m``); a point is
-    *core* when it has ``>= min_samples`` neighbours, exactly as scikit-learn's
-    ``DBSCAN``.  Core points within ``eps_m`` of each other share a place.  A non-core
-    point within ``eps_m`` of a core point (a *border* point) joins the place of its
-    nearest core point, ties going to the earliest such core point (lowest index);
-    other points are noise (label -1).  Places are numbered 0, 1, ... in order of
-    their earliest member.
-
-    Neighbour search uses a grid of cell side ``eps_m / 2`` sorted by cell key:
-    points sharing a cell are always neighbours, so a cell holding ``min_samples``
-    points makes them all core without distance tests, and two cells' core points
-    are linked by the first close pair found.
+    Returns ``(order, xs, ys, ny, cell_start, cell_keys)``: ``order`` sorts the points
+    by cell key (stable), ``xs``/``ys`` are the sorted coordinates, ``ny`` the key
+    stride, and cell ``c`` (key ``cell_keys[c]``) holds sorted positions
+    ``[cell_start[c], cell_start[c + 1])``.  ``x`` must be non-empty.
     """
     n = len(x)
-    if n == 0:
-        return 0
-    eps2 = eps_m * eps_m
     inv = 2.0 / eps_m
     x0 = x.min()
     y0 = y.min()
@@ -121,12 +109,17 @@ def dbscan_trace(x, y, eps_m, min_samples, labels):
     cell_keys = np.empty(ncell, np.int64)
     for c in range(ncell):
         cell_keys[c] = skey[cell_start[c]]
+    return order, xs, ys, ny, cell_start[:ncell + 1], cell_keys
 
+
+@jit
+def _core_points(xs, ys, cell_start, cell_keys, ny, eps2, min_samples):
+    """Core flag per sorted position: ``>= min_samples`` neighbours within ``eps``."""
+    n = len(xs)
+    ncell = len(cell_keys)
     nr = 2 * _REACH + 1
     rlo = np.empty(nr, np.int64)
     rhi = np.empty(nr, np.int64)
-
-    # ---- core points
     core = np.zeros(n, np.bool_)
     for c in range(ncell):
         a0 = cell_start[c]
@@ -151,8 +144,33 @@ def dbscan_trace(x, y, eps_m, min_samples, labels):
                 if cnt >= min_samples:
                     break
             core[p] = cnt >= min_samples
+    return core
 
-    # ---- link core points (union-find over sorted positions)
+
+@jit
+def _cores_touch(xs, ys, core, cell_start, c, c2, eps2):
+    """Whether some core point of cell ``c`` is within ``eps`` of one of cell ``c2``."""
+    for p in range(cell_start[c], cell_start[c + 1]):
+        if not core[p]:
+            continue
+        for q in range(cell_start[c2], cell_start[c2 + 1]):
+            if not core[q]:
+                continue
+            dx = xs[p] - xs[q]
+            dy = ys[p] - ys[q]
+            if dx * dx + dy * dy <= eps2:
+                return True
+    return False
+
+
+@jit
+def _link_cores(xs, ys, core, cell_start, cell_keys, ny, eps2):
+    """Union-find parents over sorted positions joining core points within ``eps``."""
+    n = len(xs)
+    ncell = len(cell_keys)
+    nr = 2 * _REACH + 1
+    rlo = np.empty(nr, np.int64)
+    rhi = np.empty(nr, np.int64)
     parent = np.arange(n)
     first_core = np.full(ncell, -1, np.int64)
     for c in range(ncell):
@@ -172,25 +190,39 @@ def dbscan_trace(x, y, eps_m, min_samples, labels):
                     continue
                 if _find(parent, first_core[c]) == _find(parent, first_core[c2]):
                     continue
-                found = False
-                for p in range(cell_start[c], cell_start[c + 1]):
-                    if not core[p]:
-                        continue
-                    for q in range(cell_start[c2], cell_start[c2 + 1]):
-                        if not core[q]:
-                            continue
-                        dx = xs[p] - xs[q]
-                        dy = ys[p] - ys[q]
-                        if dx * dx + dy * dy <= eps2:
-                            found = True
-                            break
-                    if found:
-                        break
-                if found:
+                if _cores_touch(xs, ys, core, cell_start, c, c2, eps2):
                     _union(parent, first_core[c], first_core[c2])
+    return parent
 
-    # ---- border points: nearest core point, ties to the lowest original index
-    owner = np.full(n, -1, np.int64)  # sorted position of the core point a point joins
+
+@jit
+def _nearest_core(p, xs, ys, order, core, cell_start, rlo, rhi, eps2):
+    """Sorted position of the core point nearest ``p`` within ``eps`` (ties to the lowest
+    original index), or -1; ``rlo``/``rhi`` are the cell ranges around ``p``'s cell."""
+    best = -1
+    bestd = np.inf
+    for r in range(len(rlo)):
+        for q in range(cell_start[rlo[r]], cell_start[rhi[r]]):
+            if not core[q]:
+                continue
+            dx = xs[p] - xs[q]
+            dy = ys[p] - ys[q]
+            d2 = dx * dx + dy * dy
+            if d2 <= eps2 and (d2 < bestd or (d2 == bestd and order[q] < order[best])):
+                best = q
+                bestd = d2
+    return best
+
+
+@jit
+def _border_owners(xs, ys, order, core, cell_start, cell_keys, ny, eps2):
+    """Sorted position of the core point each point joins (itself if core, -1 noise)."""
+    n = len(xs)
+    ncell = len(cell_keys)
+    nr = 2 * _REACH + 1
+    rlo = np.empty(nr, np.int64)
+    rhi = np.empty(nr, np.int64)
+    owner = np.full(n, -1, np.int64)
     for c in range(ncell):
         a0 = cell_start[c]
         a1 = cell_start[c + 1]
@@ -206,21 +238,15 @@ def dbscan_trace(x, y, eps_m, min_samples, labels):
         for p in range(a0, a1):
             if core[p]:
                 continue
-            best = -1
-            bestd = np.inf
-            for r in range(nr):
-                for q in range(cell_start[rlo[r]], cell_start[rhi[r]]):
-                    if not core[q]:
-                        continue
-                    dx = xs[p] - xs[q]
-                    dy = ys[p] - ys[q]
-                    d2 = dx * dx + dy * dy
-                    if d2 <= eps2 and (d2 < bestd or (d2 == bestd and order[q] < order[best])):
-                        best = q
-                        bestd = d2
-            owner[p] = best
+            owner[p] = _nearest_core(p, xs, ys, order, core, cell_start, rlo, rhi, eps2)
+    return owner
 
-    # ---- canonical labels: places numbered by their earliest member
+
+@jit
+def _canonical_labels(order, owner, parent, labels):
+    """Write ``labels`` (original order), places numbered by their earliest member;
+    returns the place count."""
+    n = len(order)
     pos_of = np.empty(n, np.int64)
     for p in range(n):
         pos_of[order[p]] = p
@@ -237,6 +263,34 @@ def dbscan_trace(x, y, eps_m, min_samples, labels):
             nc += 1
         labels[i] = root_label[root]
     return nc
+
+
+@jit
+def dbscan_trace(x, y, eps_m, min_samples, labels):
+    """Exact DBSCAN of one trace's points; writes ``labels`` and returns the place count.
+
+    Neighbours of a point are the points (itself included) at Euclidean distance
+    ``<= eps_m`` (inclusive, computed as ``dx*dx + dy*dy <= eps_m*eps_m``); a point is
+    *core* when it has ``>= min_samples`` neighbours, exactly as scikit-learn's
+    ``DBSCAN``.  Core points within ``eps_m`` of each other share a place.  A non-core
+    point within ``eps_m`` of a core point (a *border* point) joins the place of its
+    nearest core point, ties going to the earliest such core point (lowest index);
+    other points are noise (label -1).  Places are numbered 0, 1, ... in order of
+    their earliest member.
+
+    Neighbour search uses a grid of cell side ``eps_m / 2`` sorted by cell key:
+    points sharing a cell are always neighbours, so a cell holding ``min_samples``
+    points makes them all core without distance tests, and two cells' core points
+    are linked by the first close pair found.
+    """
+    if len(x) == 0:
+        return 0
+    eps2 = eps_m * eps_m
+    order, xs, ys, ny, cell_start, cell_keys = _grid_cells(x, y, eps_m)
+    core = _core_points(xs, ys, cell_start, cell_keys, ny, eps2, min_samples)
+    parent = _link_cores(xs, ys, core, cell_start, cell_keys, ny, eps2)
+    owner = _border_owners(xs, ys, order, core, cell_start, cell_keys, ny, eps2)
+    return _canonical_labels(order, owner, parent, labels)
 
 
 # --------------------------------------------------------------------------- windows
