@@ -256,3 +256,33 @@ def test_calibration_reference_lines_and_missing(run):
     assert all(len(a.lines) == 0 for a in fig2.axes)
     with pytest.raises(InputError):
         plots.plot_calibration([1, 2])
+
+
+def test_device_trail_night_window_is_a_parameter(run):
+    sim, inf = run["sim"], run["inferred"]
+    ps = _identified(run)[0]
+    default = " ".join(_texts(plots.plot_device_trail(sim.release, inf, sim.world, ps)))
+    assert "night ping, 22–06 h" in default
+    other = " ".join(_texts(plots.plot_device_trail(sim.release, inf, sim.world, ps, night_hours=(20.5, 7.0))))
+    assert "night ping, 20.5–07 h" in other and "22–06" not in other
+    n_def = int(default.split("night ping, 22–06 h (")[1].split(")")[0].replace(",", ""))
+    n_oth = int(other.split("night ping, 20.5–07 h (")[1].split(")")[0].replace(",", ""))
+    assert n_oth >= n_def  # a wider window holds at least as many pings
+
+
+# ------------------------------------------------------------ helpers shared with the report
+def test_public_helpers():
+    from sim.report import document
+
+    assert plots.params_label('{"cell_m": 1000.0, "salt": "secret"}') == "cell_m=1000"
+    assert plots.params_label({"k": 10, "level": "tract", "bin_h": 1.0}) == "k=10, level=tract, bin_h=1"
+    assert plots.params_label("{}") == "" and plots.params_label(None) == ""
+    assert plots.params_label("not json") == "not json"
+    assert plots.local_str(0, 3600, "%H:%M") == "01:00"
+    assert plots.local_str(86400 * 2 + 7200, -3600) == "Sat 03 Jan 01:00"
+    assert plots.KEY_LABELS == {"home": "home only", "home_work": "home + work"}
+    # one copy of each, used by the report too
+    assert document.KEY_LABELS is plots.KEY_LABELS
+    assert document.params_label is plots.params_label and document.local_str is plots.local_str
+    for name in ("_params_label", "_local_str", "_KEY_LABEL", "_f"):
+        assert not hasattr(plots, name), name

@@ -18,11 +18,42 @@ from sim.core.errors import InputError
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+def _with_settings(d, **overrides):
+    """Give ``d/run.json`` (a COPY of a run folder) the ``settings`` block the main job
+    writes, built from the main job's settings if the run.json has none yet; then
+    update its parts with ``overrides`` ({part: {key: value}}).  Returns the settings."""
+    run = json.loads((d / "run.json").read_text())
+    if "settings" not in run:
+        import dataclasses
+
+        from sim.infer import InferenceParams
+        from sim.pipeline.evaluate import DEFAULT_DEFENSES
+        from sim.pipeline.main import DEFENSE_SAMPLE_TRACES, MAIN_ATTACK_CONFIG
+
+        gm = json.loads((d / "attacks" / "geofence_meta.json").read_text())
+        days = run["scenario"]["pings"]["days"]
+        attacks = dict(MAIN_ATTACK_CONFIG, seed=run["seed"], geofence_polygon_wkt=gm["polygon_wkt"],
+                       geofence_window_s=[gm["t_start_s"], gm["t_end_s"]])
+        run["settings"] = json.loads(json.dumps({
+            "inference": dataclasses.asdict(InferenceParams()),
+            "attacks": attacks,
+            "defenses": [{"name": n, "params": p} for n, p in DEFAULT_DEFENSES],
+            "defense_attack_config": {"ttid_level": "building", "seed": run["seed"]},
+            "defense_sample_traces": DEFENSE_SAMPLE_TRACES,
+            "defense_days": sorted({min(7, days), days}),
+        }))
+    for part, values in overrides.items():
+        run["settings"][part].update(values)
+    (d / "run.json").write_text(json.dumps(run, indent=2))
+    return run["settings"]
+
+
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     src = tiny_run(tmp_path_factory)
     d = tmp_path_factory.mktemp("report_run") / "run"
     shutil.copytree(src, d)
+    _with_settings(d)
     paths = report.write_report(d)
     return d, paths
 
@@ -190,3 +221,64 @@ def test_report_is_deterministic(written, tmp_path):
     report.write_report(d)
     for p in ("report.md", "report.html", "figures/device_trail.png"):
         assert (d / p).read_bytes() == (src / p).read_bytes(), p
+
+
+def test_report_states_the_settings_of_run_json_not_defaults(written, tmp_path):
+    src, _ = written
+    d = tmp_path / "run"
+    shutil.copytree(src, d)
+    default = json.loads((d / "run.json").read_text())["settings"]
+    st = _with_settings(d, attacks={"unicity_n_sample": 1234, "known_n_targets": 77, "known_m": [2, 6],
+                                    "unicity_v_m": [321.0, 654.0], "known_jitter_s": 300.0},
+                        inference={"eps_m": 75.0, "night_start_h": 21.0, "min_work_share": 0.4,
+                                   "work_weekdays": [0, 1, 2, 3, 4, 5], "max_accuracy_m": None})
+    assert st["attacks"]["unicity_n_sample"] != default["attacks"]["unicity_n_sample"]
+    report.write_report(d)
+    md = (d / "report.md").read_text(encoding="utf-8")
+    for needle in ("1,234 traces sampled", "for 77 target devices", "m = 2, 6 sightings", "v = 321, 654 m",
+                   "time within ±5 min", "neighbours within 75 m", "(21:00–06:00 local time)",
+                   "(Mon, Tue, Wed, Thu, Fri, Sat, 09:00–17:00)", "on at least 40% of the observed",
+                   "No ping is dropped for its reported accuracy.", "inference settings this run used"):
+        assert needle in md, needle
+    assert f"{default['attacks']['unicity_n_sample']:,} traces sampled" not in md
+    assert f"neighbours within {default['inference']['eps_m']:g} m" not in md
+    assert "defaults" not in md.split("## How this was computed")[1].split("### The attacks")[0]
+    html_page = (d / "report.html").read_text(encoding="utf-8")
+    assert "1,234 traces sampled" in html_page
+
+
+def test_report_of_an_older_run_folder_is_an_input_error(written, tmp_path):
+    src, _ = written
+    run = json.loads((src / "run.json").read_text())
+    run.pop("settings")
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    with pytest.raises(InputError, match=r"older reidsim.*re-run|older reidsim.*Re-run") as e:
+        report.write_report(tmp_path)
+    assert "reidsim run" in str(e.value)
+    run["settings"] = {"attacks": {}}  # half a settings block: the same advice
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    with pytest.raises(InputError, match="older reidsim"):
+        report.write_report(tmp_path)
+    assert not list(tmp_path.glob("report.*"))
+
+
+def test_report_stage_imports_no_later_stage_nor_defaults():
+    """The report reads settings from run.json: no import of a later stage (pipeline,
+    api, cli), of the inference defaults or of the scenario defaults."""
+    import ast
+    from pathlib import Path
+
+    import sim.report
+
+    for path in Path(sim.report.__file__).parent.glob("*.py"):
+        src = path.read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(src)):
+            mods = []
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                mods = [node.module]
+            for m in mods:
+                assert not m.startswith(("sim.pipeline", "sim.api", "sim.cli")), (path.name, m)
+        assert "InferenceParams" not in src and "MAIN_ATTACK_CONFIG" not in src and "Scenario()" not in src, \
+            path.name

@@ -1,7 +1,7 @@
 """The run report: ``figures/*.png``, ``report.md`` and a self-contained ``report.html``.
 
 :func:`write_report` reads everything from a run folder written by
-:func:`sim.run.run_main` (layout in its docstring) and writes
+:func:`sim.pipeline.main.run_main` (layout in its module docstring) and writes
 
 * ``figures/<name>.png`` — one file per figure of :data:`FIGURES`;
 * ``report.md`` — Markdown, figures referenced by relative path;
@@ -12,6 +12,11 @@ The text is built once as a list of blocks and rendered to both formats, so they
 the same thing.  Every figure is rendered in memory first and every file is written
 atomically (temporary name, then ``os.replace``) only when all of them succeeded: a
 failure leaves the previous report untouched.
+
+Every setting the report describes (inference, attacks, scenario) is read from the
+folder's ``run.json`` (its ``settings`` and ``scenario`` blocks), never from this
+version's defaults: a folder whose run.json has no ``settings`` (written by an older
+reidsim) is an :class:`~sim.core.errors.InputError`.
 
 The report contains no personal data beyond the synthetic register's names (the
 device map names one synthetic person); coordinates appear only as metres of the
@@ -32,14 +37,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.core.config import Scenario
 from sim.core.errors import InputError
 from sim.core.files import atomic_path
-from sim.infer import InferenceParams
+from sim.core.fmt import NA, count, is_finite, num, num_auto, num_range, pct, pct_ci, pct_range
 from sim.metrics.calibration import SANE_RANGES
-from sim.release.dataset import load
+from sim.release.dataset import check_derived, load
 from sim.report import plots
-from sim.report.plots import _local_str, _params_label
+from sim.report.plots import KEY_LABELS, local_str, params_label
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +70,7 @@ def _read_json(path: Path, required=False):
     if not path.exists():
         if required:
             raise InputError(f"{str(path)!r} is missing; run the main job first "
-                             "(`reidsim run --out DIR` or sim.run.run_main) or pass the run folder.")
+                             "(`reidsim run --out DIR` or sim.api.run_main) or pass the run folder.")
         return None
     try:
         return json.loads(path.read_text())
@@ -83,8 +87,28 @@ def _read_table(path: Path):
     return None
 
 
+def _read_run(path: Path) -> dict:
+    """run.json, checked for the ``settings`` block the report describes the run from."""
+    run = _read_json(path, required=True)
+    if not isinstance(run, dict):
+        raise InputError(f"{str(path)!r} is not a run.json object; re-run `reidsim run --out DIR`.")
+    st = run.get("settings")
+    if not isinstance(st, dict):
+        raise InputError(f"{str(path)!r} has no 'settings' block: the folder was written by an older reidsim, "
+                         "whose run.json does not record the settings the run used. Re-run `reidsim run "
+                         "--out DIR` (or sim.api.run_main) with this version to get a report.")
+    missing = [k for k in ("inference", "attacks") if not isinstance(st.get(k), dict)]
+    if missing:
+        raise InputError(f"{str(path)!r}: settings lack {missing}; the folder was written by an older reidsim. "
+                         "Re-run `reidsim run --out DIR` with this version to get a report.")
+    return run
+
+
 def _load(d: Path, sim=None) -> dict:
-    data = {"dir": d, "run": _read_json(d / "run.json", required=True),
+    run = _read_run(d / "run.json")
+    if (d / "manifest.json").exists():  # tables derived from another dataset are refused
+        check_derived(d, run.get("dataset_id"), "run.json")
+    data = {"dir": d, "run": run,
             "manifest": _read_json(d / "manifest.json") or {},
             "calibration": _read_json(d / "calibration.json"),
             "summary": _read_json(d / "attacks" / "summary.json") or {},
@@ -96,63 +120,12 @@ def _load(d: Path, sim=None) -> dict:
     data["utility"] = _read_table(d / "defenses" / "utility.parquet")
     data["inferred"] = _read_table(d / "inferred.parquet")
     if sim is None and (d / "pings").exists() and (d / "world").exists():
-
         sim = load(d)
     data["sim"] = sim
     return data
 
 
 # ========================================================================= formatting
-def _fin(v) -> bool:
-    try:
-        return v is not None and math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
-
-
-def _pct_str(v, nd):
-    x = 100 * float(v)
-    if x != 0 and abs(x) < 0.5 * 10 ** -nd:  # would print as 0: keep two significant digits
-        return f"{x:.2g}"
-    return f"{x:.{nd}f}"
-
-
-def _pct(v, nd=1):
-    return f"{_pct_str(v, nd)}%" if _fin(v) else "n/a"
-
-
-def _ci_pct(lo, hi, nd=1):
-    return f"{_pct_str(lo, nd)}–{_pct_str(hi, nd)}%" if _fin(lo) and _fin(hi) else "n/a"
-
-
-def _pct_ci(r):
-    return f"{_pct(r['value'])} ({_ci_pct(r.get('ci_low'), r.get('ci_high'))})"
-
-
-def _gen(v):
-    """A plain number with sensible digits."""
-    if not _fin(v):
-        return "n/a"
-    v = float(v)
-    if abs(v) >= 100:
-        return f"{v:,.0f}"
-    if abs(v) >= 10:
-        return f"{v:.1f}"
-    return f"{v:.3g}"
-
-
-def _num(v, nd=0):
-    return f"{float(v):,.{nd}f}" if _fin(v) else "n/a"
-
-
-def _ci_num(lo, hi, nd=0):
-    return f"{float(lo):,.{nd}f}–{float(hi):,.{nd}f}" if _fin(lo) and _fin(hi) else "n/a"
-
-
-def _n(v):
-    return f"{int(v):,}" if _fin(v) else "n/a"
-
-
 def _row(df, **eq):
     """First row of ``df`` matching every column == value (None if none)."""
     if df is None or not len(df):
@@ -170,20 +143,25 @@ def _row(df, **eq):
     return r.iloc[0] if len(r) else None
 
 
+def _row_pct_ci(r):
+    """"12.3% (11.0–13.6%)" of a tidy row (value, ci_low, ci_high)."""
+    return pct_ci(r["value"], r.get("ci_low"), r.get("ci_high"))
+
+
 def _share_row(label, r, nd=1):
     if r is None:
         return None
-    return [label, _pct(r["value"], nd), _ci_pct(r.get("ci_low"), r.get("ci_high"), nd), _n(r.get("n"))]
+    return [label, pct(r["value"], nd), pct_range(r.get("ci_low"), r.get("ci_high"), nd), count(r.get("n"))]
 
 
 def _size_row(label, r):
     if r is None:
         return None
-    return [label, _num(r["value"]), _ci_num(r.get("ci_low"), r.get("ci_high")), _n(r.get("n"))]
+    return [label, num(r["value"]), num_range(r.get("ci_low"), r.get("ci_high")), count(r.get("n"))]
 
 
 def _key_words(key):
-    return {"home": "home only", "home_work": "home + work"}.get(key, str(key))
+    return KEY_LABELS.get(key, str(key))
 
 
 # ========================================================================== figures
@@ -226,10 +204,18 @@ def _png(fig) -> bytes:
 
 
 def _ttid_level_key(data):
+    """(level, key) of the time-to-identification curve: from its table, else the run's
+    attack settings."""
     t = data.get("time_to_identification")
     if t is not None and len(t) and {"level", "key"} <= set(t.columns):
         return str(t["level"].iloc[0]), str(t["key"].iloc[0])
-    return "building", "home_work"
+    a = _settings(data, "attacks")
+    return str(a.get("ttid_level", "building")), str(a.get("ttid_key", "home_work"))
+
+
+def _settings(data, part) -> dict:
+    """``run.json["settings"][part]`` (checked to exist by :func:`_read_run`)."""
+    return (data["run"].get("settings") or {}).get(part) or {}
 
 
 def _render_figures(data) -> tuple[dict, dict]:
@@ -251,7 +237,7 @@ def _render_figures(data) -> tuple[dict, dict]:
         if ps is not None:
             pngs["device_trail"] = _png(plots.plot_device_trail(
                 sim.release, data["inferred"], sim.world, ps, sim.register, data["linkage_per_device"],
-                level=level, key=key))
+                level=level, key=key, night_hours=_night_hours(data)))
             facts["device_trail"] = _trail_facts(data, ps, level, key)
     gm = data["geofence_meta"]
     if sim is not None and gm and data["geofence_per_pseudonym"] is not None:
@@ -265,6 +251,14 @@ def _render_figures(data) -> tuple[dict, dict]:
     if data["calibration"]:
         pngs["calibration"] = _png(plots.plot_calibration(data["calibration"]))
     return pngs, facts
+
+
+def _night_hours(data):
+    """The attacker's night window (start, end) in local hours, from the run's inference
+    settings (the trail map colours night pings with it)."""
+    inf = _settings(data, "inference")
+    st, en = inf.get("night_start_h"), inf.get("night_end_h")
+    return (float(st), float(en)) if is_finite(st) and is_finite(en) else plots.NIGHT_HOURS
 
 
 def _trail_facts(data, ps, level, key):
@@ -486,7 +480,7 @@ def _headline_rows(data):
     if gf is not None and len(gf):
         r = _row(gf, metric="n_seen")
         if r is not None:
-            rows.append(["Geofence: devices seen at the gathering", _n(r["value"]), "", _n(r["value"])])
+            rows.append(["Geofence: devices seen at the gathering", count(r["value"]), "", count(r["value"])])
         gk = str(gf["key"].iloc[0]) if "key" in gf.columns else "home"
         gl = str(gf["level"].iloc[0]) if "level" in gf.columns else "building"
         rows.append(_share_row(f"Geofence: attendees named correctly ({_GEOFENCE_KEY.get(gk, gk)}, {gl} level)",
@@ -515,13 +509,13 @@ def _cal_rows(data):
         r4, r2 = _row(u, p=4, v_m=v, h_h=h), _row(u, p=2, v_m=v, h_h=h)
         src = "de Montjoye et al. 2013, Sci. Rep. 3:1376 (1.5M phones, antenna cells, hourly)"
         if r4 is not None:
-            rows.append([f"Unicity, 4 points ({v:,.0f} m, {h:g} h)", _pct_ci(r4), "95%", src])
+            rows.append([f"Unicity, 4 points ({v:,.0f} m, {h:g} h)", _row_pct_ci(r4), "95%", src])
         if r2 is not None:
-            rows.append([f"Unicity, 2 points ({v:,.0f} m, {h:g} h)", _pct_ci(r2), "more than 50%", src])
+            rows.append([f"Unicity, 2 points ({v:,.0f} m, {h:g} h)", _row_pct_ci(r2), "more than 50%", src])
         pl = data["unicity_power_law"]
         r = _row(pl, p=4) if pl is not None else None
-        if r is not None and _fin(r["exponent"]):
-            se = f" ± {float(r['exponent_se']):.2f}" if _fin(r.get("exponent_se")) else ""
+        if r is not None and is_finite(r["exponent"]):
+            se = f" ± {float(r['exponent_se']):.2f}" if is_finite(r.get("exponent_se")) else ""
             rows.append(["Decay of unicity with resolution (exponent, 4 points)",
                          f"{float(r['exponent']):.2f}{se}", "about −0.1", src])
     if lk is not None:
@@ -530,26 +524,26 @@ def _cal_rows(data):
             r = _row(lk, metric="median_set_size", level=lv, key="home_work")
             if r is not None:
                 rows.append([f"Median anonymity set, home + work, {lv}",
-                             f"{_num(r['value'])} ({_ci_num(r['ci_low'], r['ci_high'])})",
+                             f"{num(r['value'])} ({num_range(r['ci_low'], r['ci_high'])})",
                              f"{ref} ({ref_lv})", "Golle & Partridge 2009 (US workers)"])
-    if _fin(cal.get("commute_minutes_mean")):
+    if is_finite(cal.get("commute_minutes_mean")):
         rows.append(["Mean one-way commute", f"{float(cal['commute_minutes_mean']):.1f} min", "27.6 min",
                      "US Census Bureau, American Community Survey 2019"])
-    if _fin(cal.get("distinct_places_growth_exponent")):
+    if is_finite(cal.get("distinct_places_growth_exponent")):
         rows.append(["Growth of distinct places visited, S(t) ∝ t^μ",
                      f"μ = {float(cal['distinct_places_growth_exponent']):.2f}",
                      "μ ≈ 0.6", "Song et al. 2010, Nature Physics (phone records)"])
-    if _fin(cal.get("visit_rank_exponent")):
+    if is_finite(cal.get("visit_rank_exponent")):
         rows.append(["Visit frequency by place rank, f_k ∝ k^−ζ", f"ζ = {float(cal['visit_rank_exponent']):.2f}",
                      "ζ ≈ 1.2", "Song et al. 2010, Nature Physics"])
-    if _fin(cal.get("pings_per_device_day_mean")):
+    if is_finite(cal.get("pings_per_device_day_mean")):
         rows.append(["Pings per device-day (mean; median)",
-                     f"{float(cal['pings_per_device_day_mean']):.1f}; {_num(cal.get('pings_per_device_day_median'))}",
+                     f"{float(cal['pings_per_device_day_mean']):.1f}; {num(cal.get('pings_per_device_day_median'))}",
                      "about 17 (Gravy/Venntel); over 90 claimed (Kochava)", "broker disclosures (DESIGN.md §9)"])
     tt = data["time_to_identification"]
     r = _row(tt, days=7) if tt is not None else None
     if r is not None:
-        rows.append(["Identified after 7 days of data (context only: another attack)", _pct(r["value"]),
+        rows.append(["Identified after 7 days of data (context only: another attack)", pct(r["value"]),
                      "16.8% after 1 week", "Kondor et al. 2017 (matching two datasets)"])
     return rows
 
@@ -559,8 +553,8 @@ def _sanity_rows(cal):
     rows = []
     for k, (lo, hi) in SANE_RANGES.items():
         v = cal.get(k)
-        ok = _fin(v) and lo <= float(v) <= hi
-        rows.append([k.replace("_", " "), _gen(v),
+        ok = is_finite(v) and lo <= float(v) <= hi
+        rows.append([k.replace("_", " "), num_auto(v),
                      f"{lo:g} – {hi:g}", "yes" if ok else "NO"])
     return rows
 
@@ -586,46 +580,70 @@ def _defense_rows(data, level, key):
 
         def uval(m):
             x = _row(u, metric=m)
-            if x is None or not _fin(x["value"]):
+            if x is None or not is_finite(x["value"]):
                 return "n/a"
-            return _pct(x["value"], 0) if m == "share_pings_kept" else f"{float(x['value']):.2f}"
+            return pct(x["value"], 0) if m == "share_pings_kept" else f"{float(x['value']):.2f}"
 
-        rows.append([dname, _params_label(params) or "–",
-                     _pct(r["value"]) if r is not None else "n/a (aggregate)",
-                     _ci_pct(r["ci_low"], r["ci_high"]) if r is not None else "",
-                     _n(r["n"]) if r is not None else "",
-                     (_pct(un["value"], 0) if un is not None else "n/a"),
+        rows.append([dname, params_label(params) or "–",
+                     pct(r["value"]) if r is not None else "n/a (aggregate)",
+                     pct_range(r["ci_low"], r["ci_high"]) if r is not None else "",
+                     count(r["n"]) if r is not None else "",
+                     (pct(un["value"], 0) if un is not None else "n/a"),
                      *[uval(m) for m, _ in _DEF_UTIL],
-                     _pct(mem["value"], 0) if mem is not None else "–"])
+                     pct(mem["value"], 0) if mem is not None else "–"])
     return rows
 
 
-def _inference_items():
+def _inference_items(data):
+    p = _settings(data, "inference")
 
-    p = InferenceParams()
-    days = ", ".join("Mon Tue Wed Thu Fri Sat Sun".split()[d] for d in p.work_weekdays)
+    def g(k, spec="g"):
+        v = p.get(k)
+        return NA if v is None else format(v, spec)
+
+    wd = p.get("work_weekdays")
+    names = "Mon Tue Wed Thu Fri Sat Sun".split()
+    days = ", ".join(names[int(d)] if 0 <= int(d) < 7 else str(d) for d in wd) if wd else NA
+    share = {k: (NA if p.get(k) is None else f"{100 * float(p[k]):g}") for k in ("min_work_share",
+                                                                                "max_work_night_share")}
+    acc = p.get("max_accuracy_m", NA)
     return [
-        f"Pings whose reported accuracy is worse than {p.max_accuracy_m:g} m are dropped.",
-        f"Each pseudonym's pings are clustered into places (DBSCAN: neighbours within {p.eps_m:g} m, "
-        f"at least {p.min_samples} pings to form a place).",
-        f"Home = the place seen on the most distinct nights ({p.night_start_h:02.0f}:00–{p.night_end_h:02.0f}:00 "
-        f"local time), ties broken by more night pings; at least {p.min_home_nights} night(s).",
-        f"Work = among places at least {p.min_work_dist_m:g} m from home, the one seen on the most distinct "
-        f"working days ({days}, {p.work_start_h:02.0f}:00–{p.work_end_h:02.0f}:00); kept only if seen on at "
-        f"least {p.min_work_days} days and on at least {100 * p.min_work_share:g}% of the observed working "
-        f"days, and on at most {100 * p.max_work_night_share:g}% as many nights as the home"
-        + ("; no work without a home." if p.work_requires_home else "."),
-        "These are sim.infer.InferenceParams defaults (the main job uses them unchanged); "
-        "the attacker code never sees the ground truth.",
+        (f"Pings whose reported accuracy is worse than {g('max_accuracy_m')} m are dropped." if acc is not None
+         else "No ping is dropped for its reported accuracy."),
+        f"Each pseudonym's pings are clustered into places (DBSCAN: neighbours within {g('eps_m')} m, "
+        f"at least {g('min_samples')} pings to form a place).",
+        f"Home = the place seen on the most distinct nights ({g('night_start_h', '02.0f')}:00–"
+        f"{g('night_end_h', '02.0f')}:00 local time), ties broken by more night pings; at least "
+        f"{g('min_home_nights')} night(s).",
+        f"Work = among places at least {g('min_work_dist_m')} m from home, the one seen on the most distinct "
+        f"working days ({days}, {g('work_start_h', '02.0f')}:00–{g('work_end_h', '02.0f')}:00); kept only if seen "
+        f"on at least {g('min_work_days')} days and on at least {share['min_work_share']}% of the observed working "
+        f"days, and on at most {share['max_work_night_share']}% as many nights as the home"
+        + ("; no work without a home." if p.get("work_requires_home") else "."),
+        "These are the inference settings this run used (run.json); the attacker code never sees the ground "
+        "truth.",
     ]
 
 
-def _attack_items(data):
-    from sim.pipeline.main import MAIN_ATTACK_CONFIG as M
+def _join(values, spec="g"):
+    """"1, 2, 3" of a list of settings (n/a when absent)."""
+    if values is None:
+        return NA
+    if isinstance(values, (int, float, str)):
+        values = [values]
+    return ", ".join(format(v, spec) for v in values) if len(values) else NA
 
+
+def _attack_items(data):
+    a = _settings(data, "attacks")
     level, key = _ttid_level_key(data)
     tt = data["time_to_identification"]
     days = ", ".join(str(int(d)) for d in sorted(tt["days"].unique())) if tt is not None and len(tt) else "n/a"
+    ns = a.get("unicity_n_sample")
+    sampled = f"{int(ns):,} traces sampled" if ns is not None else "every trace used"
+    nt = a.get("known_n_targets")
+    targets = f"for {int(nt):,} target devices" if nt is not None else "for every device as the target"
+    gl, gk = _geofence_level_key(data)
     return [
         "Home/work linkage (Golle & Partridge 2009): the inferred home (and work) is mapped to its zone at each "
         "level (building, block, tract, district); the anonymity set is the register persons with the same home "
@@ -633,19 +651,17 @@ def _attack_items(data):
         "Shares are over all released pseudonyms, including those whose home could not be inferred.",
         f"Time to identification: the same linkage ({_key_words(key)}, {level} level) using only the first d days "
         f"of pings, for d = {days}.",
-        f"Unicity (de Montjoye et al. 2013): p = {', '.join(map(str, M['unicity_p']))} pings drawn at random from a "
-        f"trace, each reduced to a square cell of v = {', '.join(f'{v:g}' for v in M['unicity_v_m'])} m and a time "
-        f"bin of h = {', '.join(f'{h:g}' for h in M['unicity_h_h'])} h; unique if no other trace has all p points; "
-        f"{M['unicity_n_sample']:,} traces sampled.",
-        "Top-N places (Zang & Bolot 2011): the set of a device's N most pinged zones (N = 1, 2, 3) at each level; "
-        "unique if no other device has the same set.",
-        f"Known points: for {M['known_n_targets']:,} target devices the attacker knows m = "
-        f"{', '.join(map(str, M['known_m']))} sightings (place with "
-        f"{', '.join(f'{s:g}' for s in M['known_sigma_m'])} m "
-        "error, time within ±10 min); success = the target's trace is the only one matching them all.",
+        f"Unicity (de Montjoye et al. 2013): p = {_join(a.get('unicity_p'))} pings drawn at random from a "
+        f"trace, each reduced to a square cell of v = {_join(a.get('unicity_v_m'))} m and a time "
+        f"bin of h = {_join(a.get('unicity_h_h'))} h; unique if no other trace has all p points; {sampled}.",
+        f"Top-N places (Zang & Bolot 2011): the set of a device's N most pinged zones (N = {_topn_n(data)}) at "
+        "each level; unique if no other device has the same set.",
+        f"Known points: {targets} the attacker knows m = {_join(a.get('known_m'))} sightings (place with "
+        f"{_join(a.get('known_sigma_m'))} m error, time within ±{_known_jitter(data)}); success = the target's "
+        "trace is the only one matching them all.",
         f"Geofence: every pseudonym with a ping inside a {_geofence_radius(data)} circle around a busy place "
         "(the centre of the block with the most distinct devices during an afternoon, a Saturday when the "
-        "window has one) is followed to its inferred home and linked by home building alone.",
+        f"window has one) is followed to its inferred home and linked by {_geofence_by(gl, gk)}.",
         "Re-linking of rotating IDs: pseudonyms of consecutive rotation periods joined by their inferred "
         "home/work (run only when the broker rotates IDs).",
         "Uncertainty: shares carry 95% Wilson score intervals and medians distribution-free order-statistic "
@@ -654,19 +670,58 @@ def _attack_items(data):
     ]
 
 
+def _geofence_by(level, key):
+    """How the geofence attack links an attendee, in words ("home building alone")."""
+    if (level, key) == ("building", "home"):
+        return "home building alone"
+    return f"{_GEOFENCE_KEY.get(key, key)} at {level} level"
+
+
+def _geofence_level_key(data):
+    """(level, key) the geofence attack linked by: the run's attack settings, else its table."""
+    a = _settings(data, "attacks")
+    gf = data.get("geofence")
+    tl = str(gf["level"].iloc[0]) if gf is not None and len(gf) and "level" in gf.columns else "building"
+    tk = str(gf["key"].iloc[0]) if gf is not None and len(gf) and "key" in gf.columns else "home"
+    return str(a.get("geofence_level", tl)), str(a.get("geofence_key", tk))
+
+
+def _topn_n(data):
+    """The N of the top-N attack: the run's settings (topn_n), else its table."""
+    a = _settings(data, "attacks")
+    if a.get("topn_n") is not None:
+        return _join(a["topn_n"])
+    tn = data.get("topn")
+    if tn is not None and len(tn) and "N" in tn.columns:
+        return ", ".join(str(int(n)) for n in sorted(tn["N"].unique()))
+    return NA
+
+
+def _known_jitter(data):
+    """The known-points time tolerance as "10 min": settings (known_jitter_s), else its table."""
+    a = _settings(data, "attacks")
+    j = a.get("known_jitter_s")
+    kp = data.get("known_points")
+    if j is None and kp is not None and len(kp) and "jitter_s" in kp.columns:
+        j = kp["jitter_s"].iloc[0]
+    return f"{float(j) / 60:g} min" if is_finite(j) else NA
+
+
 def _geofence_radius(data):
-    gm = data.get("geofence_meta")
-    if not gm:
+    """Radius of the geofence circle: from geofence_meta.json, else the run's attack settings."""
+    wkt = (data.get("geofence_meta") or {}).get("polygon_wkt") or _settings(data, "attacks").get(
+        "geofence_polygon_wkt")
+    if not wkt:
         return "small"
     import shapely
 
-    poly = shapely.from_wkt(gm["polygon_wkt"])
+    poly = shapely.from_wkt(wkt)
     return f"{math.sqrt(poly.area / math.pi):,.0f} m"
 
 
 def _world_items(data):
     run, man = data["run"], data["manifest"]
-    s = run.get("scenario") or man.get("scenario") or {}
+    s = run.get("scenario") or {}
     w, pop, g, ids, reg = (s.get(k, {}) for k in ("world", "population", "pings", "ids", "register"))
     rows = man.get("rows", {})
     sim = data["sim"]
@@ -680,7 +735,7 @@ def _world_items(data):
         kind = "a real polygon file" if w.get("polygons") else (
             f"a synthetic metro area of radius {w.get('radius_km', 0):g} km with a dense core and "
             f"{w.get('n_subcentres')} sub-centres")
-        items.append(f"World: {kind}; {_n(rows.get('persons', w.get('residents')))} residents (about "
+        items.append(f"World: {kind}; {count(rows.get('persons', w.get('residents')))} residents (about "
                      f"{w.get('residents_per_block')} per block, {w.get('blocks_per_tract')} blocks per tract, "
                      f"{w.get('tracts_per_district')} tracts per district), {w.get('jobs_per_resident'):g} jobs per "
                      f"resident.{zones}")
@@ -688,9 +743,9 @@ def _world_items(data):
         items.append(f"Population: {100 * pop.get('employment_rate', 0):g}% employed, of whom "
                      f"{100 * pop.get('night_shift_share', 0):g}% work nights; workplaces drawn with distance decay "
                      f"(scale {pop.get('commute_decay_km'):g} km) towards job density.")
-        items.append(f"Broker panel: {_n(rows.get('devices'))} devices "
-                     f"({100 * pop.get('device_share', 0):g}% of residents), {_n(rows.get('pseudonyms'))} published "
-                     f"pseudonyms, {_n(rows.get('pings'))} pings.")
+        items.append(f"Broker panel: {count(rows.get('devices'))} devices "
+                     f"({100 * pop.get('device_share', 0):g}% of residents), {count(rows.get('pseudonyms'))} published "
+                     f"pseudonyms, {count(rows.get('pings'))} pings.")
     if g:
         mean = g.get("median_pings_per_day", 0) * math.exp(g.get("rate_sigma", 0) ** 2 / 2)
         items.append(f"Observation window: {g.get('days')} days from {g.get('start_date')} (local time, UTC"
@@ -722,21 +777,15 @@ def _world_items(data):
 
 
 def _reproduce(data):
+    """(command line, Python snippet, scenario TOML) that re-run this folder's scenario.
 
-    run = data["run"]
-    sdict = run.get("scenario") or data["manifest"].get("scenario")
-    seed = run.get("seed")
-    default_cmd = None
-    try:
-        scn = Scenario.from_dict(sdict)
-        if seed is not None and Scenario().replace(seed=int(seed)).config_hash() == scn.config_hash():
-            default_cmd = f"reidsim run --seed {int(seed)} --out DIR"
-    except Exception:  # an unreadable scenario still gets the TOML route
-        scn = None
+    Built from run.json's scenario alone: the TOML holds every parameter (seed
+    included), so the commands do not depend on this version's defaults."""
+    sdict = data["run"].get("scenario")
     toml = scenario_toml(sdict) if sdict else ""
-    cmd = default_cmd or "reidsim run --config scenario.toml --out DIR   # scenario.toml: the block below"
-    scn_py = (f"Scenario().replace(seed={int(seed)})" if default_cmd else "Scenario.from_toml('scenario.toml')")
-    py = f"from sim.config import Scenario\nfrom sim.run import run_main\nrun_main({scn_py}, 'DIR')"
+    cmd = "reidsim run --config scenario.toml --out DIR   # scenario.toml: the block below"
+    py = ("from sim.core.config import Scenario\nfrom sim.api import run_main\n"
+          "run_main(Scenario.from_toml('scenario.toml'), 'DIR')")
     return cmd, py, toml
 
 
@@ -770,7 +819,7 @@ def _build(data, pngs, facts) -> _Doc:
         doc.h(2, "Defenses: privacy and utility", "defenses")
         pv = data["privacy"]
         un = pv[pv["metric"] == "unicity"]
-        us = (f" ({_gen(un['v_m'].iloc[0])} m cells, {_gen(un['h_h'].iloc[0])} h bins)"
+        us = (f" ({num_auto(un['v_m'].iloc[0])} m cells, {num_auto(un['h_h'].iloc[0])} h bins)"
               if len(un) and {"v_m", "h_h"} <= set(un.columns) else "")
         rot = ""
         if "rotate" in set(pv["defense"]) or "reset" in set(pv["defense"]):
@@ -780,9 +829,9 @@ def _build(data, pngs, facts) -> _Doc:
             if len(rl) == 2:
                 p_ = rl[rl["metric"] == "relink_precision"].iloc[0]
                 r_ = rl[rl["metric"] == "relink_recall"].iloc[0]
-                rot += (f" Doing so, {_pct(r_['value'], 0)} of consecutive pseudonym pairs of the same device were "
-                        f"re-linked (recall; n = {_n(r_['n'])}) and {_pct(p_['value'], 0)} of the proposed links "
-                        f"were right (precision; n = {_n(p_['n'])}).")
+                rot += (f" Doing so, {pct(r_['value'], 0)} of consecutive pseudonym pairs of the same device were "
+                        f"re-linked (recall; n = {count(r_['n'])}) and {pct(p_['value'], 0)} of the proposed links "
+                        f"were right (precision; n = {count(p_['n'])}).")
         doc.p("Each row is one safeguard applied by the broker before release, attacked again from scratch. "
               f"Re-identified = identified by home + work at building level; unicity with the largest number of "
               f"points evaluated{us}.{rot} Utility columns compare statistics computed from the defended release "
@@ -803,7 +852,7 @@ def _build(data, pngs, facts) -> _Doc:
     doc.h(3, "The simulated world and its phones")
     doc.ul(_world_items(data))
     doc.h(3, "The attacker's inference of home and work")
-    doc.ul(_inference_items())
+    doc.ul(_inference_items(data))
     doc.h(3, "The attacks")
     doc.ul(_attack_items(data))
     doc.h(3, "Calibration against published figures")
@@ -817,7 +866,8 @@ def _build(data, pngs, facts) -> _Doc:
     cal = data["calibration"]
     if cal:
         doc.table(["Generator statistic", "Value", "Sane range", "In range"], _sanity_rows(cal),
-                  note="Ranges from sim.validate.SANE_RANGES (what a realistic broker-like panel should meet).")
+                  note="Ranges from sim.metrics.calibration.SANE_RANGES (what a realistic broker-like panel "
+                       "should meet).")
 
     doc.h(2, "Reproducibility", "reproduce")
     cmd, py, toml = _reproduce(data)
@@ -851,7 +901,7 @@ def _cap_ttid(data, level, key):
     return (f"Each point is the share of devices whose pseudonym the attacker tied to the right named person "
             f"using only the first days of pings: the inferred {_key_words(key).replace('+', 'and')} matched exactly "
             f"one person in the register at {level} level. After {int(last['days'])} days it is "
-            f"{_pct(last['value'])} (shaded band: 95% confidence interval, n = {_n(last['n'])} devices).")
+            f"{pct(last['value'])} (shaded band: 95% confidence interval, n = {count(last['n'])} devices).")
 
 
 def _cap_anon(data):
@@ -862,8 +912,8 @@ def _cap_anon(data):
     b = _row(lk, metric="median_set_size", level="block", key="home_work")
     extra = ""
     if a is not None and b is not None:
-        extra = (f" At block level the home alone leaves a median of {_num(a['value'])} people; home and work "
-                 f"together leave {_num(b['value'])}.")
+        extra = (f" At block level the home alone leaves a median of {num(a['value'])} people; home and work "
+                 f"together leave {num(b['value'])}.")
     return ("An anonymity set is the number of people in the register who share a device's inferred home zone "
             "(and work zone): the smaller it is, the easier it is to put a name on the device. Finer zones and "
             "adding the workplace shrink it, as Golle & Partridge found for US workers (crosses)." + extra)
@@ -880,9 +930,9 @@ def _cap_unicity(data):
     txt = ("Unicity is the share of traces that no other trace matches on p random points, each point a place "
            "(a square cell) and an hour.")
     if r is not None:
-        txt += (f" With 4 points, {v:,.0f} m cells and {h:g}-hour bins, {_pct(r['value'])} of traces are "
+        txt += (f" With 4 points, {v:,.0f} m cells and {h:g}-hour bins, {pct(r['value'])} of traces are "
                 "unique (de Montjoye et al.: 95% with 4 points).")
-    if e is not None and _fin(e["exponent"]):
+    if e is not None and is_finite(e["exponent"]):
         txt += (f" Coarsening cells or time bins lowers it only slowly (fitted exponent {float(e['exponent']):.2f}; "
                 "right panel).")
     return txt
@@ -915,19 +965,19 @@ def _cap_geofence(data, f):
     when = ""
     if f.get("t_start_s") is not None:
 
-        when = (f" on {_local_str(f['t_start_s'], f.get('utc_offset_s', 0), '%A')} between "
-                f"{_local_str(f['t_start_s'], f.get('utc_offset_s', 0), '%H:%M')} and "
-                f"{_local_str(f['t_end_s'], f.get('utc_offset_s', 0), '%H:%M')}")
+        when = (f" on {local_str(f['t_start_s'], f.get('utc_offset_s', 0), '%A')} between "
+                f"{local_str(f['t_start_s'], f.get('utc_offset_s', 0), '%H:%M')} and "
+                f"{local_str(f['t_end_s'], f.get('utc_offset_s', 0), '%H:%M')}")
     nn = int(n["value"]) if n is not None else 0
     txt = (f"An attacker buys every ping inside a {f['radius_m']:,.0f} m circle around a busy place{when} "
            "(a rally, a clinic, a place of worship) and follows each device seen there to where it spends its "
            f"nights. {nn:,} device{'s were' if nn != 1 else ' was'} seen")
     if hk is not None and nn:
-        txt += f", {_pct(hk['value'], 0)} of them got an inferred home"
+        txt += f", {pct(hk['value'], 0)} of them got an inferred home"
     if lc is not None and nn:
         gk = str(gf["key"].iloc[0]) if "key" in gf.columns else "home"
         gl = str(gf["level"].iloc[0]) if "level" in gf.columns else "building"
-        txt += (f", and {_pct(lc['value'], 0)} (95% CI {_ci_pct(lc['ci_low'], lc['ci_high'], 0)}) were named "
+        txt += (f", and {pct(lc['value'], 0)} (95% CI {pct_range(lc['ci_low'], lc['ci_high'], 0)}) were named "
                 f"correctly from their inferred {_GEOFENCE_KEY.get(gk, gk)} ({gl} level)")
     return txt + "."
 
@@ -949,7 +999,7 @@ def _cap_pu(data, level, key):
                        if d != "none" and np.isclose(g["value"].iloc[0], base["value"])})
         if same:
             txt += (f" {', '.join(same)} leave{'s' if len(same) == 1 else ''} the risk exactly where it was "
-                    f"({_pct(base['value'])}): the attacker never needs the device ID, only where it sleeps and works.")
+                    f"({pct(base['value'])}): the attacker never needs the device ID, only where it sleeps and works.")
     if "membership_advantage" in set(pv["metric"]):
         txt += (" Aggregate releases (right panel) publish counts instead of traces; their residual risk is "
                 "membership inference.")
@@ -962,8 +1012,10 @@ def write_report(out_dir, *, sim=None) -> dict:
 
     Parameters
     ----------
-    out_dir : path of a folder written by :func:`sim.run.run_main` (needs run.json;
-        every other table is optional and its section says "not computed" if absent).
+    out_dir : path of a folder written by :func:`sim.pipeline.main.run_main` (needs
+        run.json with its ``settings`` block, else :class:`InputError`; every other
+        table is optional and its section says "not computed" if absent).  Every setting
+        the report describes comes from that run.json, never from this version's defaults.
     sim : the already loaded :class:`sim.api.Simulation` of that folder (optional; saves
         re-reading the pings, about 4 s on the default scenario).
 

@@ -5,14 +5,14 @@ global state when it creates the figure itself (figures are built on the Agg can
 so they work headless and do not display twice in a notebook).  Functions that take
 ``ax`` draw into that Axes instead and return its figure.
 
-Inputs are the tables written under a run folder (see :mod:`sim.run`): rows with
+Inputs are the tables written under a run folder (see :mod:`sim.pipeline.main`): rows with
 ``value, ci_low, ci_high, n``.  Missing or NaN values are drawn as gaps; an empty table
 gives an empty panel that says so, never an exception.  Shares are shown in percent.
 
 Example (``DIR`` is the ``--out`` folder of ``reidsim run``)::
 
     import pandas as pd
-    from sim.plots import plot_time_to_identification
+    from sim.report.plots import plot_time_to_identification
     fig = plot_time_to_identification(pd.read_parquet("DIR/attacks/time_to_identification.parquet"))
     fig.savefig("ttid.png")
 """
@@ -25,21 +25,24 @@ import numpy as np
 import pandas as pd
 
 from sim.core.errors import InputError
+from sim.core.fmt import to_float
 
 __all__ = [
     "plot_time_to_identification", "plot_anonymity_sets", "plot_unicity", "plot_device_trail",
-    "plot_geofence", "plot_privacy_utility", "plot_calibration", "LEVEL_ORDER", "NIGHT_HOURS",
+    "plot_geofence", "plot_privacy_utility", "plot_calibration", "LEVEL_ORDER", "NIGHT_HOURS", "KEY_LABELS",
+    "params_label", "local_str",
 ]
 
 #: zone levels, finest first (docs/CONTRACTS.md)
 LEVEL_ORDER = ("building", "block", "tract", "district")
-#: local night window [start, end) in hours used to colour pings (the attacker's
-#: default night window, sim.infer.InferenceParams)
+#: default local night window [start, end) in hours used to colour pings (the
+#: attacker's default night window in sim.infer; the report passes the run's own)
 NIGHT_HOURS = (22.0, 6.0)
 #: Golle & Partridge 2009: median anonymity set of US workers' (home, work) pair
 GOLLE_PARTRIDGE_MEDIANS = {"block": 1, "tract": 21, "district": 34_980}
 
-_KEY_LABEL = {"home": "home only", "home_work": "home + work"}
+#: words for the linkage keys (what the attacker matched on), in figures and report text
+KEY_LABELS = {"home": "home only", "home_work": "home + work"}
 _KEY_COLOR = {"home": "#4C72B0", "home_work": "#C44E52"}
 _NIGHT_COLOR = "#1f3b73"
 _DAY_COLOR = "#f0a202"
@@ -85,7 +88,7 @@ def _need(df, cols, what):
     missing = [c for c in cols if c not in df.columns]
     if missing:
         raise InputError(f"{what} is missing column(s) {missing}; it has {list(df.columns)}. "
-                         "Pass the table written by the pipeline (see sim/run.py).")
+                         "Pass the table written by the pipeline (see sim/pipeline/main.py).")
 
 
 def _no_data(ax, text="no data"):
@@ -107,22 +110,15 @@ def _halo():
     return [patheffects.withStroke(linewidth=2.5, foreground="white")]
 
 
-def _f(v):
-    """float or NaN."""
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return math.nan
-    return v
-
-
 def _levels_present(values):
     vals = list(dict.fromkeys(str(v) for v in values if isinstance(v, str) or not pd.isna(v)))
     known = [lv for lv in LEVEL_ORDER if lv in vals]
     return known + [v for v in vals if v not in known]
 
 
-def _local_str(t_s, utc_offset_s, fmt="%a %d %b %H:%M"):
+def local_str(t_s, utc_offset_s, fmt="%a %d %b %H:%M"):
+    """Epoch seconds ``t_s`` as local time text (``strftime`` format ``fmt``), the local
+    time being UTC shifted by ``utc_offset_s`` (the release's fixed offset, no DST)."""
     d = _dt.datetime.fromtimestamp(int(t_s) + int(utc_offset_s), tz=_dt.timezone.utc)
     return d.strftime(fmt)
 
@@ -187,8 +183,8 @@ def _trace_rows(release, pseudonym):
     return slice(int(release.offsets[i]), int(release.offsets[i + 1]))
 
 
-def _is_night(hour):
-    a, b = NIGHT_HOURS
+def _is_night(hour, night_hours=NIGHT_HOURS):
+    a, b = night_hours
     return (hour >= a) | (hour < b) if a > b else (hour >= a) & (hour < b)
 
 
@@ -217,7 +213,7 @@ def plot_time_to_identification(tt, ax=None):
         info = dict(zip(groups, gk))
         lab = []
         if "key" in info:
-            lab.append(_KEY_LABEL.get(info["key"], str(info["key"])))
+            lab.append(KEY_LABELS.get(info["key"], str(info["key"])))
         if "level" in info:
             lab.append(f"at {info['level']} level")
         n = pd.to_numeric(g["n"], errors="coerce").max() if "n" in g.columns else math.nan
@@ -280,24 +276,40 @@ def plot_anonymity_sets(linkage, per_device=None, ax=None, *, dist_key="home_wor
     _need(linkage, ["level", "key", "metric", "value", "ci_low", "ci_high"], "linkage table")
     if per_device is not None:
         _need(per_device, ["level", "set_size"], "linkage_per_device table")
-    npan = 3 if per_device is not None else 2
-    if ax is None:
-        fig, axes = _new_figure((4.6 * npan, 4.0), 1, npan)
-        axes = list(axes[0])
-    elif hasattr(ax, "plot"):
-        fig, axes = ax.figure, [ax]
-    else:
-        axes = list(ax)
-        fig = axes[0].figure
+    fig, axes = _panel_axes(ax, 3 if per_device is not None else 2)
     levels = _levels_present(linkage["level"].unique())
     keys = [k for k in ("home", "home_work") if k in set(linkage["key"])]
     if not levels or not keys:
         for a in axes:
             _no_data(a, "no linkage result")
         return fig
+    _anon_medians_panel(axes[0], linkage, levels, keys)
+    if len(axes) < 2:
+        return fig
+    _anon_identified_panel(axes[1], linkage, levels, keys)
+    if len(axes) < 3 or per_device is None:
+        return fig
+    _anon_distribution_panel(axes[2], per_device, dist_key)
+    return fig
+
+
+def _panel_axes(ax, npan):
+    """(figure, list of axes): a new ``npan``-panel row when ``ax`` is None, else the
+    given Axes or sequence of Axes."""
+    if ax is None:
+        fig, axes = _new_figure((4.6 * npan, 4.0), 1, npan)
+        return fig, list(axes[0])
+    if hasattr(ax, "plot"):
+        return ax.figure, [ax]
+    axes = list(ax)
+    return axes[0].figure, axes
+
+
+def _anon_medians_panel(a, linkage, levels, keys):
+    """Panel 1 of :func:`plot_anonymity_sets`: median set size per level and key."""
+    from matplotlib.ticker import FuncFormatter
+
     xpos = {lv: i for i, lv in enumerate(levels)}
-    # panel 1: medians
-    a = axes[0]
     med = linkage[linkage["metric"] == "median_set_size"]
     width = 0.12
     for j, k in enumerate(keys):
@@ -309,7 +321,7 @@ def plot_anonymity_sets(linkage, per_device=None, ax=None, *, dist_key="home_wor
         err = np.vstack([np.where(np.isfinite(lo), v - lo, 0), np.where(np.isfinite(hi), hi - v, 0)])
         err = np.clip(np.nan_to_num(err), 0, None)
         a.errorbar(x, v, yerr=err, marker="o", lw=1.8, capsize=3, color=_KEY_COLOR[k],
-                   label=_KEY_LABEL[k])
+                   label=KEY_LABELS[k])
         for xi, vi in zip(x, v):
             if np.isfinite(vi):
                 a.annotate(f"{vi:,.0f}", (xi, vi), xytext=(-6, 5), textcoords="offset points", ha="right",
@@ -320,8 +332,6 @@ def plot_anonymity_sets(linkage, per_device=None, ax=None, *, dist_key="home_wor
                   label="Golle & Partridge 2009\n(US workers, home + work)")
     a.set_yscale("symlog", linthresh=1.0, linscale=0.4)
     a.set_ylim(bottom=0)
-    from matplotlib.ticker import FuncFormatter
-
     a.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     a.set_xlim(-0.5, len(levels) - 0.5)
     a.set_xticks(range(len(levels)), levels)
@@ -330,10 +340,10 @@ def plot_anonymity_sets(linkage, per_device=None, ax=None, *, dist_key="home_wor
     a.set_title("People sharing a device's home (and work)", fontsize="medium")
     a.grid(alpha=0.3, axis="y")
     a.legend(fontsize="x-small", frameon=False, loc="upper left")
-    if len(axes) < 2:
-        return fig
-    # panel 2: identified
-    a = axes[1]
+
+
+def _anon_identified_panel(a, linkage, levels, keys):
+    """Panel 2 of :func:`plot_anonymity_sets`: share identified per level and key."""
     ide = linkage[linkage["metric"] == "identified"]
     bw = 0.8 / len(keys)
     for j, k in enumerate(keys):
@@ -344,7 +354,7 @@ def plot_anonymity_sets(linkage, per_device=None, ax=None, *, dist_key="home_wor
         hi = 100 * m["ci_high"].to_numpy(float)
         err = np.clip(np.nan_to_num(np.vstack([v - lo, hi - v])), 0, None)
         a.bar(x, np.nan_to_num(v), width=bw, yerr=err, capsize=3, color=_KEY_COLOR[k], alpha=0.85,
-              label=_KEY_LABEL[k])
+              label=KEY_LABELS[k])
         for xi, vi, hi_ in zip(x, v, hi):
             if np.isfinite(vi):
                 a.annotate(f"{vi:.1f}%", (xi, hi_ if np.isfinite(hi_) else vi), xytext=(0, 3),
@@ -360,14 +370,14 @@ def plot_anonymity_sets(linkage, per_device=None, ax=None, *, dist_key="home_wor
                 fontsize="medium")
     a.grid(alpha=0.3, axis="y")
     a.legend(fontsize="x-small", frameon=False)
-    if len(axes) < 3 or per_device is None:
-        return fig
-    # panel 3: distribution
-    a = axes[2]
+
+
+def _anon_distribution_panel(a, per_device, dist_key):
+    """Panel 3 of :func:`plot_anonymity_sets`: stacked shares of set-size buckets per level."""
     rows, labels = _set_size_buckets(per_device, dist_key)
     if not rows:
         _no_data(a, f"no device with a known home (key {dist_key})")
-        return fig
+        return
     from matplotlib import colormaps
 
     cmap = colormaps["RdYlBu"]
@@ -385,10 +395,9 @@ def plot_anonymity_sets(linkage, per_device=None, ax=None, *, dist_key="home_wor
     _pct_axis(a)
     a.set_xlabel("zone level (fine → coarse)")
     a.set_ylabel("devices with a known home and work" if dist_key == "home_work" else "devices with a known home")
-    a.set_title(f"Anonymity-set sizes ({_KEY_LABEL.get(dist_key, dist_key)})", fontsize="medium")
+    a.set_title(f"Anonymity-set sizes ({KEY_LABELS.get(dist_key, dist_key)})", fontsize="medium")
     a.legend(title="set size", fontsize="x-small", title_fontsize="x-small", frameon=False,
              loc="center left", bbox_to_anchor=(1.0, 0.5))
-    return fig
 
 
 # ======================================================================== unicity
@@ -455,7 +464,7 @@ def plot_unicity(unicity, power_law=None, *, subset=None, p_for_resolution=4, re
     fit = None
     if power_law is not None and len(power_law):
         pl = power_law[power_law["p"].astype(int) == p]
-        if len(pl) and np.isfinite(_f(pl["exponent"].iloc[0])) and np.isfinite(_f(pl["prefactor"].iloc[0])):
+        if len(pl) and np.isfinite(to_float(pl["exponent"].iloc[0])) and np.isfinite(to_float(pl["prefactor"].iloc[0])):
             fit = pl.iloc[0]
     hc = colormaps["plasma"]
     for i, h in enumerate(hs):
@@ -472,7 +481,7 @@ def plot_unicity(unicity, power_law=None, *, subset=None, p_for_resolution=4, re
             yy = 100 * np.minimum(1.0, float(fit["prefactor"]) * res ** float(fit["exponent"]))
             a2.plot(vv, yy, ls="--", lw=1.2, color=col)
     if fit is not None:
-        se = _f(fit.get("exponent_se"))
+        se = to_float(fit.get("exponent_se"))
         unit = {"vh": "(cell × time bin)", "v": "cell size", "h": "time bin"}.get(resolution, "resolution")
         txt = f"dashed: fit unicity ∝ {unit}$^{{{float(fit['exponent']):.2f}}}$"
         if np.isfinite(se):
@@ -558,11 +567,13 @@ def _draw_trail(ax, world, box, x, y, colours, places, reg_txt, *, zoom=False):
 
 
 def plot_device_trail(release, inferred, world, pseudonym, register=None, linkage_per_device=None,
-                      ax=None, *, color_by="night", level="building", key="home_work", zoom_m=600.0):
+                      ax=None, *, color_by="night", level="building", key="home_work", zoom_m=600.0,
+                      night_hours=NIGHT_HOURS):
     """Map (metres) of one pseudonym's pings: "the anonymous trail leads home".
 
-    Pings are coloured night/day (``color_by="night"``; night = local 22:00–06:00,
-    the attacker's night window) or by time (``"time"``, days since the start).  Block
+    Pings are coloured night/day (``color_by="night"``; night = the local window
+    ``night_hours = (start, end)`` in hours, default 22:00–06:00: pass the attacker's
+    night window of the run) or by time (``"time"``, days since the start).  Block
     outlines come from ``world.zones['block']``; the inferred home and work from
     ``inferred`` (pseudonym, home_x_m, home_y_m, work_x_m, work_y_m); when the pseudonym
     is linked (anonymity set of 1 in ``linkage_per_device``, preferably at
@@ -573,9 +584,6 @@ def plot_device_trail(release, inferred, world, pseudonym, register=None, linkag
     close-up around the home with the address points (buildings).  ``ax`` may be one
     Axes (whole trail only) or a pair.
     """
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Rectangle
-
     if color_by not in ("night", "time"):
         raise InputError(f"color_by must be 'night' or 'time', got {color_by!r}.")
     if not (isinstance(zoom_m, (int, float)) and zoom_m > 0):
@@ -594,55 +602,10 @@ def plot_device_trail(release, inferred, world, pseudonym, register=None, linkag
     else:
         ax_main, ax_zoom = ax[0], (ax[1] if len(ax) > 1 else None)
         fig = ax_main.figure
-    row = inferred[inferred["pseudonym"] == pseudonym]
-    if "window_days" in row.columns and len(row) > 1:
-        row = row.sort_values("window_days").iloc[[-1]]
-
-    def val(c):
-        return _f(row[c].iloc[0]) if len(row) else math.nan
-
-    hx, hy, wx, wy = val("home_x_m"), val("home_y_m"), val("work_x_m"), val("work_y_m")
-    link = _link_row(linkage_per_device, pseudonym, level, key)
-    linked = link is not None and bool(link["unique"] if "unique" in link.index else link["set_size"] == 1)
-    reg = None
-    if linked and register is not None and int(link["guess_person_id"]) >= 0:
-        r = register[register["person_id"] == int(link["guess_person_id"])]
-        reg = r.iloc[0] if len(r) else None
-    places = {"home": (hx, hy), "work": (wx, wy)}
-    reg_txt = ""
-    if reg is not None:
-        places["register"] = (_f(reg["home_x_m"]), _f(reg["home_y_m"]))
-        verdict = ""
-        if "identified" in link.index:
-            verdict = "\n(the right person)" if bool(link["identified"]) else "\n(a wrong person)"
-        reg_txt = f"register: {reg.get('name', 'a person')}{verdict}"
-    # colours
-    handles = [Line2D([], [], color="0.8", lw=1, label="block boundaries")]
-    if color_by == "night":
-        hour = ((t - release.start_s) % 86400) / 3600.0
-        night = _is_night(hour)
-        colours = np.where(night[:, None], np.array([_to_rgba(_NIGHT_COLOR)]), np.array([_to_rgba(_DAY_COLOR)]))
-        handles += [Line2D([], [], ls="none", marker="o", color=_NIGHT_COLOR,
-                           label=f"night ping, 22–06 h ({int(night.sum()):,})"),
-                    Line2D([], [], ls="none", marker="o", color=_DAY_COLOR,
-                           label=f"day ping ({int((~night).sum()):,})")]
-    else:
-        from matplotlib import colormaps
-
-        days = (t - release.start_s) / 86400.0
-        span = max(1.0, float(release.n_days))
-        colours = colormaps["viridis"](np.clip(days / span, 0, 1)) if len(t) else np.empty((0, 4))
-        handles += [Line2D([], [], ls="none", marker="o", color=colormaps["viridis"](0.0), label="ping, first day"),
-                    Line2D([], [], ls="none", marker="o", color=colormaps["viridis"](1.0), label="ping, last day")]
-    if np.isfinite(hx):
-        handles.append(Line2D([], [], ls="none", marker="^", ms=11, mfc="none", mec=_HOME_COLOR, mew=2.5,
-                              label="inferred home"))
-    if np.isfinite(wx):
-        handles.append(Line2D([], [], ls="none", marker="s", ms=10, mfc="none", mec=_WORK_COLOR, mew=2.5,
-                              label="inferred work"))
-    if reg is not None:
-        handles.append(Line2D([], [], ls="none", marker="*", ms=15, mfc=_REG_COLOR, mec="k",
-                              label="home address in the register"))
+    places, reg_txt, link, reg = _trail_places(inferred, pseudonym, linkage_per_device, register, level, key)
+    hx, wx = places["home"][0], places["work"][0]
+    colours, night, handles = _trail_colours(release, t, color_by, night_hours)
+    _trail_place_handles(handles, hx, wx, reg)
     # overview: the bulk of the pings (2-98 %) plus every marked place
     good = np.isfinite(x) & np.isfinite(y) & (~np.isfinite(acc) | (acc <= 200))
     px, py = (x[good], y[good]) if good.sum() >= 5 else (x, y)
@@ -650,18 +613,7 @@ def plot_device_trail(release, inferred, world, pseudonym, register=None, linkag
     qy = np.nanpercentile(py, [2, 98]) if len(py) else [np.nan, np.nan]
     box = _view_box([*qx, *(p[0] for p in places.values())], [*qy, *(p[1] for p in places.values())])
     _draw_trail(ax_main, world, box, x, y, colours, places, reg_txt if ax_zoom is None else "")
-    n_days = len(np.unique((t - release.start_s) // 86400)) if len(t) else 0
-    if reg is not None:
-        sub = (f"linked by {_KEY_LABEL.get(str(link.get('key')), link.get('key'))} at {link.get('level')} "
-               "level: one person in the register fits")
-    elif link is not None and int(link.get("set_size", -1)) > 1:
-        sub = f"not linked: {int(link['set_size']):,} people in the register fit ({link.get('level')} level)"
-    elif not np.isfinite(hx):
-        sub = "not linked: no home could be inferred"
-    else:
-        sub = "not linked"
-    title = (f'The "anonymous" trail of pseudonym {_short(pseudonym)}: {len(t):,} pings on {n_days} '
-             f"day{'s' if n_days != 1 else ''}\n{sub}")
+    title = _trail_title(release, pseudonym, t, link, reg, hx)
     if ax_zoom is None:
         ax_main.set_title(title, fontsize="medium")
         ax_main.legend(handles=handles, loc="upper left", fontsize="x-small", framealpha=0.9)
@@ -674,23 +626,123 @@ def plot_device_trail(release, inferred, world, pseudonym, register=None, linkag
         if color_by == "night" and np.any(night & good):
             night_c = (float(np.median(x[night & good])), float(np.median(y[night & good])))
         centre = night_c or ((float(np.median(px)), float(np.median(py))) if len(px) else (0.0, 0.0))
+    _trail_zoom_panel(ax_main, ax_zoom, world, centre, float(zoom_m), x, y, colours, places, reg_txt)
+    fig.suptitle(title, fontsize="medium")
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize="small",
+               frameon=False)
+    return fig
+
+
+def _trail_places(inferred, pseudonym, linkage_per_device, register, level, key):
+    """({"home"|"work"|"register": (x, y)}, register label, link row, register row) of
+    :func:`plot_device_trail`: the inferred places (longest window) and, when the
+    pseudonym is linked, the register person's home."""
+    row = inferred[inferred["pseudonym"] == pseudonym]
+    if "window_days" in row.columns and len(row) > 1:
+        row = row.sort_values("window_days").iloc[[-1]]
+
+    def val(c):
+        return to_float(row[c].iloc[0]) if len(row) else math.nan
+
+    hx, hy, wx, wy = val("home_x_m"), val("home_y_m"), val("work_x_m"), val("work_y_m")
+    link = _link_row(linkage_per_device, pseudonym, level, key)
+    linked = link is not None and bool(link["unique"] if "unique" in link.index else link["set_size"] == 1)
+    reg = None
+    if linked and register is not None and int(link["guess_person_id"]) >= 0:
+        r = register[register["person_id"] == int(link["guess_person_id"])]
+        reg = r.iloc[0] if len(r) else None
+    places = {"home": (hx, hy), "work": (wx, wy)}
+    reg_txt = ""
+    if reg is not None:
+        places["register"] = (to_float(reg["home_x_m"]), to_float(reg["home_y_m"]))
+        verdict = ""
+        if "identified" in link.index:
+            verdict = "\n(the right person)" if bool(link["identified"]) else "\n(a wrong person)"
+        reg_txt = f"register: {reg.get('name', 'a person')}{verdict}"
+    return places, reg_txt, link, reg
+
+
+def _trail_colours(release, t, color_by, night_hours):
+    """(RGBA per ping, night mask or None, legend handles) of :func:`plot_device_trail`."""
+    from matplotlib.lines import Line2D
+
+    night = None
+    handles = [Line2D([], [], color="0.8", lw=1, label="block boundaries")]
+    if color_by == "night":
+        hour = ((t - release.start_s) % 86400) / 3600.0
+        night = _is_night(hour, night_hours)
+        colours = np.where(night[:, None], np.array([_to_rgba(_NIGHT_COLOR)]), np.array([_to_rgba(_DAY_COLOR)]))
+        handles += [Line2D([], [], ls="none", marker="o", color=_NIGHT_COLOR,
+                           label=f"night ping, {_hour_text(night_hours[0])}–{_hour_text(night_hours[1])} h "
+                                 f"({int(night.sum()):,})"),
+                    Line2D([], [], ls="none", marker="o", color=_DAY_COLOR,
+                           label=f"day ping ({int((~night).sum()):,})")]
+    else:
+        from matplotlib import colormaps
+
+        days = (t - release.start_s) / 86400.0
+        span = max(1.0, float(release.n_days))
+        colours = colormaps["viridis"](np.clip(days / span, 0, 1)) if len(t) else np.empty((0, 4))
+        handles += [Line2D([], [], ls="none", marker="o", color=colormaps["viridis"](0.0), label="ping, first day"),
+                    Line2D([], [], ls="none", marker="o", color=colormaps["viridis"](1.0), label="ping, last day")]
+    return colours, night, handles
+
+
+def _hour_text(h):
+    """An hour of the day as in "22–06 h": two digits, decimals only when it has any."""
+    h = float(h)
+    return f"{h:02.0f}" if h == int(h) else f"{h:g}"
+
+
+def _trail_place_handles(handles, hx, wx, reg):
+    """Append the legend entries of the marked places (home, work, register home)."""
+    from matplotlib.lines import Line2D
+
+    if np.isfinite(hx):
+        handles.append(Line2D([], [], ls="none", marker="^", ms=11, mfc="none", mec=_HOME_COLOR, mew=2.5,
+                              label="inferred home"))
+    if np.isfinite(wx):
+        handles.append(Line2D([], [], ls="none", marker="s", ms=10, mfc="none", mec=_WORK_COLOR, mew=2.5,
+                              label="inferred work"))
+    if reg is not None:
+        handles.append(Line2D([], [], ls="none", marker="*", ms=15, mfc=_REG_COLOR, mec="k",
+                              label="home address in the register"))
+
+
+def _trail_title(release, pseudonym, t, link, reg, hx):
+    """Title of :func:`plot_device_trail`: pings, days and whether the device was linked."""
+    n_days = len(np.unique((t - release.start_s) // 86400)) if len(t) else 0
+    if reg is not None:
+        sub = (f"linked by {KEY_LABELS.get(str(link.get('key')), link.get('key'))} at {link.get('level')} "
+               "level: one person in the register fits")
+    elif link is not None and int(link.get("set_size", -1)) > 1:
+        sub = f"not linked: {int(link['set_size']):,} people in the register fit ({link.get('level')} level)"
+    elif not np.isfinite(hx):
+        sub = "not linked: no home could be inferred"
+    else:
+        sub = "not linked"
+    return (f'The "anonymous" trail of pseudonym {_short(pseudonym)}: {len(t):,} pings on {n_days} '
+            f"day{'s' if n_days != 1 else ''}\n{sub}")
+
+
+def _trail_zoom_panel(ax_main, ax_zoom, world, centre, zoom_m, x, y, colours, places, reg_txt):
+    """The close-up panel of :func:`plot_device_trail` around ``centre`` (widened to show
+    a far register home) and its dashed frame on the overview."""
+    from matplotlib.patches import Rectangle
+
     zx = [centre[0]]
     zy = [centre[1]]
     if "register" in places and np.isfinite(places["register"][0]):
         zx.append(places["register"][0])
         zy.append(places["register"][1])
-    zbox = _view_box(zx, zy, pad_frac=0.0, min_span_m=float(zoom_m))
-    if zbox[1] - zbox[0] > float(zoom_m) * 1.01:  # register home far away: widen, with a margin
-        zbox = _view_box(zx, zy, pad_frac=0.15, min_span_m=float(zoom_m))
+    zbox = _view_box(zx, zy, pad_frac=0.0, min_span_m=zoom_m)
+    if zbox[1] - zbox[0] > zoom_m * 1.01:  # register home far away: widen, with a margin
+        zbox = _view_box(zx, zy, pad_frac=0.15, min_span_m=zoom_m)
     nb = _draw_trail(ax_zoom, world, zbox, x, y, colours, places, reg_txt, zoom=True)
     ax_zoom.set_title(f"close-up of the home ({zbox[1] - zbox[0]:,.0f} m wide"
                       + ("; grey squares: addresses)" if nb else ")"), fontsize="medium")
     ax_main.add_patch(Rectangle((zbox[0], zbox[2]), zbox[1] - zbox[0], zbox[3] - zbox[2], fill=False,
                                 ec="k", lw=1, ls="--", zorder=7))
-    fig.suptitle(title, fontsize="medium")
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize="small",
-               frameon=False)
-    return fig
 
 
 def _to_rgba(c):
@@ -777,7 +829,7 @@ def plot_geofence(release, polygon, t0_s, t1_s, per_pseudonym, inferred, world, 
     if n_wrong:
         handles.append(Line2D([], [], color="#f4a261", marker="^", mec="k", label=f"named: a wrong person ({n_wrong})"))
     _map_axes(ax, box)
-    when = f"{_local_str(t0_s, release.utc_offset_s)}–{_local_str(t1_s, release.utc_offset_s, '%H:%M')} local time"
+    when = f"{local_str(t0_s, release.utc_offset_s)}–{local_str(t1_s, release.utc_offset_s, '%H:%M')} local time"
     ax.set_title(f"Geofence: {n} device{'s' if n != 1 else ''} seen at the gathering ({when});\n"
                  f"{n_home} followed to an inferred home, {n_right} named correctly", fontsize="medium")
     if n == 0:
@@ -788,7 +840,12 @@ def plot_geofence(release, polygon, t0_s, t1_s, per_pseudonym, inferred, world, 
 
 
 # ================================================================= privacy-utility
-def _params_label(params):
+def params_label(params):
+    """A defense's parameters as short text: ``'{"cell_m": 1000.0}' -> "cell_m=1000"``.
+
+    ``params`` is the JSON text of the tables' ``params`` column or a dict; floats
+    print with ``:g``, the ``salt`` secret is left out, no parameter gives ``""`` and
+    unreadable text is returned as is."""
     import json
 
     try:
@@ -866,7 +923,7 @@ def _darker(c, f=0.75):
 
 
 def _point_label(defense, params):
-    pl = _params_label(params)
+    pl = params_label(params)
     return defense + (f" ({pl})" if pl else "")
 
 
@@ -887,18 +944,7 @@ def plot_privacy_utility(privacy, utility, privacy_metric="linkage_identified", 
     """
     _need(privacy, ["defense", "params", "metric", "value"], "defense privacy table")
     _need(utility, ["defense", "params", "metric", "value"], "defense utility table")
-    pv = _pick(privacy, privacy_metric, level, key)
-    mem = _pick(privacy, "membership_advantage")
-    ut = _pick(utility, utility_metric).set_index(["defense", "params"])["value"]
-    pts = []  # dicts: defense, params, x, y, lo, hi, kind
-    for kind, tab in (("trace", pv), ("aggregate", mem)):
-        for _, r in tab.iterrows():
-            k = (r["defense"], r["params"])
-            if kind == "aggregate" and any((p["defense"], p["params"]) == k for p in pts):
-                continue
-            pts.append(dict(defense=k[0], params=k[1], x=_f(ut.get(k)), y=100 * _f(r["value"]),
-                            lo=100 * _f(r.get("ci_low")), hi=100 * _f(r.get("ci_high")), kind=kind))
-    pts = [p for p in pts if np.isfinite(p["y"])]
+    pts = _pu_points(privacy, utility, privacy_metric, level, key, utility_metric)
     own = ax is None
     main = [p for p in pts if p["kind"] == "trace" and np.isfinite(p["x"])]
     side = [p for p in pts if p not in main]
@@ -920,28 +966,68 @@ def plot_privacy_utility(privacy, utility, privacy_metric="linkage_identified", 
     colors = {}
     for p in pts:
         colors.setdefault(p["defense"], cmap(len(colors) % 10))
+    lp, lt, lc, use_log = _pu_main_points(ax, sax, main, side, pts, colors, utility_metric)
+    _pu_main_labels(ax, utility, privacy_metric, level, key, utility_metric, use_log)
+    note = _pu_aggregate_note(privacy) if side else ""
+    if sax is not None:
+        _pu_side_panel(fig, sax, side, colors, utility_metric, note)
+    elif side:
+        ax.text(0.99, 0.99, note.replace("; ", ";\n"), transform=ax.transAxes, ha="right", va="top",
+                fontsize="x-small", bbox=dict(fc="white", ec="0.8", alpha=0.9))
+    _renderer(fig)
+    fig.draw_without_rendering()  # final layout first: labels are placed in display space
+    if own and fig.get_layout_engine() is not None:
+        fig.set_layout_engine("none")  # freeze it so saving does not move the axes under the labels
+    _place_labels(ax, lp, lt, colors=lc)
+    return fig
 
-    def draw(a, group, xs):
-        lp, lt, lc = [], [], []
-        merged = {}
-        for p, xp in zip(group, xs):
-            merged.setdefault((round(float(xp), 9), round(p["y"], 9), p["kind"]), []).append(p)
-        for (xp, _, kind), members in merged.items():
-            p = members[0]
-            err = None
-            if np.isfinite(p["lo"]) and np.isfinite(p["hi"]):
-                err = np.array([[max(0.0, p["y"] - p["lo"])], [max(0.0, p["hi"] - p["y"])]])
-            style = dict(marker="o", ms=8) if kind == "trace" else dict(marker="D", ms=9, mfc="white", mew=2)
-            a.errorbar([xp], [p["y"]], yerr=err, color=colors[p["defense"]], mec=colors[p["defense"]],
-                       capsize=3, ls="none", zorder=3, **style)
-            txt = " = ".join(_point_label(q["defense"], q["params"]) for q in members)
-            if kind == "trace" and not np.isfinite(p["x"]):
-                txt += f"\n({utility_metric} n/a)"
-            lp.append((xp, p["y"]))
-            lt.append(txt)
-            lc.append(_darker(colors[p["defense"]]))
-        return lp, lt, lc
 
+def _pu_points(privacy, utility, privacy_metric, level, key, utility_metric):
+    """The points of :func:`plot_privacy_utility` as dicts (defense, params, x, y, lo,
+    hi, kind): per-device ("trace") results first, then the aggregate releases'
+    membership advantage; y in percent; points without a finite y are dropped."""
+    pv = _pick(privacy, privacy_metric, level, key)
+    mem = _pick(privacy, "membership_advantage")
+    ut = _pick(utility, utility_metric).set_index(["defense", "params"])["value"]
+    pts = []  # dicts: defense, params, x, y, lo, hi, kind
+    for kind, tab in (("trace", pv), ("aggregate", mem)):
+        for _, r in tab.iterrows():
+            k = (r["defense"], r["params"])
+            if kind == "aggregate" and any((p["defense"], p["params"]) == k for p in pts):
+                continue
+            pts.append(dict(defense=k[0], params=k[1], x=to_float(ut.get(k)), y=100 * to_float(r["value"]),
+                            lo=100 * to_float(r.get("ci_low")), hi=100 * to_float(r.get("ci_high")), kind=kind))
+    return [p for p in pts if np.isfinite(p["y"])]
+
+
+def _pu_draw(a, group, xs, colors, utility_metric):
+    """Draw ``group`` at x positions ``xs`` into ``a`` (identical points share one
+    marker); returns the label positions, texts and colours."""
+    lp, lt, lc = [], [], []
+    merged = {}
+    for p, xp in zip(group, xs):
+        merged.setdefault((round(float(xp), 9), round(p["y"], 9), p["kind"]), []).append(p)
+    for (xp, _, kind), members in merged.items():
+        p = members[0]
+        err = None
+        if np.isfinite(p["lo"]) and np.isfinite(p["hi"]):
+            err = np.array([[max(0.0, p["y"] - p["lo"])], [max(0.0, p["hi"] - p["y"])]])
+        style = dict(marker="o", ms=8) if kind == "trace" else dict(marker="D", ms=9, mfc="white", mew=2)
+        a.errorbar([xp], [p["y"]], yerr=err, color=colors[p["defense"]], mec=colors[p["defense"]],
+                   capsize=3, ls="none", zorder=3, **style)
+        txt = " = ".join(_point_label(q["defense"], q["params"]) for q in members)
+        if kind == "trace" and not np.isfinite(p["x"]):
+            txt += f"\n({utility_metric} n/a)"
+        lp.append((xp, p["y"]))
+        lt.append(txt)
+        lc.append(_darker(colors[p["defense"]]))
+    return lp, lt, lc
+
+
+def _pu_main_points(ax, sax, main, side, pts, colors, utility_metric):
+    """Draw the main panel's points (and, without a side panel, the side points at its
+    right-hand edge) and set its scales and limits; returns the label positions, texts,
+    colours and whether x is on a symmetric log scale."""
     xs = np.array([p["x"] for p in main], float)
     pos = xs[xs > 0]
     use_log = len(pos) >= 2 and pos.max() / max(float(np.median(pos)), 1e-12) > 5
@@ -949,10 +1035,10 @@ def plot_privacy_utility(privacy, utility, privacy_metric="linkage_identified", 
     if sax is None and side:  # one axes: the side points sit at the right-hand edge
         x_na = (xmax * 3.0 if use_log else xmax * 1.2) if xmax > 0 else 1.0
         ax.axvline(x_na / (1.6 if use_log else 1.08), color="0.6", ls="--", lw=1)
-        lp, lt, lc = draw(ax, main + side, list(xs) + [x_na] * len(side))
+        lp, lt, lc = _pu_draw(ax, main + side, list(xs) + [x_na] * len(side), colors, utility_metric)
         right = x_na * (2.5 if use_log else 1.3)
     else:
-        lp, lt, lc = draw(ax, main, xs)
+        lp, lt, lc = _pu_draw(ax, main, xs, colors, utility_metric)
         right = (xmax * 2.5 if use_log else xmax * 1.3) if xmax > 0 else 1.0
     xmin = float(np.nanmin(xs)) if len(xs) and np.isfinite(xs).any() else 0.0
     if use_log:
@@ -966,6 +1052,11 @@ def plot_privacy_utility(privacy, utility, privacy_metric="linkage_identified", 
     ax.set_ylim(-0.07 * top, top)
     _pct_axis(ax)
     ax.grid(alpha=0.3)
+    return lp, lt, lc, use_log
+
+
+def _pu_main_labels(ax, utility, privacy_metric, level, key, utility_metric, use_log):
+    """Axis labels and title of the main privacy-utility panel."""
     xl = _UTILITY_LABEL.get(utility_metric)
     if xl is None:
         d = utility.loc[utility["metric"] == utility_metric, "description"] if "description" in utility.columns else []
@@ -975,48 +1066,44 @@ def plot_privacy_utility(privacy, utility, privacy_metric="linkage_identified", 
           "unicity": "traces unique (unicity)"}.get(privacy_metric, privacy_metric)
     if privacy_metric in ("linkage_identified", "identified_after_days", "linkage_wrong_unique",
                           "linkage_top1_correct"):
-        pm += f" ({_KEY_LABEL.get(key, key)}, {level} level)"
+        pm += f" ({KEY_LABELS.get(key, key)}, {level} level)"
     ax.set_ylabel(f"{pm}\n→ worse for privacy")
     ax.set_title("What each defense buys (privacy) and costs (utility); best: bottom left", fontsize="medium")
-    if side:
-        n = privacy.loc[privacy["metric"] == "membership_advantage", "n"] if "n" in privacy.columns else []
-        nt = f" ({int(np.nanmax(n))} target devices)" if len(n) and np.isfinite(_f(np.nanmax(n))) else ""
-        note = ("◇ aggregate release (counts per zone and hour): per-device re-identification does not "
-                f"apply; shown: membership-inference advantage{nt}")
-    if sax is not None:
-        sp, st, sc = draw(sax, side, [0.0] * len(side))
-        sax.set_xlim(-1, 1)
-        sax.set_xticks([])
-        sax.set_ylim(-2, 105)
-        _pct_axis(sax)
-        sax.yaxis.tick_right()
-        sax.yaxis.set_label_position("right")
-        sax.set_ylabel("membership-inference advantage\n(true − false positive rate)")
-        sax.set_title("aggregate releases", fontsize="medium")
-        sax.grid(alpha=0.3, axis="y")
-        sax.set_xlabel("no per-device data:\nutility loss not comparable", fontsize="small")
-        for (xp, yp), s, c in zip(sp, st, sc):
-            an = sax.annotate(s.replace(" (", "\n(").replace(", ", ",\n"), (xp, yp), xytext=(0, -12),
-                              textcoords="offset points", ha="center", va="top", fontsize="x-small", color=c)
-            an.set_in_layout(False)
-        fig.supxlabel(note, fontsize="x-small", color="0.3")
-    elif side:
-        ax.text(0.99, 0.99, note.replace("; ", ";\n"), transform=ax.transAxes, ha="right", va="top",
-                fontsize="x-small", bbox=dict(fc="white", ec="0.8", alpha=0.9))
-    _renderer(fig)
-    fig.draw_without_rendering()  # final layout first: labels are placed in display space
-    if own and fig.get_layout_engine() is not None:
-        fig.set_layout_engine("none")  # freeze it so saving does not move the axes under the labels
-    _place_labels(ax, lp, lt, colors=lc)
-    return fig
 
+
+def _pu_aggregate_note(privacy):
+    """The note explaining the aggregate releases' points (membership advantage)."""
+    n = privacy.loc[privacy["metric"] == "membership_advantage", "n"] if "n" in privacy.columns else []
+    nt = f" ({int(np.nanmax(n))} target devices)" if len(n) and np.isfinite(to_float(np.nanmax(n))) else ""
+    return ("◇ aggregate release (counts per zone and hour): per-device re-identification does not "
+            f"apply; shown: membership-inference advantage{nt}")
+
+
+def _pu_side_panel(fig, sax, side, colors, utility_metric, note):
+    """The side panel of the aggregate releases (membership advantage) and the note."""
+    sp, st, sc = _pu_draw(sax, side, [0.0] * len(side), colors, utility_metric)
+    sax.set_xlim(-1, 1)
+    sax.set_xticks([])
+    sax.set_ylim(-2, 105)
+    _pct_axis(sax)
+    sax.yaxis.tick_right()
+    sax.yaxis.set_label_position("right")
+    sax.set_ylabel("membership-inference advantage\n(true − false positive rate)")
+    sax.set_title("aggregate releases", fontsize="medium")
+    sax.grid(alpha=0.3, axis="y")
+    sax.set_xlabel("no per-device data:\nutility loss not comparable", fontsize="small")
+    for (xp, yp), s, c in zip(sp, st, sc):
+        an = sax.annotate(s.replace(" (", "\n(").replace(", ", ",\n"), (xp, yp), xytext=(0, -12),
+                          textcoords="offset points", ha="center", va="top", fontsize="x-small", color=c)
+        an.set_in_layout(False)
+    fig.supxlabel(note, fontsize="x-small", color="0.3")
 
 
 # ====================================================================== calibration
 def plot_calibration(stats):
     """Calibration curves of the generator with the source laws as dashed references.
 
-    ``stats`` is ``calibration.json`` (:func:`sim.validate.calibration_stats`):
+    ``stats`` is ``calibration.json`` (:func:`sim.metrics.calibration.calibration_stats`):
     distinct places discovered over time (Song et al. 2010: S(t) ~ t^0.6) and the share
     of pings by place rank (Zipf-like, f_k ~ k^-1.2).  Missing entries give empty panels.
     """
@@ -1030,7 +1117,7 @@ def plot_calibration(stats):
         a1.plot(t, S, "o-", label="this run")
         if np.isfinite(S[0]) and S[0] > 0:
             a1.plot(t, S[0] * t ** 0.6, "k--", lw=1, label="∝ t$^{0.6}$ (Song et al. 2010)")
-        ex = _f(stats.get("distinct_places_growth_exponent"))
+        ex = to_float(stats.get("distinct_places_growth_exponent"))
         if np.isfinite(ex):
             a1.text(0.97, 0.05, f"fitted exponent {ex:.2f}", transform=a1.transAxes, ha="right",
                     fontsize="small")
@@ -1048,7 +1135,7 @@ def plot_calibration(stats):
         k = np.arange(1, len(f) + 1)
         a2.loglog(k[ok], f[ok], "o-", label="this run")
         a2.loglog(k, f[ok][0] * k ** -1.2, "k--", lw=1, label="∝ k$^{-1.2}$ (Song et al. 2010)")
-        ex = _f(stats.get("visit_rank_exponent"))
+        ex = to_float(stats.get("visit_rank_exponent"))
         if np.isfinite(ex):
             a2.text(0.03, 0.05, f"fitted exponent −{ex:.2f}", transform=a2.transAxes, fontsize="small")
         a2.legend(fontsize="small", frameon=False)
