@@ -4,12 +4,110 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
 import sys
 from pathlib import Path
 
-from sim.core.errors import ReidsimError
+from sim.core.errors import ConfigError, ReidsimError
 
 log = logging.getLogger("sim")
+
+#: runs with at least this many devices print their memory estimate before starting
+LARGE_RUN_DEVICES = 1_000_000
+
+
+# ------------------------------------------------------------------ up-front checks
+def _positive_int(text):
+    """argparse type of --workers: an integer >= 1."""
+    from sim.core.config import validate_workers
+
+    try:
+        return validate_workers(int(text))
+    except (ValueError, ConfigError):
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}; use e.g. 2") from None
+
+
+def _positive_days(text):
+    """argparse type of infer --days: a finite number of days > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of days > 0 (e.g. 7 or 0.5), got {text!r}; "
+            "omit --days to use the whole window")
+    return v
+
+
+def _check_out_dir(out, flag="--out") -> Path:
+    """Refuse an output folder that cannot be created or written, before any work
+    starts (nothing is created here)."""
+    if out is None or not str(out).strip():
+        raise ConfigError(f"{flag} is empty; give an output folder, e.g. {flag} reidsim-out "
+                          f"(or {flag} . for the current folder).")
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{flag} {str(p)!r} is an existing file, not a folder; choose another "
+                          "path or remove the file.")
+    anc = p.absolute()
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise ConfigError(f"{flag} {str(p)!r} cannot be created: {str(anc)!r} is a file, not a folder; "
+                          "choose another path.")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        what = "folder" if anc == p.absolute() else "parent folder"
+        raise ConfigError(f"{flag} {str(p)!r} is not writable: no write permission on the {what} "
+                          f"{str(anc)!r}; choose a folder you can write to or fix its permissions.")
+    return p
+
+
+def _gib(n) -> str:
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit in ("B", "KiB") else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"  # pragma: no cover
+
+
+def _check_memory(scn, *, workers: int = 0, what: str = "generating this scenario") -> None:
+    """Refuse a scenario whose estimated peak memory exceeds the available memory
+    (``sim.core.config.memory_estimate``); print the estimate for large runs."""
+    import psutil
+
+    from sim.core.config import largest_fitting, memory_estimate
+
+    est = memory_estimate(scn, workers=workers)
+    avail = int(psutil.virtual_memory().available)
+    need = est["total"]
+    detail = (f"{scn.residents:,} residents ~ {_gib(est['residents'])}, {scn.devices:,} devices ~ "
+              f"{_gib(est['devices'])}, one block of {min(scn.block_devices, scn.devices):,} devices x "
+              f"{scn.pings.days} days ~ {_gib(est['block'])}"
+              + (f" (x {workers} workers)" if workers > 0 else "") + f", fixed ~ {_gib(est['fixed'])}")
+    if need > avail:
+        budget = int(avail * 0.8)  # suggested sizes keep a 20 % margin
+        fixes, note = [], ""
+        b = largest_fitting(scn, "block_devices", budget, workers=workers)
+        if 1 <= b < scn.block_devices:
+            fixes.append(f"a smaller block (--block-devices {b}; the output is identical)")
+        else:
+            note = (f" (a smaller --block-devices alone is not enough: without the block it still needs "
+                    f"{_gib(need - est['block'])})")
+        n = largest_fitting(scn, "n_devices", budget, workers=workers)
+        if n >= 1:
+            fixes.append(f"fewer devices (about {n:,} fit: --devices {n})")
+        else:
+            fixes.append("fewer residents (--residents, world.residents) and fewer devices")
+        raise ConfigError(
+            f"{what} needs an estimated {_gib(need)} of memory ({detail}) but only {_gib(avail)} is "
+            f"available; use {' or '.join(fixes)}, or run on a machine with more memory{note}."
+        )
+    if scn.devices >= LARGE_RUN_DEVICES or need > avail // 2:
+        print(f"reidsim: {what}: estimated peak memory {_gib(need)} of {_gib(avail)} available "
+              f"({detail})", file=sys.stderr)
 
 
 def _scenario_from_args(a):
@@ -34,8 +132,11 @@ def cmd_generate(a):
     from sim.generate.engine import generate
 
     scn = _scenario_from_args(a)
+    _check_out_dir(a.out)
+    local_workers = a.workers if a.backend == "dask" and not a.scheduler else 0
+    _check_memory(scn, workers=local_workers)
     man = generate(scn, a.out, progress=not a.quiet, backend=a.backend, scheduler=a.scheduler,
-                   n_workers=a.workers)
+                   n_workers=a.workers, overwrite=a.overwrite)
     r = man["rows"]
     print(f"wrote {r['pings']:,} pings of {r['pseudonyms']:,} pseudonyms ({r['devices']:,} devices, "
           f"{scn.pings.days} days) to {a.out} in {man['seconds']:.1f} s")
@@ -87,12 +188,11 @@ def cmd_infer(a):
 
 def cmd_attack(a):
     from sim.release.dataset import load
-    from sim.attacks import summary
     from sim.pipeline.main import attack_step, infer_step
 
     sim = load(a.dir)
-    ibd = infer_step(sim, Path(a.dir))
-    tables = attack_step(sim, Path(a.dir), ibd)
+    ibd, _ = infer_step(sim, Path(a.dir))
+    tables, _ = attack_step(sim, Path(a.dir), ibd)
     from sim.pipeline.main import headline_sentence
 
     print(headline_sentence(tables)[0])
@@ -107,7 +207,9 @@ def cmd_run(a):
     scn = Scenario.from_toml(a.config) if a.config else Scenario()
     if a.seed is not None:
         scn = scn.replace(seed=a.seed)
-    info = run_main(scn, a.out, progress=not a.quiet)
+    _check_out_dir(a.out)
+    _check_memory(scn, what="running this scenario")
+    info = run_main(scn, a.out, progress=not a.quiet, overwrite=a.overwrite)
     out = Path(a.out)
     print(info["headline"])
     print(f"report: {out / 'report.html'} (and report.md); tables under {out}")
@@ -115,9 +217,12 @@ def cmd_run(a):
 
 
 def cmd_sweep(a):
-    from sim.pipeline.sweep import run_sweep
+    from sim.pipeline.sweep import load_sweep, run_sweep
 
-    res = run_sweep(a.file, a.out, progress=not a.quiet, max_cells=a.max_cells)
+    plan = load_sweep(a.file, max_cells=a.max_cells)
+    _check_out_dir(a.out)
+    _check_memory(plan["base"], what="each replicate of this sweep")
+    res = run_sweep(plan, a.out, progress=not a.quiet)
     print(f"{res['cells_done']} cells computed, {res['cells_skipped']} already done; "
           f"table: {res['table']}")
     return 0
@@ -137,8 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--config", help="scenario TOML file")
     g.add_argument("--backend", choices=["local", "dask"], default="local")
     g.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
-    g.add_argument("--workers", type=int, default=2, help="LocalCluster workers for --backend dask")
-    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--workers", type=_positive_int, default=2,
+                   help="LocalCluster workers for --backend dask (>= 1, default 2)")
+    g.add_argument("--out", required=True, help="output folder (new, empty, or a reidsim dataset with --overwrite)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the reidsim dataset in --out (and the outputs derived from it)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
 
@@ -148,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("infer", help="infer home and work of every pseudonym of a generated folder")
     c.add_argument("dir")
-    c.add_argument("--days", type=float, help="use only the first D days of the window")
+    c.add_argument("--days", type=_positive_days, help="use only the first D days of the window (D > 0)")
     c.add_argument("--score", action="store_true", help="also score against the truth")
     c.set_defaults(func=cmd_infer)
 
@@ -159,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("run", help="the main job: default scenario end to end, with a report")
     c.add_argument("--config", help="scenario TOML (default: the built-in scenario)")
     c.add_argument("--out", default="reidsim-out", help="output folder (default reidsim-out)")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace the reidsim run already in --out")
     c.add_argument("--seed", type=int, help="root seed")
     c.add_argument("-q", "--quiet", action="store_true")
     c.set_defaults(func=cmd_run)
@@ -166,21 +276,35 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("sweep", help="run a scenario file's defense x parameter x replicate grid")
     c.add_argument("file", help="sweep TOML file")
     c.add_argument("--out", required=True)
-    c.add_argument("--max-cells", type=int, default=None, help="refuse grids larger than this")
+    c.add_argument("--max-cells", type=_positive_int, default=None, help="refuse grids larger than this (>= 1)")
     c.add_argument("-q", "--quiet", action="store_true")
     c.set_defaults(func=cmd_sweep)
     return p
 
 
 def main(argv=None) -> int:
+    """Run the ``reidsim`` command; returns the exit status (0 ok, 1 calibration outside
+    its sane ranges, 2 bad input or usage, with a message on stderr)."""
     p = build_parser()
-    a = p.parse_args(argv)
+    try:
+        a = p.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error argparse already reported (2)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(a.func(a) or 0)
     except ReidsimError as e:
         print(f"reidsim: error: {e}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("reidsim: error: out of memory; use fewer devices (--devices), fewer residents or a "
+              "smaller --block-devices, or run on a machine with more memory.", file=sys.stderr)
+        return 2
+    except OSError as e:  # last resort: a file system problem the up-front checks missed
+        where = f" {str(e.filename)!r}" if e.filename else ""
+        print(f"reidsim: error: cannot access{where}: {e.strerror or e}; check that the path exists, "
+              "is a folder where one is expected and that you may write to it.", file=sys.stderr)
         return 2
 
 

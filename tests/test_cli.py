@@ -29,10 +29,17 @@ def test_generate_writes_the_layout(dataset):
 
 
 def test_validate(dataset, capsys):
-    assert main(["validate", str(dataset)]) == 0
+    from sim.metrics.calibration import check_calibration
+
+    rc = main(["validate", str(dataset)])
     out = capsys.readouterr().out
     assert "pings_per_device_day_mean" in out
-    assert json.loads((dataset / "calibration.json").read_text())["devices"] == 150
+    stats = json.loads((dataset / "calibration.json").read_text())
+    assert stats["devices"] == 150
+    # exit 1 exactly when a statistic is outside its sane range (a 150-device sample may be)
+    bad = check_calibration(stats)
+    assert rc == (1 if bad else 0)
+    assert ("outside sane ranges" in out) == bool(bad)
 
 
 def test_infer_with_prefix_and_score(dataset, capsys):
@@ -67,9 +74,9 @@ def test_sweep(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["generate", "--devices", "0", "--out", "X"], "n_devices must be in"),
     (["generate", "--days", "-3", "--out", "X"], "pings.days"),
-    (["infer", "NOPE"], "no manifest.json"),
-    (["attack", "NOPE"], "no manifest.json"),
-    (["validate", "NOPE"], "no manifest.json"),
+    (["infer", "NOPE"], "is not a folder"),
+    (["attack", "NOPE"], "is not a folder"),
+    (["validate", "NOPE"], "is not a folder"),
     (["sweep", "NOPE.toml", "--out", "X"], "does not exist"),
     (["run", "--config", "NOPE.toml", "--out", "X"], "does not exist"),
 ])
@@ -91,9 +98,23 @@ def test_malformed_pings_are_refused(dataset, tmp_path, capsys, value, message):
     t = pd.read_parquet(part)
     t.loc[t.index[0], "lat_deg"] = value
     t.to_parquet(part, index=False)
+    # an edited part no longer matches the manifest: refused before it is read
+    assert main(["infer", str(d)]) == 2
+    assert "was changed or truncated" in capsys.readouterr().err
+    # with the manifest re-recorded (a consistent but broken release), the content check fires
+    _rerecord_manifest(d)
     assert main(["infer", str(d)]) == 2
     assert message in capsys.readouterr().err
     assert (d / "inferred.parquet").read_bytes() == b"previous result"  # nothing overwritten
+
+
+def _rerecord_manifest(d):
+    from sim.generate.engine import dataset_id, part_records
+
+    man = json.loads((d / "manifest.json").read_text())
+    man["parts"] = part_records(d / "pings")
+    man["dataset_id"] = dataset_id(man)
+    (d / "manifest.json").write_text(json.dumps(man))
 
 
 def test_console_script_is_installed():

@@ -1,6 +1,5 @@
 """Sweeps: validation before any work, tidy output, resume after an interruption,
 and privacy that never improves when a defense is weakened (where provable)."""
-import json
 
 import numpy as np
 import pandas as pd
@@ -37,7 +36,7 @@ def test_plan_expands_grid_with_baseline():
     (_desc(attacks=["linkage", "mind_reading"]), "unknown sweep attack"),
     (_desc(replicates=[]), "replicates"),
     (_desc(replicates=[1, 1]), "repeated"),
-    (_desc(colour="red"), r"unknown key\(s\) \['colour'\]"),
+    (_desc(colour="red"), r"unknown key 'colour' in \[sweep\]"),
     ({"sweep": {"replicates": [1]}, "scenario": {"pings": {"days": -1}}}, "pings.days"),
 ])
 def test_bad_sweeps_fail_before_any_work(tmp_path, desc, match):

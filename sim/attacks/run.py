@@ -3,7 +3,7 @@
 ``run_attacks`` is what ``reidsim attack DIR`` calls (the CLI lives in sim/cli.py):
 it returns ``{name: DataFrame}``; :func:`summary` extracts the headline figures as a
 JSON-able dict and :func:`write_attack_outputs` writes ``DIR/attacks/<name>.parquet``,
-``<name>.csv`` and ``summary.json`` atomically (temporary name, then ``os.replace``).
+``<name>.csv`` and ``summary.json`` atomically (:mod:`sim.core.files`).
 
 Truth tables (``pseudonyms``, ``persons``) are passed through to the scoring halves
 only; the attack halves see the release, the inferred tables, the register and the
@@ -15,8 +15,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from sim.core.errors import ConfigError, InputError
+from sim.core.files import atomic_path, write_table
 from sim.core.traces import Traces
 from sim.attacks._common import register_column, world_levels
 from sim.attacks.geofence import geofence_attack
@@ -216,33 +215,20 @@ def summary(tables: dict) -> dict:
     return s
 
 
-def _atomic_write(path: Path, writer) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_attack_outputs(out_dir, tables: dict, summary_dict: dict | None = None) -> Path:
     """Write ``out_dir/attacks/<name>.parquet`` and ``.csv`` per table and
-    ``out_dir/attacks/summary.json`` (each file atomically).  Returns the folder."""
+    ``out_dir/attacks/summary.json`` (each file atomically, with the same permissions
+    as every other output).  The summary is strict JSON (no NaN).  Returns the folder."""
     d = Path(out_dir) / "attacks"
     d.mkdir(parents=True, exist_ok=True)
     for name, df in tables.items():
         if not isinstance(df, pd.DataFrame):
             raise InputError(f"table {name!r} is a {type(df).__name__}, expected a DataFrame.")
-        _atomic_write(d / f"{name}.parquet", lambda p, df=df: df.to_parquet(p, index=False))
-        _atomic_write(d / f"{name}.csv", lambda p, df=df: df.to_csv(p, index=False))
+        if not isinstance(name, str) or not name or Path(name).name != name or "." in name:
+            raise InputError(f"table name {name!r} cannot be a file name; use letters, digits and '_'.")
+        write_table(df, d / name)
     sm = summary(tables) if summary_dict is None else summary_dict
-
-    def _json(p):
-        with open(p, "w") as fh:
-            json.dump(sm, fh, indent=2, sort_keys=True, allow_nan=False)
-
-    _atomic_write(d / "summary.json", _json)
+    text = json.dumps(sm, indent=2, sort_keys=True, allow_nan=False)
+    with atomic_path(d / "summary.json") as tmp:
+        Path(tmp).write_text(text)
     return d

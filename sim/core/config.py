@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import difflib
 import hashlib
 import json
 import math
@@ -18,9 +19,66 @@ from pathlib import Path
 from sim.core.errors import ConfigError
 
 try:  # Python 3.11+
-    import tomllib as _toml
+    import tomllib
 except ModuleNotFoundError:  # pragma: no cover
-    import tomli as _toml  # type: ignore
+    import tomli as tomllib  # type: ignore
+
+
+def load_toml(path, what: str = "config file") -> dict:
+    """Parse a TOML file; every failure is a :class:`ConfigError` naming the file.
+
+    ``what`` names the file in messages ("config file", "sweep file", ...).
+    """
+    p = Path(path)
+    if str(path) == "":
+        raise ConfigError(f"the {what} path is empty; give the path of a TOML file.")
+    if not p.exists():
+        raise ConfigError(f"{what} {str(p)!r} does not exist; check the path.")
+    if p.is_dir():
+        raise ConfigError(f"{what} {str(p)!r} is a folder, not a TOML file; check the path.")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} {str(p)!r} is not UTF-8 text ({e}); give a TOML file.") from None
+    except OSError as e:
+        raise ConfigError(f"{what} {str(p)!r} cannot be read ({e.strerror or e}); check its permissions.") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{what} {str(p)!r} is not valid TOML: {e}") from None
+
+
+def check_keys(d: dict, allowed, where: str, hints: dict | None = None) -> None:
+    """Raise :class:`ConfigError` if ``d`` has keys outside ``allowed``.
+
+    The message names every unknown key, ``where`` it was (e.g. ``"[scenario.pings]"``),
+    the closest valid key (difflib) or a hint from ``hints`` (key -> text, e.g. where a
+    misplaced key belongs), and the list of valid keys.
+    """
+    allowed = [str(a) for a in allowed]
+    bad = [k for k in d if k not in allowed]
+    if not bad:
+        return
+    parts = []
+    for k in bad:
+        hint = (hints or {}).get(k)
+        close = difflib.get_close_matches(str(k), allowed, n=1, cutoff=0.6)
+        if hint:
+            parts.append(f"{k!r} ({hint})")
+        elif close:
+            parts.append(f"{k!r} (did you mean {close[0]!r}?)")
+        else:
+            parts.append(repr(k))
+    noun = "key" if len(bad) == 1 else "keys"
+    raise ConfigError(f"unknown {noun} {', '.join(parts)} in {where}; valid keys there: "
+                      f"{', '.join(sorted(allowed))}.")
+
+
+def validate_workers(n) -> int:
+    """Number of Dask worker processes: an integer >= 1 (0 workers would wait forever)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"workers must be an integer >= 1, got {n!r}; use e.g. 2 (or the local backend).")
+    return n
 
 
 @dataclass
@@ -194,44 +252,75 @@ class Scenario:
         return hashlib.sha256(s.encode()).hexdigest()[:16]
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Scenario":
-        d = dict(d)
-        sub = {
-            "world": WorldConfig, "population": PopulationConfig, "pings": PingConfig,
-            "ids": IdConfig, "register": RegisterConfig,
-        }
+    def from_dict(cls, d: dict, *, where: str = "") -> "Scenario":
+        """A validated Scenario from a dict of top-level fields and section tables.
+
+        Unknown or misplaced keys (at the top level, in a section or nested deeper) are
+        a :class:`ConfigError` naming the key, where it was and the valid keys.  ``where``
+        is the table the dict came from (e.g. ``"scenario"`` for a ``[scenario]`` table);
+        it only changes the messages.
+        """
+        top = f"[{where}]" if where else "the top level of the scenario"
+        if not isinstance(d, dict):
+            raise ConfigError(f"{top} must be a table (dict) of scenario fields, got {d!r}.")
         kwargs = {}
-        known = {f.name for f in fields(cls)}
+        known = [f.name for f in fields(cls)]
+        check_keys(d, known, top, hints=_misplaced_hints(None, where))
         for k, v in d.items():
-            if k not in known:
-                raise ConfigError(
-                    f"unknown config key {k!r}; allowed top-level keys: {sorted(known)}"
-                )
-            if k in sub:
+            name = f"{where}.{k}" if where else k
+            if k in SECTIONS:
                 if not isinstance(v, dict):
-                    raise ConfigError(f"[{k}] must be a table, got {v!r}")
-                allowed = {f.name for f in fields(sub[k])}
-                bad = set(v) - allowed
-                if bad:
-                    raise ConfigError(
-                        f"unknown key(s) {sorted(bad)} in [{k}]; allowed: {sorted(allowed)}"
-                    )
-                kwargs[k] = sub[k](**v)
+                    raise ConfigError(f"[{name}] must be a table of {k} settings, got {v!r}; "
+                                      f"write it as a [{name}] table.")
+                allowed = [f.name for f in fields(SECTIONS[k])]
+                check_keys(v, allowed, f"[{name}]", hints=_misplaced_hints(k, where))
+                for kk, vv in v.items():
+                    if isinstance(vv, dict):
+                        raise ConfigError(f"{name}.{kk} must be a single value, got the table {vv!r}; "
+                                          f"write it as {kk} = <value> inside [{name}].")
+                kwargs[k] = SECTIONS[k](**v)
             else:
+                if isinstance(v, dict):
+                    raise ConfigError(f"{name} must be a single value, got the table {v!r}; "
+                                      f"{k} is not a section (sections: {', '.join(SECTIONS)}).")
                 kwargs[k] = v
         return cls(**kwargs).validate()
 
     @classmethod
     def from_toml(cls, path) -> "Scenario":
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"config file {str(p)!r} does not exist; check the path.")
-        try:
-            d = _toml.loads(p.read_text())
-        except Exception as e:  # tomllib.TOMLDecodeError
-            raise ConfigError(f"config file {str(p)!r} is not valid TOML: {e}") from e
+        """Read a scenario TOML file: either flat (fields and section tables at the top
+        level) or everything inside one ``[scenario]`` table (a sweep file's layout).
+
+        With a ``[scenario]`` table, any other top-level key except a sweep file's
+        ``name`` label and ``[sweep]`` table is refused (it would be silently ignored).
+        """
+        d = load_toml(path, "config file")
+        src = str(Path(path))
+        is_sweep = "sweep" in d
         d.pop("sweep", None)
-        return cls.from_dict(d.get("scenario", d))
+        if "scenario" not in d:
+            return cls.from_dict(d)
+        outside = [k for k in d if k != "scenario" and not (is_sweep and k == "name")]
+        if outside:
+            known = [f.name for f in fields(cls)]
+            parts = []
+            for k in outside:
+                if k in SECTIONS:
+                    parts.append(f"[{k}] (write it as [scenario.{k}])")
+                elif k in known:
+                    parts.append(f"{k!r} (move it under [scenario])")
+                else:
+                    close = difflib.get_close_matches(str(k), known, n=1, cutoff=0.6)
+                    hint = _misplaced_hints(None, "scenario").get(k)
+                    parts.append(f"{k!r} (unknown; " + (f"did you mean {close[0]!r}? " if close else "")
+                                 + (f"{hint}; " if hint else "") + "scenario keys go under [scenario])")
+            noun = "key" if len(outside) == 1 else "keys"
+            raise ConfigError(
+                f"config file {src!r} has a [scenario] table, so top-level {noun} {', '.join(parts)} "
+                f"would be ignored; put every setting inside [scenario] (or drop the [scenario] "
+                f"table and write everything at the top level). Valid scenario keys: {', '.join(known)}."
+            )
+        return cls.from_dict(d["scenario"], where="scenario")
 
     def replace(self, **changes) -> "Scenario":
         """A copy with top-level fields or ``section__field`` values changed."""
@@ -239,8 +328,12 @@ class Scenario:
         for k, v in changes.items():
             if "__" in k:
                 s, f = k.split("__", 1)
-                if s not in d or not isinstance(d[s], dict):
-                    raise ConfigError(f"unknown config section {s!r} in {k!r}")
+                if s not in SECTIONS:
+                    close = difflib.get_close_matches(s, list(SECTIONS), n=1, cutoff=0.6)
+                    raise ConfigError(
+                        f"unknown config section {s!r} in {k!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                        + f"; sections: {', '.join(SECTIONS)}."
+                    )
                 d[s][f] = v
             else:
                 d[k] = v
@@ -320,6 +413,28 @@ class Scenario:
         return self
 
 
+#: section name -> dataclass of the section's fields
+SECTIONS = {
+    "world": WorldConfig, "population": PopulationConfig, "pings": PingConfig,
+    "ids": IdConfig, "register": RegisterConfig,
+}
+
+
+def _misplaced_hints(section: str | None, where: str = "") -> dict:
+    """key -> where it belongs, for keys valid somewhere else than ``section``
+    (None = the top level); ``where`` is the enclosing table (e.g. "scenario")."""
+    homes: dict = {}
+    for sec, dc in SECTIONS.items():
+        if sec != section:
+            for f in fields(dc):
+                homes.setdefault(f.name, []).append(f"[{where}.{sec}]" if where else f"[{sec}]")
+    if section is not None:
+        for f in fields(Scenario):
+            if f.name not in SECTIONS:
+                homes.setdefault(f.name, []).append(f"[{where}]" if where else "the top level")
+    return {k: f"it belongs in {' or '.join(v)}" for k, v in homes.items()}
+
+
 def _name(sec, f):
     return f"{sec}.{f}" if sec else f
 
@@ -353,6 +468,108 @@ def _num(obj, f, lo, hi, sec="", lo_open=False):
         b = "(" if lo_open else "["
         raise ConfigError(f"{_name(sec, f)} must be in {b}{lo}, {hi}], got {v}; choose a value in that range")
     setattr(obj, f, float(v))
+
+
+# ------------------------------------------------------------------ memory model
+#: bytes of the process before any data: imported libraries, numba-compiled kernels
+MEM_FIXED_BYTES = 350 * 2**20
+#: bytes per resident: world buildings and zones, the persons table, the register and
+#: the temporaries of ``sim.population.make_persons`` (measured: 400-460 B)
+MEM_RESIDENT_BYTES = 480
+#: bytes per panel device: kernel inputs (5 x 8 B), devices table, pings per device
+MEM_DEVICE_BYTES = 300
+#: bytes per pseudonym (device x MAID epoch) kept for the truth table: the 64-character
+#: pseudonym and the MAID as Python strings, five int64 columns, and the final concat
+MEM_PSEUDONYM_BYTES = 300
+#: bytes per ping while a block is generated: time, x, y, accuracy (28 B) and their
+#: sorted copies, the per-ping index arrays, lat/lon and the Arrow table (measured: 113-120 B)
+MEM_PING_BYTES = 120
+#: bytes per device-day of a block: the MAID epoch matrix and its index copies
+MEM_DEVICE_DAY_BYTES = 32
+
+
+def expected_pings_per_device_day(scenario: "Scenario") -> float:
+    """Mean pings per device-day of the ping model, on the high side: the lognormal mean
+    ``median * exp(sigma^2 / 2)`` capped at ``max_pings_per_day``, times the share of
+    non-silent days (the lower weekend rate is ignored)."""
+    g = scenario.pings
+    rate = min(g.median_pings_per_day * math.exp(g.rate_sigma ** 2 / 2), g.max_pings_per_day)
+    return rate * (1.0 - min(g.silent_day_prob, 0.95))
+
+
+def memory_estimate(scenario: "Scenario", *, workers: int = 0) -> dict:
+    """Estimated peak memory (bytes) of generating ``scenario``, by part.
+
+    Model (linear in residents, devices and block pings; calibrated on the peak RSS of
+    ``sim.generate.generate`` from 200,000 to 10,000,000 residents and 2,000 to
+    1,000,000 devices, where it is 0-15 % above the measured peak):
+
+    * ``fixed``: :data:`MEM_FIXED_BYTES` for libraries and compiled kernels;
+    * ``residents``: :data:`MEM_RESIDENT_BYTES` per resident (``scenario.residents``):
+      world, persons, register and their construction temporaries;
+    * ``devices``: per device :data:`MEM_DEVICE_BYTES` plus :data:`MEM_PSEUDONYM_BYTES`
+      per expected pseudonym (1 + rotations + expected resets over the window);
+    * ``block``: one generation block of ``min(block_devices, devices)`` devices:
+      ``days x (MEM_DEVICE_DAY_BYTES + MEM_PING_BYTES x expected pings per device-day)``
+      per device (:func:`expected_pings_per_device_day`);
+    * with ``workers`` > 0 (Dask LocalCluster processes), each worker adds ``fixed``
+      and one block.
+
+    Returns ``{"fixed", "residents", "devices", "block", "total"}``.  It does not cover
+    what runs after generation (``reidsim run`` loads the whole release), so for those
+    it is a lower bound.
+    """
+    n_dev = scenario.devices
+    days = int(scenario.pings.days)
+    ids = scenario.ids
+    epochs = 1.0 + (days - 1) * ids.daily_reset_prob
+    if ids.rotation_days > 0:
+        epochs += (days - 1) // ids.rotation_days
+    block_dev = min(int(scenario.block_devices), n_dev)
+    per_dev_day = MEM_DEVICE_DAY_BYTES + MEM_PING_BYTES * expected_pings_per_device_day(scenario)
+    block = block_dev * days * per_dev_day
+    parts = {
+        "fixed": MEM_FIXED_BYTES,
+        "residents": scenario.residents * MEM_RESIDENT_BYTES,
+        "devices": n_dev * (MEM_DEVICE_BYTES + MEM_PSEUDONYM_BYTES * epochs),
+        "block": block * max(1, workers),
+    }
+    if workers > 0:
+        parts["fixed"] += workers * MEM_FIXED_BYTES
+    parts = {k: int(math.ceil(v)) for k, v in parts.items()}
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def estimate_memory_bytes(scenario: "Scenario", *, workers: int = 0) -> int:
+    """Estimated peak memory in bytes of generating ``scenario``: the persons and devices
+    tables (with world and register) plus one generation block; see
+    :func:`memory_estimate` for the model and its constants."""
+    return memory_estimate(scenario, workers=workers)["total"]
+
+
+def largest_fitting(scenario: "Scenario", field_name: str, budget_bytes: int, *, workers: int = 0) -> int:
+    """Largest value of the top-level integer ``field_name`` ("n_devices" or
+    "block_devices") at most its current value whose :func:`estimate_memory_bytes` fits in
+    ``budget_bytes``; 0 when even 1 does not fit."""
+    cur = scenario.devices if field_name == "n_devices" else int(getattr(scenario, field_name))
+
+    def fits(v):
+        s = dataclasses.replace(scenario, **{field_name: v})
+        return estimate_memory_bytes(s, workers=workers) <= budget_bytes
+
+    if not fits(1):
+        return 0
+    lo, hi = 1, max(1, cur)
+    if fits(hi):
+        return hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 DEFAULT = Scenario()

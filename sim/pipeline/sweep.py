@@ -27,7 +27,8 @@ out-of-range strengths, grid size), then evaluates one *cell* (replicate × defe
 parameters) at a time.  Each replicate's world and pings are generated once and shared
 by all of its cells (defenses never change the trajectories).  Every finished cell is
 written atomically to ``OUT/cells/<key>.parquet``; re-running the same file skips the
-cells already there, so an interrupted sweep resumes.  The tidy table
+cells already there, so an interrupted sweep resumes (a cell file that is empty or
+unreadable, e.g. after a full disk, is not done: it is computed again).  The tidy table
 ``OUT/results.parquet`` (and .csv) has one row per scenario × defense × parameter ×
 replicate × metric, with every parameter and the config hash; ``OUT/results_pooled``
 has one row per figure pooled over replicate seeds (mean and Student-t interval).  One privacy-utility
@@ -43,9 +44,10 @@ import math
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from sim import __version__
-from sim.core.config import Scenario, _toml
+from sim.core.config import Scenario, check_keys, load_toml
 from sim.core.errors import ConfigError
 from sim.core.files import atomic_path
 from sim.core.stats import combine_replicates
@@ -60,54 +62,52 @@ SWEEP_ATTACKS = ("linkage", "time_to_identification", "unicity")
 DEFAULT_MAX_CELLS = 500
 
 
-def load_sweep(path) -> dict:
-    """Read and validate a sweep file; returns the normalised plan (no work done)."""
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"sweep file {str(p)!r} does not exist; check the path.")
-    try:
-        d = _toml.loads(p.read_text())
-    except Exception as e:
-        raise ConfigError(f"sweep file {str(p)!r} is not valid TOML: {e}") from e
-    return plan_sweep(d, source=str(p))
+def load_sweep(path, max_cells: int | None = None) -> dict:
+    """Read and validate a sweep file; returns the normalised plan (no work done).
+
+    ``max_cells`` overrides the file's ``sweep.max_cells``."""
+    d = load_toml(path, "sweep file")
+    return plan_sweep(d, source=str(Path(path)), max_cells=max_cells)
 
 
 def plan_sweep(d: dict, source: str = "<dict>", max_cells: int | None = None) -> dict:
     """Validate a sweep description (the parsed TOML) and expand its grid into cells."""
 
-    unknown = sorted(set(d) - {"name", "scenario", "sweep"})
-    if unknown:
-        raise ConfigError(f"unknown top-level key(s) {unknown} in {source}; allowed: name, scenario, sweep.")
-    base = Scenario.from_dict(d.get("scenario", {}))
+    check_keys(d, ("name", "scenario", "sweep"), f"the top level of {source}")
+    if not isinstance(d.get("name", ""), str):
+        raise ConfigError(f"the sweep name must be a string, got {d['name']!r}.")
+    base = Scenario.from_dict(d.get("scenario", {}), where="scenario")
     sw = d.get("sweep")
     if not isinstance(sw, dict):
         raise ConfigError(f"{source} has no [sweep] table; add one with replicates and [[sweep.defenses]].")
-    allowed = {"replicates", "attacks", "max_cells", "baseline", "defenses"}
-    bad = sorted(set(sw) - allowed)
-    if bad:
-        raise ConfigError(f"unknown key(s) {bad} in [sweep]; allowed: {sorted(allowed)}.")
+    check_keys(sw, ("replicates", "attacks", "max_cells", "baseline", "defenses"), "[sweep]")
     reps = sw.get("replicates", [base.seed])
     if not isinstance(reps, list) or not reps or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in reps):
         raise ConfigError(f"sweep.replicates must be a non-empty list of non-negative integer seeds, got {reps!r}.")
     if len(set(reps)) != len(reps):
         raise ConfigError(f"sweep.replicates has repeated seeds: {reps}.")
-    attacks = tuple(sw.get("attacks", SWEEP_ATTACKS))
+    attacks = sw.get("attacks", SWEEP_ATTACKS)
+    if not isinstance(attacks, (list, tuple)) or not attacks or not all(isinstance(a, str) for a in attacks):
+        raise ConfigError(f"sweep.attacks must be a non-empty list of attack names from {list(SWEEP_ATTACKS)}, "
+                          f"got {attacks!r}.")
+    attacks = tuple(attacks)
     badatt = [a for a in attacks if a not in SWEEP_ATTACKS]
     if badatt:
         raise ConfigError(f"unknown sweep attack(s) {badatt}; allowed: {list(SWEEP_ATTACKS)}.")
     limit = max_cells if max_cells is not None else sw.get("max_cells", DEFAULT_MAX_CELLS)
-    if not isinstance(limit, int) or limit < 1:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ConfigError(f"sweep.max_cells must be a positive integer, got {limit!r}.")
     defs = sw.get("defenses", [])
     if not isinstance(defs, list):
         raise ConfigError("sweep.defenses must be an array of tables ([[sweep.defenses]]).")
-    settings = [("none", {})] if sw.get("baseline", True) else []
+    baseline = sw.get("baseline", True)
+    if not isinstance(baseline, bool):
+        raise ConfigError(f"sweep.baseline must be true or false, got {baseline!r}.")
+    settings = [("none", {})] if baseline else []
     for i, dd in enumerate(defs):
         if not isinstance(dd, dict) or "name" not in dd:
             raise ConfigError(f"sweep.defenses[{i}] needs a name, got {dd!r}.")
-        extra = sorted(set(dd) - {"name", "grid", "fixed"})
-        if extra:
-            raise ConfigError(f"sweep.defenses[{i}] has unknown key(s) {extra}; allowed: name, grid, fixed.")
+        check_keys(dd, ("name", "grid", "fixed"), f"sweep.defenses[{i}]")
         name = dd["name"]
         if name not in REGISTRY:
             raise ConfigError(f"unknown defense {name!r} in sweep.defenses[{i}]; known: {sorted(REGISTRY)}.")
@@ -157,18 +157,14 @@ def run_sweep(path_or_plan, out_dir, *, progress: bool = True, max_cells: int | 
     from tqdm.auto import tqdm
 
 
-    if isinstance(path_or_plan, dict):
-        plan = path_or_plan
-    else:
-        p = Path(path_or_plan)
-        try:
-            d = _toml.loads(p.read_text()) if p.exists() else None
-        except Exception as e:
-            raise ConfigError(f"sweep file {str(p)!r} is not valid TOML: {e}") from e
-        if d is None:
-            raise ConfigError(f"sweep file {str(p)!r} does not exist; check the path.")
-        plan = plan_sweep(d, source=str(p), max_cells=max_cells)
+    plan = path_or_plan if isinstance(path_or_plan, dict) else load_sweep(path_or_plan, max_cells=max_cells)
     out = Path(out_dir)
+    if str(out_dir) == "":
+        raise ConfigError("the sweep output folder is empty; give a folder, e.g. 'sweep-out'.")
+    for q in (out, out / "cells"):
+        if q.exists() and not q.is_dir():
+            raise ConfigError(f"sweep output {str(q)!r} is an existing file, not a folder; choose another "
+                              "output folder or remove the file.")
     cells_dir = out / "cells"
     cells_dir.mkdir(parents=True, exist_ok=True)
     done, skipped = 0, 0
@@ -178,7 +174,7 @@ def run_sweep(path_or_plan, out_dir, *, progress: bool = True, max_cells: int | 
         todo = []
         for name, params in plan["settings"]:
             key = cell_key(scn, name, params, plan["attacks"])
-            if (cells_dir / f"{key}.parquet").exists():
+            if read_cell(cells_dir / f"{key}.parquet") is not None:
                 skipped += 1
                 bar.update(1)
             else:
@@ -224,15 +220,34 @@ def _tidy(priv, util, plan, scn, rep, name, params) -> pd.DataFrame:
     return rows
 
 
+def read_cell(path: Path) -> pd.DataFrame | None:
+    """A finished cell's rows, or None when the cell is not done: the file is missing,
+    empty, unreadable (zero bytes, truncated, not Parquet) or has no ``value`` rows.
+    Damaged files are logged; :func:`run_sweep` computes those cells again."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as e:
+        log.warning("sweep cell %s is unreadable (%s); it will be computed again", path, e)
+        return None
+    if df.empty or "value" not in df.columns:
+        log.warning("sweep cell %s has no result rows; it will be computed again", path)
+        return None
+    return df
+
+
 def collect(plan: dict, out: Path) -> pd.DataFrame:
     """Concatenate the plan's finished cells into ``results.parquet`` / ``.csv``."""
+    out = Path(out)
     frames = []
     for rep in plan["replicates"]:
         scn = plan["base"].replace(seed=rep)
         for name, params in plan["settings"]:
-            f = out / "cells" / f"{cell_key(scn, name, params, plan['attacks'])}.parquet"
-            if f.exists():
-                frames.append(pd.read_parquet(f))
+            df = read_cell(out / "cells" / f"{cell_key(scn, name, params, plan['attacks'])}.parquet")
+            if df is not None:
+                frames.append(df)
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     with atomic_path(out / "results.parquet") as tmp:
         table.to_parquet(tmp, index=False)
