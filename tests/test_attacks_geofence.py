@@ -26,7 +26,7 @@ def case():
         ("g6", START + 5, 402.0, 401.0),
         ("g7", START + 80, 700.0, 700.0),     # elsewhere
     ]
-    tr = Traces.from_frame(pd.DataFrame(rows, columns=["pseudonym", "t_s", "x_m", "y_m"]), crs="t", start_s=T0)
+    tr = Traces.from_frame(pd.DataFrame(rows, columns=["pseudonym", "t_s", "x_m", "y_m"]), crs="EPSG:32631", start_s=T0)
     reg = register_from_points(W, [1, 2, 3, 4, 6, 7, 5],
                                ([25, 125, 175, 75, 625, 625, 775], [25, 25, 25, 25, 625, 625, 775]))
     inferred = pd.DataFrame({

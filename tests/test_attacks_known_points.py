@@ -3,10 +3,10 @@ import pandas as pd
 import pytest
 
 from sim.attacks import known_points as K
-from sim.attacks._common import stable_index
+
 from sim.attacks.unicity import stream_keys
 from sim.core.errors import ConfigError, InputError
-from sim.core.rng import TAG_ATTACK, normal, uniform
+from sim.core.rng import TAG_ATTACK, normal, uniform, stable_uid64
 from sim.core.traces import Traces
 
 T0 = 1_700_006_400
@@ -14,7 +14,7 @@ T0 = 1_700_006_400
 
 def _tr(rows):
     df = pd.DataFrame(rows, columns=["pseudonym", "t_s", "x_m", "y_m"])
-    return Traces.from_frame(df, crs="t", start_s=T0, n_days=2)
+    return Traces.from_frame(df, crs="EPSG:32631", start_s=T0, n_days=2)
 
 
 def _random(seed, n=40):
@@ -26,12 +26,12 @@ def _random(seed, n=40):
                        "t_s": T0 + rng.integers(0, 6 * 3600, m),
                        "x_m": rng.choice([0.0, 300.0, 600.0], m) + rng.normal(0, 40, m),
                        "y_m": rng.choice([0.0, 300.0], m) + rng.normal(0, 40, m)})
-    return Traces.from_frame(df, crs="t", start_s=T0, n_days=1)
+    return Traces.from_frame(df, crs="EPSG:32631", start_s=T0, n_days=1)
 
 
 def _reference(tr, m, sigma, jitter, radius, tol, seed):
     keys = np.empty(tr.n_traces, dtype=np.uint64)
-    stream_keys(np.uint64(seed), np.uint64(TAG_ATTACK), stable_index(tr.pseudonym) ^ K.SALT, keys)
+    stream_keys(np.uint64(seed), np.uint64(TAG_ATTACK), stable_uid64(tr.pseudonym) ^ K.SALT, keys)
     counts = np.zeros((tr.n_traces, m), np.int64)
     hits = np.zeros((tr.n_traces, m), bool)
     off = tr.offsets

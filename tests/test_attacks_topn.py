@@ -17,7 +17,7 @@ Z1, Z2, Z3 = (25, 25), (75, 25), (125, 25)  # building zones 0, 1, 2
 
 def _tr(rows):
     df = pd.DataFrame(rows, columns=["pseudonym", "t_s", "x_m", "y_m"])
-    return Traces.from_frame(df, crs="t", start_s=T0, n_days=3)
+    return Traces.from_frame(df, crs="EPSG:32631", start_s=T0, n_days=3)
 
 
 def _pings(name, place, n, day=0):
@@ -73,7 +73,7 @@ def test_against_reference(by):
     df = pd.DataFrame({"pseudonym": [f"d{i:02d}" for i in dev], "t_s": T0 + rng.integers(0, 3 * 86400, len(dev)),
                        "x_m": rng.choice([25, 75, 125, 425, 775, 900], len(dev)) + rng.uniform(-5, 5, len(dev)),
                        "y_m": rng.choice([25, 75, 425], len(dev))})
-    tr = Traces.from_frame(df, crs="t", start_s=T0, n_days=3)
+    tr = Traces.from_frame(df, crs="EPSG:32631", start_s=T0, n_days=3)
     f = tr.to_frame()
     f["day"] = tr.day()
     for lv in LEVELS:

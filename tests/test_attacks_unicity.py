@@ -13,7 +13,7 @@ T0 = 1_700_006_400  # a midnight (UTC)
 
 def _traces(rows, start_s=T0):
     df = pd.DataFrame(rows, columns=["pseudonym", "t_s", "x_m", "y_m"])
-    return Traces.from_frame(df, crs="test", start_s=start_s, n_days=3)
+    return Traces.from_frame(df, crs="EPSG:32631", start_s=start_s, n_days=3)
 
 
 def _random_traces(seed, n=60, pings=15, area=3000.0):
@@ -28,7 +28,7 @@ def _random_traces(seed, n=60, pings=15, area=3000.0):
         "x_m": rng.choice(np.linspace(0, area, 7), m) + rng.uniform(0, 300, m),
         "y_m": rng.choice(np.linspace(0, area, 5), m),
     })
-    return Traces.from_frame(df, crs="test", start_s=T0, n_days=3)
+    return Traces.from_frame(df, crs="EPSG:32631", start_s=T0, n_days=3)
 
 
 def _ref_counts(traces, v, h, p, seed):
@@ -139,7 +139,7 @@ def test_seed_changes_draws():
 
 def test_empty_and_errors():
     empty = Traces(pseudonym=np.array([], dtype=object), offsets=np.zeros(1, np.int64), t_s=np.zeros(0, np.int64),
-                   x_m=np.zeros(0), y_m=np.zeros(0), accuracy_m=np.zeros(0, np.float32), crs="t")
+                   x_m=np.zeros(0), y_m=np.zeros(0), accuracy_m=np.zeros(0, np.float32), crs="EPSG:32631")
     t = U.unicity_attack(empty, p_values=[1], v_values_m=[100], h_values_h=[1])
     assert t["n"].iloc[0] == 0 and np.isnan(t["value"].iloc[0])
     tr = _random_traces(0, n=5)

@@ -29,6 +29,18 @@ Attacks (``ATTACKS``) and their match rules:
   instance, no combinations); a user matches if both are among the user's own two
   most frequent locations.  Ties in visit count are broken by (lat, lng) ascending.
 
+Cost and limits: a user with n records has C(n, min(k, n)) instances of size k (one
+for ``home_work``), and each instance is checked against the users sharing its rarest
+location.  ``privacy_risk`` counts the instances of the target users before computing
+and refuses (``ConfigError``) above ``max_instances`` (default ``MAX_INSTANCES`` =
+10,000,000, roughly a minute when ~20 users share every location, often far less: the
+count is an upper bound, as a user's enumeration stops once their risk reaches 1).
+``knowledge_length`` above ``MAX_KNOWLEDGE_LENGTH`` is refused outright.  The kernels are
+called on chunks of users (from ``_CHUNK_INSTANCES`` instances, growing while a call
+takes under ``_CHUNK_SECONDS``; a user with more instances is enumerated in resumable
+slices), so Ctrl-C (KeyboardInterrupt) takes effect within about a second; results do
+not depend on the chunking.
+
 Known defects of scikit-mobility 1.3.1 (``compat="docs"``, the default, follows the
 documentation; ``compat="skmob-1.3.1"`` reproduces the code, for cross-checks):
 
@@ -43,11 +55,16 @@ documentation; ``compat="skmob-1.3.1"`` reproduces the code, for cross-checks):
 """
 from __future__ import annotations
 
+import math
+import numbers
+import time
+
 import numpy as np
 import pandas as pd
 
 from sim.core.jit import jit, pjit, prange
-from sim.core.errors import ConfigError, InputError
+from sim.core.errors import ConfigError, CRSError, InputError
+from sim.core.traces import Traces
 
 ATTACKS = ("location", "location_sequence", "location_time", "unique_location", "frequency", "home_work")
 PRECISIONS = ("Year", "Month", "Day", "Hour", "Minute", "Second")
@@ -55,6 +72,11 @@ COMPAT = ("docs", "skmob-1.3.1")
 COLUMNS = ("uid", "datetime", "lat", "lng")
 
 _M_LOCATION, _M_SEQUENCE, _M_UNIQUE, _M_FREQUENCY, _M_HOMEWORK = 0, 1, 2, 3, 4
+
+MAX_INSTANCES = 10_000_000  # default refusal threshold (background-knowledge instances)
+MAX_KNOWLEDGE_LENGTH = 1_000_000  # larger k is refused as a config error
+_CHUNK_INSTANCES = 100_000  # smallest kernel call (instances); Ctrl-C is honoured between calls
+_CHUNK_SECONDS = 0.25  # kernel calls grow until they take about this long
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -140,12 +162,23 @@ def _risk_one(u, mode, klen, tol, rec_off, rec_item, rec_val, seq_off, seq_item,
             return 0.0
         return 1.0 / _count_matches(mode, inst_item, inst_val, k, tol, seq_off, seq_item, bag_off, bag_item,
                                     bag_cnt, top2, post_off, post_user)
-    a = rec_off[u]
-    n = rec_off[u + 1] - a
+    n = rec_off[u + 1] - rec_off[u]
     if n == 0:
         return 0.0
     k = min(klen, n)
     idx = np.arange(k)
+    return _risk_part(u, mode, k, tol, rec_off, rec_item, rec_val, seq_off, seq_item, bag_off, bag_item, bag_cnt,
+                      top2, post_off, post_user, idx, -1)[0]
+
+
+@jit
+def _risk_part(u, mode, k, tol, rec_off, rec_item, rec_val, seq_off, seq_item, bag_off, bag_item, bag_cnt,
+               top2, post_off, post_user, idx, budget):
+    """Max of 1/#matches over u's k-combinations (lexicographic order) from the one in
+    ``idx`` on, for at most ``budget`` instances (< 0: no limit); ``idx`` is left at the
+    next combination.  Returns (risk, finished)."""
+    a = rec_off[u]
+    n = rec_off[u + 1] - a
     inst_item = np.empty(k, dtype=np.int64)
     inst_val = np.empty(k, dtype=np.int64)
     risk = 0.0
@@ -159,17 +192,19 @@ def _risk_one(u, mode, klen, tol, rec_off, rec_item, rec_val, seq_off, seq_item,
         if r > risk:
             risk = r
             if risk >= 1.0:
-                break
+                return risk, True
         # next combination in lexicographic order
         j = k - 1
         while j >= 0 and idx[j] == n - k + j:
             j -= 1
         if j < 0:
-            break
+            return risk, True
         idx[j] += 1
         for q in range(j + 1, k):
             idx[q] = idx[q - 1] + 1
-    return risk
+        budget -= 1
+        if budget == 0:
+            return risk, False
 
 
 @pjit
@@ -190,10 +225,104 @@ def _risk_serial(targets, mode, klen, tol, rec_off, rec_item, rec_val, seq_off, 
                            bag_item, bag_cnt, top2, post_off, post_user)
 
 
+@pjit
+def _resume_kernel(pos, targets, mode, k, tol, rec_off, rec_item, rec_val, seq_off, seq_item, bag_off, bag_item,
+                   bag_cnt, top2, post_off, post_user, idx, risk, done, budget):
+    """Advance the enumeration of targets[pos] by up to ``budget`` instances each (state:
+    ``idx`` rows, running ``risk``, ``done`` flags) — for users too big for one call."""
+    for i in prange(len(pos)):
+        s = pos[i]
+        r, fin = _risk_part(targets[s], mode, k, tol, rec_off, rec_item, rec_val, seq_off, seq_item, bag_off,
+                            bag_item, bag_cnt, top2, post_off, post_user, idx[s], budget)
+        if r > risk[s]:
+            risk[s] = r
+        done[s] = fin
+
+
+@jit
+def _resume_serial(pos, targets, mode, k, tol, rec_off, rec_item, rec_val, seq_off, seq_item, bag_off, bag_item,
+                   bag_cnt, top2, post_off, post_user, idx, risk, done, budget):
+    """Same as _resume_kernel without threads."""
+    for i in range(len(pos)):
+        s = pos[i]
+        r, fin = _risk_part(targets[s], mode, k, tol, rec_off, rec_item, rec_val, seq_off, seq_item, bag_off,
+                            bag_item, bag_cnt, top2, post_off, post_user, idx[s], budget)
+        if r > risk[s]:
+            risk[s] = r
+        done[s] = fin
+
+
 _SERIAL_BELOW = 256  # targets
 
 
-# ------------------------------------------------------------------- preparation
+def _instance_counts(n_rec: np.ndarray, k: int) -> np.ndarray:
+    """Instances ``_risk_one`` enumerates at most per user with ``n_rec`` records:
+    C(n, min(k, n)), 0 for n == 0; float64, inf beyond ~1e300 (exact below 2**53)."""
+    n_rec = np.asarray(n_rec, dtype=np.int64)
+    uniq, inv = np.unique(n_rec, return_inverse=True)
+    vals = np.zeros(len(uniq), dtype=np.float64)
+    for i, n in enumerate(uniq.tolist()):
+        if n <= 0:
+            continue
+        kk = min(k, n)
+        log_c = math.lgamma(n + 1) - math.lgamma(kk + 1) - math.lgamma(n - kk + 1)
+        vals[i] = float(math.comb(n, kk)) if log_c < 690 else math.inf
+    return vals[inv.reshape(-1)]
+
+
+def _fmt_count(v: float) -> str:
+    return f"{int(v):,}" if v < 1e15 else f"{v:.3g}"
+
+
+def _next_budget(budget: float, elapsed_s: float) -> float:
+    """Instances for the next kernel call: scaled towards ``_CHUNK_SECONDS`` per call
+    (at most x8, at least /4 per step), never below ``_CHUNK_INSTANCES``."""
+    factor = 8.0 if elapsed_s <= 0 else min(8.0, max(0.25, _CHUNK_SECONDS / elapsed_s))
+    return max(float(_CHUNK_INSTANCES), budget * factor)
+
+
+def _run(tg, counts, mode, k, tol, d) -> np.ndarray:
+    """Risk of every target, computed in kernel calls of bounded size so a KeyboardInterrupt
+    (Ctrl-C) takes effect between calls.  A call starts at ``_CHUNK_INSTANCES`` instances
+    and grows while calls take less than ``_CHUNK_SECONDS``; users with more instances than
+    ``_CHUNK_INSTANCES`` are enumerated in resumable slices.  The result does not depend on
+    the chunking: each user's risk is a max over the same instances."""
+    arrays = (d["rec_off"], d["rec_item"], d["rec_val"], d["seq_off"], d["seq_item"], d["bag_off"],
+              d["bag_item"], d["bag_cnt"], d["top2"], d["post_off"], d["post_user"])
+    out = np.zeros(len(tg), dtype=np.float64)
+    big = counts > _CHUNK_INSTANCES
+    small = np.flatnonzero(~big)
+    tg_s, out_s = tg[small], np.zeros(len(small), dtype=np.float64)
+    cum = np.cumsum(counts[small])
+    a, done_before, budget = 0, 0.0, float(_CHUNK_INSTANCES)
+    while a < len(small):
+        b = max(a + 1, int(np.searchsorted(cum, done_before + budget, side="right")))
+        kernel = _risk_serial if b - a < _SERIAL_BELOW else _risk_kernel
+        t0 = time.perf_counter()
+        kernel(tg_s[a:b], np.int64(mode), np.int64(k), tol, *arrays, out_s[a:b])
+        budget = _next_budget(budget, time.perf_counter() - t0)
+        a, done_before = b, float(cum[b - 1])
+    out[small] = out_s
+    if big.any():
+        # users with more instances than one call should hold (never home_work, so each has
+        # more than k records and instances of exactly k): resumable enumeration
+        tg_b = np.ascontiguousarray(tg[big])
+        idx = np.tile(np.arange(k, dtype=np.int64), (len(tg_b), 1))
+        risk = np.zeros(len(tg_b), dtype=np.float64)
+        done = np.zeros(len(tg_b), dtype=np.bool_)
+        active = np.arange(len(tg_b), dtype=np.int64)
+        budget = float(_CHUNK_INSTANCES)
+        while len(active):
+            per_user = max(1, int(budget // len(active)))
+            kernel = _resume_serial if len(active) == 1 else _resume_kernel
+            t0 = time.perf_counter()
+            kernel(active, tg_b, np.int64(mode), np.int64(k), tol, *arrays, idx, risk, done, np.int64(per_user))
+            budget = _next_budget(budget, time.perf_counter() - t0)
+            active = active[~done[active]]
+        out[big] = risk
+    return out
+
+
 def _time_keys(dt: pd.Series, precision: str, compat: str) -> np.ndarray:
     if compat == "skmob-1.3.1":
         y, m, d = dt.dt.year.astype(str), dt.dt.month.astype(str), dt.dt.day.astype(str)
@@ -241,11 +370,35 @@ def _prepare(df, attack, time_precision, compat):
             "(rename e.g. user_id -> uid, lon -> lng)."
         )
     if any(df[c].isna().any() for c in COLUMNS):
-        raise InputError("uid/datetime/lat/lng contain missing values; drop those records first.")
+        bad = [c for c in COLUMNS if df[c].isna().any()]
+        raise InputError(f"column(s) {bad} contain missing values; drop those records first "
+                         "(e.g. df.dropna(subset=['uid', 'datetime', 'lat', 'lng'])).")
+    for c in ("lat", "lng"):
+        col = df[c]
+        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            raise InputError(
+                f"column {c} must hold numbers (degrees), got dtype {col.dtype} (first value "
+                f"{col.iloc[0]!r:.60}); convert it, e.g. df[{c!r}] = pd.to_numeric(df[{c!r}]), and fix "
+                "the values that fail."
+            )
     dt = df["datetime"]
     if not pd.api.types.is_datetime64_any_dtype(dt):
-        dt = pd.to_datetime(dt)
-    uid_codes, uids = pd.factorize(df["uid"], sort=True)
+        try:
+            dt = pd.to_datetime(dt)
+        except (ValueError, TypeError, OverflowError) as exc:
+            coerced = pd.to_datetime(dt, errors="coerce", format="mixed")
+            bad = dt[coerced.isna().to_numpy()]
+            example = f" (e.g. {bad.iloc[0]!r:.60})" if len(bad) else ""
+            reason = str(exc).splitlines()[0].split(". You might")[0] if str(exc) else type(exc).__name__
+            raise InputError(
+                f"column datetime has values pandas cannot parse as dates{example}: {reason}; "
+                "convert it yourself with pd.to_datetime(df['datetime'], format=...) and drop or fix the "
+                "values that fail (errors='coerce' marks them NaT)."
+            ) from None
+    try:
+        uid_codes, uids = pd.factorize(df["uid"], sort=True)
+    except TypeError as exc:
+        raise InputError(f"column uid must hold hashable, sortable ids (e.g. int or str): {exc}.") from None
     order = np.lexsort((dt.to_numpy(), uid_codes))  # stable: ties keep input order
     uid_codes = uid_codes[order]
     dt = dt.iloc[order].reset_index(drop=True)
@@ -302,6 +455,7 @@ def privacy_risk(
     tolerance: float = 0.0,
     targets=None,
     compat: str = "docs",
+    max_instances: int | None = MAX_INSTANCES,
 ) -> pd.DataFrame:
     """Per-user re-identification risk under one skmob-style attack.
 
@@ -315,23 +469,42 @@ def privacy_risk(
     targets : optional list of uids to assess (risk is still against all users).
     compat : "docs" (documented behaviour) or "skmob-1.3.1" (reproduce its code's
         home_work and time-precision defects).
+    max_instances : refuse (ConfigError) when the target users have more background-
+        knowledge instances than this in total, sum over targets of C(n, min(k, n)) with n
+        a user's records (distinct locations for unique_location/frequency); None = no
+        limit.  The count is an upper bound of the work (a user's enumeration stops once
+        their risk reaches 1); the computation can be interrupted with Ctrl-C.
 
     Returns
     -------
     DataFrame uid, risk — one row per (target) user, sorted by uid.
     """
-    if attack not in ATTACKS:
-        raise ConfigError(f"attack must be one of {ATTACKS}, got {attack!r}.")
-    if compat not in COMPAT:
-        raise ConfigError(f"compat must be one of {COMPAT}, got {compat!r}.")
-    if isinstance(knowledge_length, bool) or not isinstance(knowledge_length, (int, np.integer)) or knowledge_length < 1:
-        raise ConfigError(f"knowledge_length must be an integer >= 1, got {knowledge_length!r}.")
-    if time_precision not in PRECISIONS:
-        raise ConfigError(f"time_precision must be one of {PRECISIONS}, got {time_precision!r}.")
-    if not (isinstance(tolerance, (int, float)) and 0.0 <= float(tolerance) <= 1.0):
-        raise ConfigError(f"tolerance must be in [0, 1], got {tolerance!r}.")
+    if not (isinstance(attack, str) and attack in ATTACKS):
+        raise ConfigError(f"attack must be one of {ATTACKS}, got {attack!r:.80}.")
+    if not (isinstance(compat, str) and compat in COMPAT):
+        raise ConfigError(f"compat must be one of {COMPAT}, got {compat!r:.80}.")
+    if (isinstance(knowledge_length, (bool, np.bool_)) or not isinstance(knowledge_length, numbers.Integral)
+            or not 1 <= knowledge_length <= MAX_KNOWLEDGE_LENGTH):
+        raise ConfigError(
+            f"knowledge_length must be an integer in [1, {MAX_KNOWLEDGE_LENGTH:,}], got {knowledge_length!r:.80}; "
+            "it is the number of records the attacker knows (skmob uses 1-5; a value at least a user's "
+            "record count means all of that user's records)."
+        )
+    if not (isinstance(time_precision, str) and time_precision in PRECISIONS):
+        raise ConfigError(f"time_precision must be one of {PRECISIONS}, got {time_precision!r:.80}.")
+    if (isinstance(tolerance, (bool, np.bool_)) or not isinstance(tolerance, numbers.Real)
+            or not 0.0 <= float(tolerance) <= 1.0):
+        raise ConfigError(f"tolerance must be a number in [0, 1], got {tolerance!r:.80}.")
+    if max_instances is not None and (isinstance(max_instances, (bool, np.bool_))
+                                      or not isinstance(max_instances, numbers.Integral) or max_instances < 1):
+        raise ConfigError(f"max_instances must be an integer >= 1 or None (no limit), got {max_instances!r:.80}.")
     if not isinstance(df, pd.DataFrame):
-        raise InputError(f"df must be a pandas DataFrame, got {type(df).__name__}.")
+        raise InputError(
+            f"df must be a pandas DataFrame (or skmob TrajDataFrame) with columns {list(COLUMNS)}, got "
+            f"{type(df).__name__}; wrap it, e.g. pd.DataFrame(data)."
+        )
+    if targets is not None and (isinstance(targets, (str, bytes)) or not np.iterable(targets)):
+        raise ConfigError(f"targets must be a list of uids or None, got {targets!r:.80}; e.g. targets=[{targets!r:.40}].")
     d = _prepare(df, attack, time_precision, compat)
     uids = d["uids"]
     if targets is None:
@@ -341,14 +514,27 @@ def privacy_risk(
         if np.any(pos < 0):
             raise InputError(f"targets {list(np.asarray(list(targets))[pos < 0][:3])} are not uids of the table.")
         tg = np.sort(pos).astype(np.int64)
+    k = int(knowledge_length)
+    n_rec = d["rec_off"][tg + 1] - d["rec_off"][tg]
+    counts = (n_rec > 0).astype(np.float64) if attack == "home_work" else _instance_counts(n_rec, k)
+    total = float(counts.sum()) if len(counts) else 0.0
+    if max_instances is not None and total > max_instances:
+        big = int(np.argmax(counts))
+        big_uid = uids[tg[big]]
+        big_uid = big_uid.item() if isinstance(big_uid, np.generic) else big_uid
+        what = "distinct locations" if attack in ("unique_location", "frequency") else "records"
+        raise ConfigError(
+            f"privacy_risk({attack!r}, knowledge_length={k}) would enumerate {_fmt_count(total)} "
+            f"background-knowledge instances (sum over {len(tg):,} target users of C(n, min(k, n)), n = a user's "
+            f"{what}; the largest is uid {big_uid!r:.40} with n={int(n_rec[big]):,}: "
+            f"{_fmt_count(counts[big])}), above max_instances={max_instances:,}. Reduce it with a smaller "
+            f"knowledge_length (skmob uses 1-5), fewer {what} per user (e.g. one record per stay or per hour, "
+            "or coarser coordinates), fewer users via targets=[...], or raise max_instances (None = no limit; "
+            "the count is an upper bound and Ctrl-C interrupts the computation)."
+        )
     mode = {"location": _M_LOCATION, "location_time": _M_LOCATION, "location_sequence": _M_SEQUENCE,
             "unique_location": _M_UNIQUE, "frequency": _M_FREQUENCY, "home_work": _M_HOMEWORK}[attack]
-    out = np.zeros(len(tg), dtype=np.float64)
-    if len(tg):
-        kernel = _risk_serial if len(tg) < _SERIAL_BELOW else _risk_kernel
-        kernel(tg, np.int64(mode), np.int64(knowledge_length), float(tolerance), d["rec_off"], d["rec_item"],
-                     d["rec_val"], d["seq_off"], d["seq_item"], d["bag_off"], d["bag_item"], d["bag_cnt"], d["top2"],
-                     d["post_off"], d["post_user"], out)
+    out = _run(tg, counts, mode, k, float(tolerance), d)
     return pd.DataFrame({"uid": np.asarray(uids)[tg], "risk": out})
 
 
@@ -386,20 +572,46 @@ def traces_to_skmob_frame(traces, world=None, *, cell_m: float | None = None) ->
     """A skmob-style table (uid, datetime, lat, lng) from a Traces release.
 
     Positions are snapped to the centre of ``cell_m``-metre cells first when given (exact
-    equality of locations is what these measures compare), and converted to degrees with
-    ``world.to_latlon`` when a world is given (else lat/lng hold y_m/x_m).
+    equality of locations is what these measures compare), then converted to degrees:
+    with ``world.to_latlon`` when a world is given, else from ``traces.crs`` with pyproj.
+    ``lat``/``lng`` are always WGS84 degrees; a Traces whose CRS has no link to the Earth
+    (e.g. ``LOCAL_CS[...]``) raises CRSError unless a world is given.
+    ``datetime`` is local time (UTC + ``traces.utc_offset_s``), naive.
     """
+    from sim.world.crs import project_to_latlon
+
+    if not isinstance(traces, Traces):
+        raise InputError(
+            f"traces must be a sim.core.traces.Traces, got {type(traces).__name__}; build one with "
+            "Traces.from_frame(df, crs=...), or pass a skmob-style DataFrame straight to privacy_risk."
+        )
     x = np.asarray(traces.x_m, dtype=np.float64)
     y = np.asarray(traces.y_m, dtype=np.float64)
     if cell_m is not None:
-        if not cell_m > 0:
-            raise ConfigError(f"cell_m must be > 0, got {cell_m!r}.")
+        if (isinstance(cell_m, (bool, np.bool_)) or not isinstance(cell_m, numbers.Real)
+                or not (np.isfinite(cell_m) and cell_m > 0)):
+            raise ConfigError(f"cell_m must be a finite number of metres > 0 or None, got {cell_m!r:.80}.")
         x = (np.floor(x / cell_m) + 0.5) * cell_m
         y = (np.floor(y / cell_m) + 0.5) * cell_m
     if world is not None:
         lat, lng = world.to_latlon(x, y)
     else:
-        lat, lng = y, x
+        try:
+            lat, lng = project_to_latlon(x, y, traces.crs)
+        except Exception as exc:  # pyproj raises several types
+            raise CRSError(
+                f"cannot convert positions from traces.crs={traces.crs!r:.200} to lat/lng degrees ({exc}); "
+                "pass world= (its to_latlon is used), or give Traces a projected CRS pyproj can convert, "
+                "e.g. 'EPSG:32633'."
+            ) from None
+    lat = np.asarray(lat, dtype=np.float64)
+    lng = np.asarray(lng, dtype=np.float64)
+    if not (np.all(np.isfinite(lat)) and np.all(np.isfinite(lng))):
+        how = "world.to_latlon" if world is not None else f"traces.crs={traces.crs!r:.200}"
+        raise CRSError(
+            f"converting positions to lat/lng with {how} gave non-finite values (positions outside the "
+            "CRS's area of use?); check that x_m/y_m really are metres in that CRS."
+        )
     return pd.DataFrame({
         "uid": np.repeat(np.asarray(traces.pseudonym, dtype=object), traces.lengths),
         "datetime": pd.to_datetime(np.asarray(traces.t_s) + int(traces.utc_offset_s), unit="s"),

@@ -12,13 +12,83 @@ traces.
 """
 from __future__ import annotations
 
+import functools
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from sim.core.constants import DAY_S
-from sim.core.errors import InputError
+from sim.core.errors import CRSError, InputError
+
+_CRS_HINT = (
+    "pass the projected (metric) CRS of x_m/y_m as a string pyproj understands, e.g. "
+    "crs=world.crs, 'EPSG:32633' (a UTM zone) or a PROJ string; for synthetic coordinates "
+    "with no place on Earth use an engineering CRS such as 'LOCAL_CS[\"local\"]'"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _crs_problem(crs: str) -> str | None:
+    """Why ``crs`` cannot label metre coordinates (None if it can); memoised."""
+    import pyproj
+
+    try:
+        c = pyproj.CRS.from_user_input(crs)
+    except Exception as exc:  # pyproj raises several types
+        return f"is not a CRS pyproj understands ({exc})"
+    if c.is_geographic:
+        return ("is geographic (degrees), but x_m/y_m are metres; project lat/lon to metres first "
+                "(e.g. sim.world.crs.project_from_latlon) and")
+    if c.is_geocentric:
+        return "is geocentric (3-D), but x_m/y_m are planar metres; instead"
+    return None
+
+
+def check_crs(crs) -> str:
+    """``crs`` if it is a string pyproj parses as a projected or engineering CRS, else
+    raise :class:`~sim.core.errors.CRSError` saying what was received and how to fix it."""
+    if crs is None:
+        raise CRSError(f"traces.crs is None; Traces positions need a CRS: {_CRS_HINT}.")
+    if not isinstance(crs, str):
+        raise CRSError(
+            f"traces.crs must be a string, got {type(crs).__name__} ({crs!r:.80}); {_CRS_HINT} "
+            "(a pyproj.CRS object converts with .to_wkt())."
+        )
+    why = _crs_problem(crs)
+    if why is not None:
+        raise CRSError(f"traces.crs={crs!r:.200} {why}; {_CRS_HINT}.")
+    return crs
+
+
+def _int_value(name: str, v, *, lo=None, hi=None, hint: str = "") -> int:
+    """``v`` as a Python int if it is an integral number within [lo, hi]; else InputError."""
+    ok = isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, (bool, np.bool_))
+    if not ok and isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
+        ok = True
+    if not ok:
+        raise InputError(f"{name} must be an integer, got {type(v).__name__} {v!r:.80}.{hint}")
+    iv = int(v)
+    if (lo is not None and iv < lo) or (hi is not None and iv > hi):
+        rng = f">= {lo}" if hi is None else (f"<= {hi}" if lo is None else f"in [{lo}, {hi}]")
+        raise InputError(f"{name} must be {rng}, got {iv}.{hint}")
+    return iv
+
+
+def _numeric_column(df: pd.DataFrame, col: str, what: str) -> None:
+    s = df[col]
+    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        return
+    example = s.iloc[0] if len(s) else None
+    raise InputError(
+        f"column {col} must hold numbers ({what}), got dtype {s.dtype} (first value {example!r:.60}); "
+        f"convert it, e.g. df[{col!r}] = pd.to_numeric(df[{col!r}]), and fix the values that fail."
+    )
+
+
+_I64_MAX = int(np.iinfo(np.int64).max)
+
 
 def local_midnight(t_s: int, utc_offset_s: int) -> int:
     """UTC seconds of the local midnight at or before ``t_s``."""
@@ -109,7 +179,26 @@ class Traces:
 
     # ------------------------------------------------------------- validation
     def validate(self) -> "Traces":
-        """Check shapes, offsets, finiteness and per-trace time order; raise InputError."""
+        """Check the CRS, window, dtypes, shapes, offsets, finiteness and per-trace time
+        order; raise CRSError for the CRS and InputError for everything else."""
+        check_crs(self.crs)
+        hint = " Build Traces with Traces.from_frame, which computes the window from the pings."
+        _int_value("n_days", self.n_days, lo=1, hi=10**7, hint=hint)
+        _int_value("start_s", self.start_s, lo=-_I64_MAX // 2, hi=_I64_MAX // 2, hint=hint)
+        _int_value("utc_offset_s", self.utc_offset_s, lo=-DAY_S + 1, hi=DAY_S - 1,
+                   hint=" It is local time minus UTC in seconds, e.g. 3600 for UTC+1.")
+        for name in ("t_s", "x_m", "y_m", "accuracy_m", "offsets"):
+            a = np.asarray(getattr(self, name))
+            if a.ndim != 1:
+                raise InputError(f"{name} must be a 1-D array, got shape {a.shape}.")
+            kind = "iu" if name in ("t_s", "offsets") else "iuf"
+            if a.dtype.kind not in kind:
+                want = "integers (Unix seconds)" if name == "t_s" else (
+                    "integers" if name == "offsets" else "numbers in metres")
+                raise InputError(
+                    f"{name} must hold {want}, got dtype {a.dtype}; convert it (e.g. with "
+                    "Traces.from_frame, which checks and sorts the columns)."
+                )
         n = len(self.t_s)
         off = np.asarray(self.offsets)
         if off.ndim != 1 or len(off) < 1 or off[0] != 0 or off[-1] != n:
@@ -168,6 +257,20 @@ class Traces:
         ``start_s`` defaults to the local midnight before the first ping, ``n_days`` to
         the number of local days up to the last ping.
         """
+        if not isinstance(df, pd.DataFrame):
+            raise InputError(
+                f"Traces.from_frame needs a pandas DataFrame, got {type(df).__name__}; wrap it, "
+                "e.g. Traces.from_frame(pd.DataFrame(data), crs=...)."
+            )
+        check_crs(crs)
+        utc_offset_s = _int_value("utc_offset_s", utc_offset_s, lo=-DAY_S + 1, hi=DAY_S - 1,
+                                  hint=" It is local time minus UTC in seconds, e.g. 3600 for UTC+1.")
+        if start_s is not None:
+            start_s = _int_value("start_s", start_s, lo=-_I64_MAX // 2, hi=_I64_MAX // 2,
+                                 hint=" Omit it to start at the local midnight before the first ping.")
+        if n_days is not None:
+            n_days = _int_value("n_days", n_days, lo=1, hi=10**7,
+                                hint=" Omit it to cover every ping from start_s to the last one.")
         need = [pseudonym_col, "t_s", "x_m", "y_m"]
         missing = [c for c in need if c not in df.columns]
         if missing:
@@ -177,13 +280,19 @@ class Traces:
         if df[need].isna().any().any():
             col = df[need].columns[df[need].isna().any()].tolist()
             raise InputError(f"column(s) {col} contain missing values; drop those rows first.")
-        codes, uniques = pd.factorize(df[pseudonym_col], sort=True)
         t = df["t_s"].to_numpy()
-        if not np.issubdtype(t.dtype, np.integer):
+        if t.dtype.kind not in "iu":
+            example = t[0] if len(t) else None
             raise InputError(
-                f"t_s must be integer Unix seconds, got dtype {t.dtype}; convert timestamps with "
-                "sim.io.to_unix_seconds."
+                f"t_s must be integer Unix seconds, got dtype {t.dtype} (first value {example!r:.60}); "
+                "convert datetimes or date strings with sim.release.dataset.to_unix_seconds "
+                "(unparseable strings must be fixed or dropped first)."
             )
+        for col in ("x_m", "y_m"):
+            _numeric_column(df, col, "metres in the projected CRS")
+        if "accuracy_m" in df.columns:
+            _numeric_column(df, "accuracy_m", "metres")
+        codes, uniques = pd.factorize(df[pseudonym_col], sort=True)
         order = np.lexsort((t, codes))
         codes = codes[order]
         counts = np.bincount(codes, minlength=len(uniques))
@@ -197,6 +306,12 @@ class Traces:
         )
         if start_s is None:
             start_s = local_midnight(int(t_s.min()), utc_offset_s) if len(t_s) else 0
+        elif len(t_s) and start_s > int(t_s.max()):
+            raise InputError(
+                f"start_s={start_s} is after the last ping (t_s max {int(t_s.max())}), so the window "
+                "would hold no ping (and n_days would be negative); omit start_s to start at the local "
+                "midnight before the first ping, or pass local_midnight(first t_s, utc_offset_s)."
+            )
         if n_days is None:
             n_days = int((int(t_s.max()) - start_s) // DAY_S + 1) if len(t_s) else 1
         out = cls(
