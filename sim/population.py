@@ -127,7 +127,8 @@ def _gravity_workplaces(world, home_b, employed, decay_m, rng):
 def choose_devices(persons: pd.DataFrame, n_devices: int, seed: int) -> pd.DataFrame:
     """The broker's panel: ``n_devices`` persons chosen uniformly without replacement.
 
-    device_idx is dense (0..n-1) in person order; the MAID column is filled by the
+    device_idx is dense (0..n-1) in a seeded random order of persons, independent of
+    identity; the MAID column is filled by the
     generator (it depends on ID rotation).
     """
 
@@ -137,7 +138,10 @@ def choose_devices(persons: pd.DataFrame, n_devices: int, seed: int) -> pd.DataF
             "raise world.residents / lower population.device_share"
         )
     rng = seed_sequence(seed, TAG_POP, 2)
-    pid = np.sort(rng.choice(len(persons), size=n_devices, replace=False))
+    # device_idx follows a seeded random order of persons, never person_id order: part
+    # files hold blocks of devices, so a sorted order would let a pseudonym's part number
+    # narrow its owner's register id (a side channel in the release).
+    pid = rng.choice(len(persons), size=n_devices, replace=False)
     return pd.DataFrame({"device_idx": np.arange(n_devices, dtype=np.int64), "person_id": pid.astype(np.int64)})
 
 

@@ -15,7 +15,7 @@ from sim.attacks.membership import aggregate_membership_risk
 from sim.generate.pseudonyms import pseudonym_hash
 from sim.release.aggregate import zone_time_counts
 from sim.core.errors import ConfigError, InputError
-from sim.core.rng import TAG_DEFENSE, exponential, normal, stream_key, uniform
+from sim.core.rng import TAG_DEFENSE, exponential, normal, stream_key, uniform, stable_uid64
 from sim.core.constants import DAY_S
 from sim.core.traces import Traces
 
@@ -342,7 +342,7 @@ def test_daily_cap_holds_matches_reference_and_is_nested(rel):
         exp.index = exp.index.set_levels(tr.pseudonym[exp.index.levels[0]], level=0)
         pd.testing.assert_series_equal(after.sort_index(), exp.sort_index(), check_names=False)
         keep = np.empty(tr.n_pings, bool)
-        K.cap_kernel(tr.offsets, D._uid64(tr.pseudonym), K.defense_key(SEED, K.SUB_CAP), tr.day(), cap, keep)
+        K.cap_kernel(tr.offsets, stable_uid64(tr.pseudonym), K.defense_key(SEED, K.SUB_CAP), tr.day(), cap, keep)
         kept[cap] = keep
     # slow reference for cap 4: per trace-day the 4 smallest draws
     ref = np.zeros(tr.n_pings, bool)
@@ -449,7 +449,7 @@ def test_reset_matches_reference_and_is_nested(rel):
     ep = {}
     for p in (0.2, 0.6, 1.0):
         e = np.empty(tr.n_pings, np.int64)
-        K.reset_kernel(tr.offsets, D._uid64(ctx.maid), K.defense_key(SEED, K.SUB_RESET), tr.day(), p, e)
+        K.reset_kernel(tr.offsets, stable_uid64(ctx.maid), K.defense_key(SEED, K.SUB_RESET), tr.day(), p, e)
         ep[p] = e
     np.testing.assert_array_equal(ep[0.6], _reset_epochs_reference(tr, ctx, 0.6))
     np.testing.assert_array_equal(ep[1.0], np.maximum(tr.day(), 0))

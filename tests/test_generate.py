@@ -202,7 +202,10 @@ def test_trip_threshold_and_segment_cap(params):
 def test_fill_pings_matches_reference(small_sim, params, inputs):
     scn = small_sim.scenario
     cdf = hour_cdf()
-    g0, g1 = 30, 60
+    # the first 30 consecutive devices that hold every schedule type (day, night, none)
+    sched = inputs.slice(0, len(inputs.sched)).sched
+    g0 = next(i for i in range(len(sched) - 30) if set(sched[i:i + 30].tolist()) == {0, 1, 2})
+    g1 = g0 + 30
     sub = inputs.slice(g0, g1)
     wd0 = 3
     counts = K.count_pings(scn.seed, g0, g1 - g0, scn.pings.days, wd0, params)

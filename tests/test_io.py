@@ -62,7 +62,7 @@ def test_interrupted_generate_leaves_the_old_dataset_intact(small_scenario, tmp_
 
     monkeypatch.setattr(G, "write_pings_part", failing)
     with pytest.raises(OSError, match="simulated"):
-        G.generate(small_scenario.replace(seed=6), out, progress=False)
+        G.generate(small_scenario.replace(seed=6), out, progress=False, overwrite=True)
     assert len(calls) == 2
     assert dataset_digest(out) == before_digest
     assert _snapshot(out) == before  # every file byte-identical (manifest, truth, world too)
@@ -74,7 +74,7 @@ def test_regenerate_replaces_the_dataset_without_stale_parts(small_scenario, tmp
     G.generate(small_scenario.replace(block_devices=50), out, progress=False)
     assert len(list((out / "pings").glob("part-*"))) == 6
     scn = small_scenario.replace(seed=9, block_devices=1000)
-    G.generate(scn, out, progress=False)
+    G.generate(scn, out, progress=False, overwrite=True)
     assert len(list((out / "pings").glob("part-*"))) == 1
     G.generate(scn, tmp_path / "fresh", progress=False)
     assert dataset_digest(out) == dataset_digest(tmp_path / "fresh")

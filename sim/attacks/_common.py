@@ -51,18 +51,6 @@ def register_column(side: str, level: str) -> str:
     return f"{side}_{level}_id"
 
 
-def stable_index(pseudonyms) -> np.ndarray:
-    """A uint64 per pseudonym that depends only on the pseudonym string.
-
-    Used as the index of counter-based random streams so that draws do not depend on
-    the row order of a table or the chunking of a run (pandas' fixed-key SipHash).
-    """
-    arr = np.asarray(pseudonyms, dtype=object)
-    if arr.size == 0:
-        return np.zeros(0, dtype=np.uint64)
-    return pd.util.hash_array(arr.astype(str).astype(object), categorize=False).astype(np.uint64)
-
-
 @jit
 def _one_uniform(seed, tag, index, counter):
     return uniform(stream_key(seed, tag, index), counter)

@@ -14,9 +14,6 @@ def pick_gathering(release: Traces, world, day: int | None = None, hours=(12, 18
     spot (the grid cell of side 2 * radius_m with most distinct pseudonyms, pings with
     accuracy <= 100 m) during ``hours`` of a weekend day (Saturday by default).
     Returns (polygon, t0_s, t1_s)."""
-    import shapely
-
-
     if day is None:
         days = np.arange(release.n_days)
         wd = weekday_of_day(release.start_s, release.utc_offset_s, days)

@@ -26,9 +26,9 @@ import pandas as pd
 
 from sim.core.jit import jit, pjit, prange
 from sim.core.errors import InputError
-from sim.core.rng import TAG_ATTACK, normal, uniform
+from sim.core.rng import TAG_ATTACK, normal, uniform, stable_uid64
 from sim.core.traces import Traces
-from sim.attacks._common import check_int, check_positive, rate_row, stable_index, stats
+from sim.attacks._common import check_int, check_positive, rate_row, stats
 from sim.attacks.unicity import draw_points, stream_keys, sample_traces
 
 SALT = np.uint64(0x5A17_0003)
@@ -175,7 +175,7 @@ def match_counts(traces: Traces, targets: np.ndarray, *, m: int, sigma_m: float,
     cell_keys, cell_rows, x0, y0, t0, nx, ny, nt = _cell_index(traces, radius_m, tol_s)
     trace_of = traces.trace_index()
     keys = np.empty(len(targets), dtype=np.uint64)
-    stream_keys(np.uint64(seed), np.uint64(TAG_ATTACK), stable_index(traces.pseudonym[targets]) ^ SALT, keys)
+    stream_keys(np.uint64(seed), np.uint64(TAG_ATTACK), stable_uid64(traces.pseudonym[targets]) ^ SALT, keys)
     _attack_kernel(
         np.ascontiguousarray(targets, dtype=np.int64), keys, np.int64(m), float(sigma_m), float(jitter_s),
         float(radius_m), np.int64(tol_s), np.ascontiguousarray(traces.offsets, dtype=np.int64),

@@ -32,9 +32,9 @@ import pandas as pd
 
 from sim.core.jit import jit, pjit, prange
 from sim.core.errors import ConfigError, InputError
-from sim.core.rng import TAG_ATTACK, stream_key, uniform
+from sim.core.rng import TAG_ATTACK, stream_key, uniform, stable_uid64
 from sim.core.traces import Traces
-from sim.attacks._common import check_int, check_positive, rate_row, stable_index, uniforms
+from sim.attacks._common import check_int, check_positive, rate_row, uniforms
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def sample_traces(traces: Traces, n_sample: int | None, seed: int) -> np.ndarray
     if n_sample is None or n_sample >= n:
         return np.arange(n, dtype=np.int64)
     n_sample = check_int("n_sample", n_sample, 1)
-    u = uniforms(seed, TAG_ATTACK, stable_index(traces.pseudonym) ^ SALT_SAMPLE, 0)
+    u = uniforms(seed, TAG_ATTACK, stable_uid64(traces.pseudonym) ^ SALT_SAMPLE, 0)
     return np.sort(np.argsort(u, kind="stable")[:n_sample]).astype(np.int64)
 
 
@@ -263,7 +263,7 @@ def matching_counts(index: PointIndex, sample: np.ndarray, streams: np.ndarray, 
 
 def trace_streams(traces: Traces, sample: np.ndarray, seed: int) -> np.ndarray:
     """Stream keys of the unicity point draws of the sampled traces."""
-    idx = stable_index(traces.pseudonym[sample]) ^ SALT
+    idx = stable_uid64(traces.pseudonym[sample]) ^ SALT
     out = np.empty(len(idx), dtype=np.uint64)
     if len(idx):
         stream_keys(np.uint64(seed), np.uint64(TAG_ATTACK), idx.astype(np.uint64), out)

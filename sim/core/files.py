@@ -6,13 +6,17 @@ rename on success), and tables through :func:`write_table` (Parquet and CSV side
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from sim.core.errors import InputError
 
 
 @contextlib.contextmanager
@@ -57,3 +61,131 @@ def _json_default(o):
     return str(o)
 
 
+
+# ------------------------------------------------------------------ output folders
+#: Entries reidsim writes into an output folder (a dataset, or a run's derived outputs).
+#: Only these are ever replaced or removed; anything else in the folder is the user's.
+DATASET_ENTRIES = ("world", "truth", "pings", "register.parquet", "manifest.json")
+DERIVED_ENTRIES = ("calibration.json", "inferred.parquet", "inferred.csv", "inferred_by_day.parquet",
+                   "inferred_by_day.csv", "attacks", "defenses", "figures", "report.html", "report.md",
+                   "run.json")
+#: Prefix of reidsim's staging folders inside an output folder (left behind only by a kill).
+STAGING_PREFIX = ".reidsim-staging-"
+_OLD_STAGING_PREFIXES = (STAGING_PREFIX, ".staging-", ".old-")
+
+
+def is_reidsim_folder(path) -> bool:
+    """True when ``path`` holds a manifest.json written by reidsim (its own folder)."""
+    p = Path(path) / "manifest.json"
+    if not p.is_file():
+        return False
+    try:
+        man = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(man, dict) and "reidsim_version" in man and "scenario" in man
+
+
+def claim_output_dir(path, *, overwrite: bool = False, option: str = "--out") -> Path:
+    """Check that reidsim may write into ``path`` and return it as a Path.
+
+    Allowed: a folder that does not exist yet, an empty folder, or a folder reidsim wrote
+    (its manifest.json says so) when ``overwrite`` is true.  Everything else raises
+    :class:`~sim.core.errors.InputError` naming the problem and the fix, before anything
+    is written: reidsim never removes a file it did not write.  Staging folders left in
+    ``path`` by an interrupted run are removed (they are reidsim's by name).
+    """
+    if path is None or str(path).strip() == "":
+        raise InputError(f"{option} is empty; give the folder to write into, e.g. {option} reidsim-out.")
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{option} {str(p)!r} is a file, not a folder; choose a folder path.")
+    if p.is_dir():
+        clean_stale_staging(p)
+        entries = [e for e in p.iterdir()]
+        if entries:
+            if not is_reidsim_folder(p):
+                ours = sorted(e.name for e in entries if e.name in DATASET_ENTRIES + DERIVED_ENTRIES)
+                what = (f"it has {', '.join(ours)} but no reidsim manifest.json" if ours
+                        else f"it holds {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} "
+                             f"(e.g. {sorted(e.name for e in entries)[0]!r})")
+                raise InputError(
+                    f"{option} {str(p)!r} is not empty and is not a reidsim folder ({what}); reidsim "
+                    f"writes only into a new or empty folder, or one it wrote. Choose another {option}.")
+            if not overwrite:
+                raise InputError(
+                    f"{option} {str(p)!r} already holds a reidsim dataset; pass --overwrite "
+                    "(overwrite=True) to replace it, or choose another folder.")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / f"{STAGING_PREFIX}probe-{uuid.uuid4().hex[:8]}"
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as e:
+        raise InputError(f"cannot write into {option} {str(p)!r} ({e.strerror or e}); choose a folder "
+                         "you can write to.") from e
+    return p
+
+
+def clean_stale_staging(path) -> list:
+    """Remove staging folders an interrupted reidsim run left in ``path``; returns names."""
+    gone = []
+    for e in Path(path).iterdir():
+        if e.name.startswith(_OLD_STAGING_PREFIXES):
+            if e.is_dir():
+                shutil.rmtree(e, ignore_errors=True)
+            else:
+                e.unlink(missing_ok=True)
+            gone.append(e.name)
+    return gone
+
+
+def new_staging_dir(path) -> Path:
+    """A fresh staging folder inside ``path`` (moved into place by :func:`commit_staged`)."""
+    st = Path(path) / f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}"
+    st.mkdir(parents=True)
+    return st
+
+
+def commit_staged(stage: Path, out: Path, *, marker: str, remove=()) -> None:
+    """Move every entry of ``stage`` into ``out``, replacing older ones.
+
+    ``marker`` (e.g. manifest.json, run.json) is removed from ``out`` first and moved in
+    last, so a crash in between leaves a folder without it — refused by every reader —
+    rather than a silently mixed one.  ``remove`` names reidsim entries of ``out`` that
+    are stale after this commit (outputs derived from a replaced dataset); they go too.
+    """
+    old = out / marker
+    if old.exists():
+        old.unlink()
+    for name in remove:
+        e = out / name
+        if e.is_dir():
+            shutil.rmtree(e, ignore_errors=True)
+        elif e.exists():
+            e.unlink()
+    for entry in sorted(stage.iterdir(), key=lambda p: p.name == marker):
+        dst = out / entry.name
+        if dst.exists():
+            trash = out / f"{STAGING_PREFIX}old-{uuid.uuid4().hex[:8]}-{entry.name}"
+            os.replace(dst, trash)
+            os.replace(entry, dst)
+            if trash.is_dir():
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                trash.unlink(missing_ok=True)
+        else:
+            os.replace(entry, dst)
+    stage.rmdir()
+
+
+def file_sha256(path, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()

@@ -10,6 +10,8 @@ Use inside numba kernels::
     key = stream_key(seed, TAG_EMIT, device)      # once per device and purpose
     u = uniform(key, counter)                     # counter = 0, 1, 2, ...
 """
+import hashlib
+
 import numpy as np
 
 from sim.core.errors import ConfigError
@@ -28,6 +30,10 @@ TAG_WORLD = 9       # world synthesis (Python side)
 TAG_DEFENSE = 10    # release transforms
 TAG_ATTACK = 11     # attack sampling (unicity points, known points)
 TAG_BOOT = 12       # bootstrap resampling
+
+# Sub-tags of TAG_ATTACK used from Python (``seed_sequence(seed, TAG_ATTACK, SUB_...)``).
+SUB_SAMPLE_RELEASE = 99     # the seeded sample of pseudonyms defenses are evaluated on
+SUB_MEMBERSHIP_TARGETS = 98  # the target devices of membership inference
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -130,3 +136,17 @@ def check_seed(seed):
     if not 0 <= int(seed) < 2**63:
         raise ConfigError(f"seed must be in [0, 2**63), got {seed}; pass e.g. seed=42")
     return int(seed)
+
+
+def stable_uid64(strings) -> np.ndarray:
+    """A uint64 per string that depends only on the string: the first 8 bytes (little
+    endian) of SHA-256 of its UTF-8 text.
+
+    The one stable identity used as the index of counter-based streams (per pseudonym,
+    per MAID), so draws depend neither on table row order nor on chunking.
+    """
+    arr = np.asarray(strings, dtype=object).ravel()
+    return np.fromiter(
+        (int.from_bytes(hashlib.sha256(str(s).encode("utf-8")).digest()[:8], "little") for s in arr),
+        dtype=np.uint64, count=len(arr),
+    )

@@ -10,7 +10,21 @@ order in which devices are processed.
 import numpy as np
 
 from sim.core.jit import jit, pjit, prange
-from sim.core.rng import TAG_COUNT, TAG_EPR, TAG_GPS, TAG_RATE, TAG_SCHED, TAG_TIMES, bits, exponential, normal, poisson, stream_key, uniform
+from sim.core.rng import (
+    TAG_COUNT,
+    TAG_EPR,
+    TAG_GPS,
+    TAG_MAID,
+    TAG_RATE,
+    TAG_SCHED,
+    TAG_TIMES,
+    bits,
+    exponential,
+    normal,
+    poisson,
+    stream_key,
+    uniform,
+)
 
 DAY = 86400
 MAX_SEG = 64          # segments (stays and trips) per device-day
@@ -374,10 +388,9 @@ def fill_pings(seed, g0, offsets, n_days, weekday0, schedule, home_x, home_y, wo
 @jit
 def epochs_by_day(seed, g0, n_dev, n_days, rotation_days, reset_prob):
     """MAID epoch of every device-day: +1 at each rotation day and each user reset."""
-    from_tag = 7  # TAG_MAID
     out = np.zeros((n_dev, n_days), dtype=np.int32)
     for i in range(n_dev):
-        k = stream_key(seed, from_tag, g0 + i)
+        k = stream_key(seed, TAG_MAID, g0 + i)
         e = 0
         for d in range(n_days):
             if d > 0:
@@ -396,7 +409,7 @@ def maid_words(seed, devices, epochs):
     hi = np.empty(n, dtype=np.uint64)
     lo = np.empty(n, dtype=np.uint64)
     for i in range(n):
-        k = stream_key(seed, 7, devices[i])  # TAG_MAID
+        k = stream_key(seed, TAG_MAID, devices[i])
         hi[i] = bits(k, np.uint64(2 * epochs[i]))
         lo[i] = bits(k, np.uint64(2 * epochs[i] + 1))
     return hi, lo

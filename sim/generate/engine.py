@@ -13,11 +13,9 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import os
 import platform
 import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +27,15 @@ import pyarrow.parquet as pq
 from sim import __version__
 from sim.generate import _kernels as K
 from sim.core.config import Scenario
-from sim.core.errors import ConfigError, InputError
-from sim.core.files import atomic_path
+from sim.core.errors import ConfigError
+from sim.core.files import (
+    DERIVED_ENTRIES,
+    atomic_path,
+    claim_output_dir,
+    commit_staged,
+    file_sha256,
+    new_staging_dir,
+)
 from sim.population import SCHEDULES, choose_devices, make_persons, make_register
 from sim.generate.pseudonyms import maids, pseudonym_of
 from sim.world.build import build_world
@@ -277,7 +282,7 @@ def synthesize(scn: Scenario) -> Synthesis:
 
 
 def generate(scn: Scenario, out_dir, *, progress: bool = True, backend: str = "local",
-             scheduler: str | None = None, n_workers: int = 2) -> dict:
+             scheduler: str | None = None, n_workers: int = 2, overwrite: bool = False) -> dict:
     """Generate a scenario's full dataset into ``out_dir``; returns the manifest.
 
     Writes ``pings/part-*.parquet`` (the release), ``truth/{persons,devices,pseudonyms}
@@ -287,16 +292,25 @@ def generate(scn: Scenario, out_dir, *, progress: bool = True, backend: str = "l
 
     backend : "local" (numba threads in-process) or "dask" (a LocalCluster of
         ``n_workers`` single-threaded workers, or the scheduler at ``scheduler``).
+    overwrite : replace a reidsim dataset already in ``out_dir``.  Without it such a
+        folder is refused; a folder that is neither empty nor reidsim's is always refused
+        (see :func:`sim.core.files.claim_output_dir`).  Replacing a dataset also removes
+        the outputs derived from the old one (inferred tables, attacks, report, run.json).
+
+    The manifest records every part file (rows, bytes, SHA-256, t_s range) and a
+    ``dataset_id`` over them, which derived outputs carry and readers check
+    (:func:`sim.release.dataset.check_dataset`).
     """
     from tqdm.auto import tqdm
 
     if backend not in ("local", "dask"):
         raise ConfigError(f"backend must be 'local' or 'dask', got {backend!r}")
+    if int(n_workers) < 1:
+        raise ConfigError(f"n_workers must be >= 1, got {n_workers}; use --workers 2 (one per core).")
+    scn = scn.validate()
     t_start = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stage = out / f".staging-{uuid.uuid4().hex[:8]}"
-    stage.mkdir()
+    out = claim_output_dir(out_dir, overwrite=overwrite)
+    stage = new_staging_dir(out)
     try:
         syn = synthesize(scn)
         syn.world.save(stage / "world")
@@ -358,35 +372,51 @@ def generate(scn: Scenario, out_dir, *, progress: bool = True, backend: str = "l
             "block_devices": int(scn.block_devices), "blocks": len(blocks),
             "versions": package_versions(),
         }
+        manifest["parts"] = part_records(stage / "pings")
+        manifest["dataset_id"] = dataset_id(manifest)
         (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-        _commit_stage(stage, out)
+        commit_staged(stage, out, marker="manifest.json", remove=DERIVED_ENTRIES)
         return manifest
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
 
 
-def _commit_stage(stage: Path, out: Path) -> None:
-    """Move every staged entry into ``out``, replacing older ones only at the end.
+def part_records(pings_dir: Path) -> list:
+    """One record per part file: name, rows, bytes, SHA-256 and the t_s range (from the
+    Parquet metadata), in file-name order."""
+    recs = []
+    for f in sorted(Path(pings_dir).glob("part-*.parquet")):
+        md = pq.ParquetFile(f).metadata
+        lo, hi = parquet_t_range(md)
+        recs.append({"file": f.name, "rows": int(md.num_rows), "bytes": f.stat().st_size,
+                     "sha256": file_sha256(f), "t_s_min": lo, "t_s_max": hi})
+    return recs
 
-    The old manifest is removed first and the new one moved in last, so a crash in
-    between leaves a folder without manifest.json (refused by every reader) rather than
-    a silently mixed dataset."""
-    old_manifest = out / "manifest.json"
-    if old_manifest.exists():
-        old_manifest.unlink()
-    for entry in sorted(stage.iterdir(), key=lambda p: p.name == "manifest.json"):
-        dst = out / entry.name
-        if dst.exists():
-            trash = out / f".old-{uuid.uuid4().hex[:8]}-{entry.name}"
-            os.replace(dst, trash)
-            os.replace(entry, dst)
-            if trash.is_dir():
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                trash.unlink(missing_ok=True)
-        else:
-            os.replace(entry, dst)
+
+def parquet_t_range(md) -> tuple:
+    """(min, max) of column t_s over a Parquet file's row groups (None when empty)."""
+    names = [md.schema.column(i).name for i in range(md.num_columns)]
+    if "t_s" not in names or md.num_rows == 0:
+        return None, None
+    j = names.index("t_s")
+    lo = hi = None
+    for r in range(md.num_row_groups):
+        st = md.row_group(r).column(j).statistics
+        if st is None or not st.has_min_max:
+            return None, None
+        lo = st.min if lo is None else min(lo, st.min)
+        hi = st.max if hi is None else max(hi, st.max)
+    return (None if lo is None else int(lo)), (None if hi is None else int(hi))
+
+
+def dataset_id(manifest: dict) -> str:
+    """16 hex digits identifying a dataset: SHA-256 over its config hash and the SHA-256
+    of every part file.  Derived outputs record it; readers refuse a mismatch."""
+    h = hashlib.sha256(str(manifest.get("config_hash", "")).encode())
+    for rec in manifest.get("parts", []):
+        h.update(f"{rec['file']}:{rec['sha256']}".encode())
+    return h.hexdigest()[:16]
 
 
 def _run_dask(scn, syn, blocks, stage, scheduler, n_workers, bar):

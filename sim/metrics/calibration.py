@@ -1,6 +1,6 @@
 """Calibration statistics of a generated dataset, with sane ranges to check against.
 
-:func:`calibration_stats` computes, from a :class:`~sim.api.Simulation`, the figures that
+:func:`calibration_stats` computes, from a :class:`~sim.release.dataset.Simulation`, the figures that
 DESIGN.md §9 anchors: pings per device-day, silent device-days, radius of gyration,
 home–work distance and commute time, distinct places over time (Song et al. 2010:
 S(t) ~ t^0.6), the visit-frequency rank law (Zipf-like, f_k ~ k^-1.2) and the share of
@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sim.core.constants import DAY_S
 
 #: statistic -> (low, high) inclusive bounds a realistic broker-like panel should meet
 SANE_RANGES = {
@@ -30,16 +29,16 @@ SANE_RANGES = {
 }
 
 
-def calibration_stats(sim, cell_m: float = 250.0) -> dict:
+def calibration_stats(simulation, cell_m: float = 250.0) -> dict:
     """Calibration figures of a Simulation (see module docstring).  Units in names."""
-    tr = sim.release
-    scn = sim.scenario
+    tr = simulation.release
+    scn = simulation.scenario
     days = tr.n_days
-    h = sim.pseudonyms
+    h = simulation.pseudonyms
     dev_of_trace = h.set_index("pseudonym").loc[tr.pseudonym, "device_idx"].to_numpy()
     dev_of_ping = np.repeat(dev_of_trace, tr.lengths)
     day = tr.day()
-    n_dev = len(sim.devices)
+    n_dev = len(simulation.devices)
     dd = np.bincount(dev_of_ping * days + day, minlength=n_dev * days).reshape(n_dev, days)
     active = dd[dd > 0]
     out = {
@@ -51,8 +50,9 @@ def calibration_stats(sim, cell_m: float = 250.0) -> dict:
         "share_active_days_under_5_pings": float((active < 5).mean()) if len(active) else float("nan"),
         "silent_device_day_share": float((dd == 0).mean()),
     }
-    # radius of gyration per device (released positions, fixes with accuracy <= 100 m)
-    good = tr.accuracy_m <= 100
+    # radius of gyration per device (released positions, fixes with accuracy <= 100 m;
+    # accuracy_m is optional: a release without it (NaN) keeps every fix)
+    good = ~(tr.accuracy_m > 100)
     w = np.bincount(dev_of_ping[good], minlength=n_dev).astype(float)
     mx = np.bincount(dev_of_ping[good], weights=tr.x_m[good], minlength=n_dev) / np.maximum(w, 1)
     my = np.bincount(dev_of_ping[good], weights=tr.y_m[good], minlength=n_dev) / np.maximum(w, 1)
@@ -61,7 +61,7 @@ def calibration_stats(sim, cell_m: float = 250.0) -> dict:
     out["radius_of_gyration_median_m"] = float(np.median(rg[w > 1]))
     out["radius_of_gyration_p90_m"] = float(np.percentile(rg[w > 1], 90))
     # home-work distance and commute time (truth)
-    p = sim.persons.set_index("person_id").loc[sim.devices["person_id"]]
+    p = simulation.persons.set_index("person_id").loc[simulation.devices["person_id"]]
     hw = np.hypot(p.home_x_m - p.work_x_m, p.home_y_m - p.work_y_m).to_numpy()
     hw = hw[np.isfinite(hw)]
     out["home_work_distance_median_m"] = float(np.median(hw)) if len(hw) else float("nan")

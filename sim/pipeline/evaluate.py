@@ -2,7 +2,7 @@
 
 Plain functions over the stage APIs: infer for several observation windows, run the
 attacks, apply a defense and evaluate it (privacy with the attacks, utility with
-:mod:`sim.utility`), and flatten the results into headline rows.  No stage logic lives
+:mod:`sim.metrics.utility`), and flatten the results into headline rows.  No stage logic lives
 here.
 """
 from __future__ import annotations
@@ -16,9 +16,8 @@ import pandas as pd
 
 from sim.attacks import run_attacks, summary
 from sim.attacks.membership import aggregate_membership_risk
-from sim.core.constants import DAY_S
 from sim.core.errors import ConfigError, InputError
-from sim.core.rng import TAG_ATTACK, seed_sequence
+from sim.core.rng import SUB_MEMBERSHIP_TARGETS, SUB_SAMPLE_RELEASE, TAG_ATTACK, seed_sequence
 from sim.core.stats import bootstrap_ci
 from sim.core.traces import Traces
 from sim.infer import infer_prefixes
@@ -87,13 +86,13 @@ class Evaluation:
     summary: dict = field(default_factory=dict)
 
 
-def evaluate_release(release: Traces, sim, *, pseudonyms=None, attack_config=None,
+def evaluate_release(release: Traces, simulation, *, pseudonyms=None, attack_config=None,
                      infer_params=None, days=None) -> Evaluation:
     """Infer home/work for every window and run the attacks on ``release``."""
 
     ibd = infer_by_day(release, days, **(infer_params or {}))
-    tables = run_attacks(release, ibd, sim.register, sim.world,
-                         sim.pseudonyms if pseudonyms is None else pseudonyms, sim.persons,
+    tables = run_attacks(release, ibd, simulation.register, simulation.world,
+                         simulation.pseudonyms if pseudonyms is None else pseudonyms, simulation.persons,
                          config=attack_config)
     return Evaluation(release, ibd, tables, summary(tables))
 
@@ -127,40 +126,40 @@ def headline_rows(tables: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def broker_context(sim, release: Traces | None = None):
+def broker_context(simulation, release: Traces | None = None):
 
-    rel = sim.release if release is None else release
-    return BrokerContext.from_truth(rel, sim.pseudonyms, sim.persons, seed=sim.scenario.seed, world=sim.world)
+    rel = simulation.release if release is None else release
+    return BrokerContext.from_truth(rel, simulation.pseudonyms, simulation.persons, seed=simulation.scenario.seed, world=simulation.world)
 
 
-def evaluate_defense(sim, name: str, params: dict, *, attack_config=None, infer_params=None,
+def evaluate_defense(simulation, name: str, params: dict, *, attack_config=None, infer_params=None,
                      days=None, membership_targets: int = 20, truth_residents=None):
-    """Apply one defense to ``sim.release`` and measure privacy and utility.
+    """Apply one defense to ``simulation.release`` and measure privacy and utility.
 
     Returns ``(privacy, utility, tables)``: tidy headline rows of the attacks that still
     apply (for aggregate releases: membership inference against ``membership_targets``
     random devices; for ID rotation also the re-linking of consecutive pseudonyms by
-    inferred home/work), the :func:`sim.utility.utility_table`, and the raw attack tables.
+    inferred home/work), the :func:`simulation.utility.utility_table`, and the raw attack tables.
     The membership figures are means over the target devices with a percentile
     bootstrap interval over targets.  ``name='none'`` evaluates the undefended release.
     """
 
     cfg = dict(DEFENSE_ATTACK_CONFIG)
     cfg.update(attack_config or {})
-    cfg.setdefault("seed", sim.scenario.seed)
-    rel = sim.release
-    truth_res = true_residents(sim.persons, "tract") if truth_residents is None else truth_residents
+    cfg.setdefault("seed", simulation.scenario.seed)
+    rel = simulation.release
+    truth_res = true_residents(simulation.persons, "tract") if truth_residents is None else truth_residents
     if name == "none":
-        ev = evaluate_release(rel, sim, attack_config=cfg, infer_params=infer_params, days=days)
-        util = utility_table(rel, rel, sim.world, truth=truth_res)
+        ev = evaluate_release(rel, simulation, attack_config=cfg, infer_params=infer_params, days=days)
+        util = utility_table(rel, rel, simulation.world, truth=truth_res)
         return headline_rows(ev.tables), util, ev.tables
     if name not in REGISTRY:
         raise ConfigError(f"unknown defense {name!r}; known: {['none'] + sorted(REGISTRY)}")
-    ctx = broker_context(sim)
+    ctx = broker_context(simulation)
     out, mapping = apply_defense(name, rel, ctx, **params)
     if isinstance(out, pd.DataFrame):  # aggregate release: per-trace attacks do not apply
-        util = utility_table(out, rel, sim.world, truth=truth_res)
-        rng = np.random.default_rng(sim.scenario.seed)
+        util = utility_table(out, rel, simulation.world, truth=truth_res)
+        rng = seed_sequence(simulation.scenario.seed, TAG_ATTACK, SUB_MEMBERSHIP_TARGETS)
         targets = rng.choice(rel.n_traces, size=min(membership_targets, rel.n_traces), replace=False)
         mem = pd.concat([aggregate_membership_risk(rel, ctx, int(t), name, n_trials=200, **params)
                          .assign(target=int(t)) for t in targets])
@@ -168,37 +167,37 @@ def evaluate_defense(sim, name: str, params: dict, *, attack_config=None, infer_
         for i, (metric, g) in enumerate(mem.groupby("metric", sort=True)):
             v = g["value"].to_numpy(float)
             v = v[np.isfinite(v)]
-            est, lo, hi = bootstrap_ci(v, statistic="mean", seed=sim.scenario.seed, tags=(i,))
+            est, lo, hi = bootstrap_ci(v, statistic="mean", seed=simulation.scenario.seed, tags=(i,))
             rows.append({"metric": metric, "value": est, "ci_low": lo, "ci_high": hi, "n": len(v)})
         tables = {"membership": pd.DataFrame(rows)}
         return headline_rows(tables), util, tables
-    truth = truth_for(sim.pseudonyms, mapping)
+    truth = truth_for(simulation.pseudonyms, mapping)
     if name == "rotate" and math.isfinite(float(params["period_days"])):
         # the attacker stitches a device's pseudonyms back together by home and work
         cfg["attacks"] = tuple(cfg["attacks"]) + ("relink",)
         cfg["relink_period_days"] = float(params["period_days"])
-    ev = evaluate_release(out, sim, pseudonyms=truth, attack_config=cfg, infer_params=infer_params,
+    ev = evaluate_release(out, simulation, pseudonyms=truth, attack_config=cfg, infer_params=infer_params,
                           days=days)
-    util = utility_table(out, rel, sim.world, mapping=mapping, truth=truth_res)
+    util = utility_table(out, rel, simulation.world, mapping=mapping, truth=truth_res)
     return headline_rows(ev.tables), util, ev.tables
 
 
-def sample_release(sim, n_traces: int | None, seed: int):
+def sample_release(simulation, n_traces: int | None, seed: int):
     """The Simulation with its release cut to a seeded random sample of ``n_traces``
     pseudonyms (all of them when None or larger).  The register, world and truth stay
     whole, so anonymity sets are still computed against the full register."""
     import dataclasses
 
-    rel = sim.release
+    rel = simulation.release
     if n_traces is None or n_traces >= rel.n_traces:
-        return sim
+        return simulation
 
-    rng = seed_sequence(seed, TAG_ATTACK, 99)
+    rng = seed_sequence(seed, TAG_ATTACK, SUB_SAMPLE_RELEASE)
     idx = np.sort(rng.choice(rel.n_traces, size=int(n_traces), replace=False))
-    return dataclasses.replace(sim, release=rel.take(idx))
+    return dataclasses.replace(simulation, release=rel.take(idx))
 
 
-def evaluate_defenses(sim, defenses=DEFAULT_DEFENSES, *, attack_config=None, infer_params=None,
+def evaluate_defenses(simulation, defenses=DEFAULT_DEFENSES, *, attack_config=None, infer_params=None,
                       days=None, progress: bool = True, sample_traces: int | None = None) -> tuple:
     """Evaluate several (name, params) defenses; returns tidy (privacy, utility) tables
     with a ``defense`` and ``params`` column on every row.
@@ -209,10 +208,10 @@ def evaluate_defenses(sim, defenses=DEFAULT_DEFENSES, *, attack_config=None, inf
 
     from tqdm.auto import tqdm
 
-    sim = sample_release(sim, sample_traces, sim.scenario.seed)
+    simulation = sample_release(simulation, sample_traces, simulation.scenario.seed)
     priv, util = [], []
     for name, params in tqdm(list(defenses), desc="defenses", disable=not progress):
-        p, u, _ = evaluate_defense(sim, name, params, attack_config=attack_config,
+        p, u, _ = evaluate_defense(simulation, name, params, attack_config=attack_config,
                                    infer_params=infer_params, days=days)
         label = json.dumps(params, sort_keys=True)
         for df, acc in ((p, priv), (u, util)):

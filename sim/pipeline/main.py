@@ -9,27 +9,39 @@
     attacks/*.parquet|csv, attacks/summary.json           attack tables and headline
     attacks/geofence_meta.json                            the geofence polygon and window
     defenses/privacy.parquet|csv, defenses/utility.parquet|csv
-    run.json                                              headline, timings, scenario
+    run.json                                              headline, every setting used, timings
     report.html (self-contained), report.md, figures/*.png
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
+import shutil
 import time
 from pathlib import Path
 
 import pandas as pd
 import shapely
+from tqdm.auto import tqdm
 
 from sim import __version__
 from sim.attacks import run_attacks, summary, write_attack_outputs
 from sim.attacks.gathering import pick_gathering
 from sim.core.config import Scenario
-from sim.core.files import write_json, write_table
+from sim.core.fmt import pct_ci
+from sim.core.files import (
+    DATASET_ENTRIES,
+    DERIVED_ENTRIES,
+    claim_output_dir,
+    commit_staged,
+    new_staging_dir,
+    write_json,
+    write_table,
+)
 from sim.generate.engine import generate
 from sim.metrics.calibration import calibration_stats
-from sim.pipeline.evaluate import DEFAULT_DEFENSES, evaluate_defenses, infer_by_day
+from sim.infer import InferenceParams
+from sim.pipeline.evaluate import DEFAULT_DEFENSES, DEFENSE_ATTACK_CONFIG, evaluate_defenses, infer_by_day
 from sim.release.dataset import load
 from sim.report.document import write_report
 
@@ -44,47 +56,75 @@ MAIN_ATTACK_CONFIG = dict(
 )
 
 
-def infer_step(sim, out: Path, infer_params=None) -> dict:
-
-    ibd = infer_by_day(sim.release, **(infer_params or {}))
-    full = ibd[max(ibd)]
-    write_table(full, out / "inferred")
+def infer_step(simulation, out: Path, infer_params=None) -> tuple[dict, dict]:
+    """Infer home/work for every observation window; write ``inferred`` (the whole
+    window) and ``inferred_by_day``.  Returns ``({days: table}, settings used)``."""
+    params = InferenceParams(**(infer_params or {}))
+    ibd = infer_by_day(simulation.release, **dataclasses.asdict(params))
+    write_table(ibd[max(ibd)], out / "inferred")
     write_table(pd.concat(list(ibd.values()), ignore_index=True), out / "inferred_by_day")
-    return ibd
+    return ibd, dataclasses.asdict(params)
 
 
-def attack_step(sim, out: Path, ibd: dict, attack_config=None) -> dict:
-
+def main_attack_config(simulation, attack_config=None) -> dict:
+    """The attack configuration of the main job for ``simulation``: the fixed settings
+    of :data:`MAIN_ATTACK_CONFIG`, the scenario's seed, a geofence around the busiest
+    weekend spot, re-linking at the rotation period, then ``attack_config`` on top."""
     cfg = dict(MAIN_ATTACK_CONFIG)
-    cfg["seed"] = sim.scenario.seed
-    poly, t0, t1 = pick_gathering(sim.release, sim.world)
+    cfg["seed"] = simulation.scenario.seed
+    poly, t0, t1 = pick_gathering(simulation.release, simulation.world)
     cfg.update(geofence_polygon=poly, geofence_window_s=(t0, t1))
-    rot = sim.scenario.ids.rotation_days
+    rot = simulation.scenario.ids.rotation_days
     if rot:
         cfg["relink_period_days"] = float(rot)
     cfg.update(attack_config or {})
-    tables = run_attacks(sim.release, ibd, sim.register, sim.world, sim.pseudonyms, sim.persons, config=cfg)
-    summ = summary(tables)
-    write_attack_outputs(out, tables, summ)
-    write_json({"polygon_wkt": shapely.to_wkt(poly), "t_start_s": t0, "t_end_s": t1,
-                "crs": sim.world.crs}, out / "attacks" / "geofence_meta.json")
-    return tables
+    return cfg
+
+
+def settings_record(cfg: dict) -> dict:
+    """``cfg`` as plain JSON values (a polygon as WKT, tuples as lists)."""
+    out = {}
+    for k, v in cfg.items():
+        if k == "geofence_polygon" and v is not None:
+            out["geofence_polygon_wkt"] = shapely.to_wkt(v)
+        elif isinstance(v, tuple):
+            out[k] = list(v)
+        else:
+            out[k] = v
+    return out
+
+
+def attack_step(simulation, out: Path, ibd: dict, attack_config=None) -> tuple[dict, dict]:
+    """Run the attacks; write ``attacks/``.  Returns ``(tables, settings used)``."""
+    cfg = main_attack_config(simulation, attack_config)
+    tables = run_attacks(simulation.release, ibd, simulation.register, simulation.world,
+                         simulation.pseudonyms, simulation.persons, config=cfg)
+    write_attack_outputs(out, tables, summary(tables))
+    t0, t1 = cfg["geofence_window_s"]
+    write_json({"polygon_wkt": shapely.to_wkt(cfg["geofence_polygon"]), "t_start_s": t0, "t_end_s": t1,
+                "crs": simulation.world.crs}, out / "attacks" / "geofence_meta.json")
+    return tables, settings_record(cfg)
 
 
 #: the main job evaluates defenses on a seeded sample of pseudonyms, for 7 and all days
 DEFENSE_SAMPLE_TRACES = 5000
 
 
-def defense_step(sim, out: Path, defenses=None, progress=True, sample_traces=DEFENSE_SAMPLE_TRACES):
-
-    n = sim.scenario.pings.days
+def defense_step(simulation, out: Path, defenses=None, progress=True,
+                 sample_traces=DEFENSE_SAMPLE_TRACES) -> tuple:
+    """Evaluate the defenses; write ``defenses/``.  Returns ``(privacy, utility, settings)``."""
+    n = simulation.scenario.pings.days
     days = tuple(sorted({min(7, n), n}))
-    priv, util = evaluate_defenses(sim, DEFAULT_DEFENSES if defenses is None else defenses,
-                                   attack_config={"ttid_level": "building", "seed": sim.scenario.seed},
+    defenses = list(DEFAULT_DEFENSES if defenses is None else defenses)
+    attack_config = {"ttid_level": "building", "seed": simulation.scenario.seed}
+    priv, util = evaluate_defenses(simulation, defenses, attack_config=attack_config,
                                    days=days, progress=progress, sample_traces=sample_traces)
     write_table(priv, out / "defenses" / "privacy")
     write_table(util, out / "defenses" / "utility")
-    return priv, util
+    settings = {"defenses": [{"name": nm, "params": dict(pr)} for nm, pr in defenses],
+                "defense_attack_config": settings_record({**DEFENSE_ATTACK_CONFIG, **attack_config}),
+                "defense_sample_traces": sample_traces, "defense_days": list(days)}
+    return priv, util, settings
 
 
 def headline_sentence(tables: dict) -> tuple[str, dict]:
@@ -95,12 +135,8 @@ def headline_sentence(tables: dict) -> tuple[str, dict]:
     t = t.sort_values("days")
     level = t["level"].iloc[0]
 
-    def p(v):
-        v = 100 * float(v)
-        return f"{v:.1f}" if v == 0 or v >= 0.1 else f"{v:.2g}"
-
     def pct(r):
-        return f"{p(r['value'])}% (95% CI {p(r['ci_low'])}–{p(r['ci_high'])}%)"
+        return pct_ci(r["value"], r["ci_low"], r["ci_high"], label="95% CI", small=0.1)
 
     first = t.iloc[0]
     parts = [f"After {int(first['days'])} day{'s' if first['days'] != 1 else ''}, {pct(first)} of devices "
@@ -118,20 +154,37 @@ def headline_sentence(tables: dict) -> tuple[str, dict]:
 
 
 def _load_and_validate(out: Path):
-
-    sim = load(out)
-    write_json(calibration_stats(sim), out / "calibration.json")
-    return sim
+    simulation = load(out)
+    write_json(calibration_stats(simulation), out / "calibration.json")
+    return simulation
 
 
 def run_main(scn: Scenario | None = None, out_dir="reidsim-out", *, progress: bool = True,
-             defenses=None, report: bool = True) -> dict:
-    """Run the whole pipeline on a scenario (default: the built-in one) into ``out_dir``."""
+             defenses=None, report: bool = True, overwrite: bool = False,
+             infer_params=None, attack_config=None) -> dict:
+    """Run the whole pipeline on a scenario (default: the built-in one) into ``out_dir``.
 
+    ``out_dir`` must be new, empty, or a reidsim folder (replaced only with
+    ``overwrite=True``; see :func:`sim.core.files.claim_output_dir`).  Everything is
+    written to a staging folder inside it and moved into place at the end, so a run that
+    is interrupted leaves the previous contents untouched (its staging folder is removed
+    by the next run).  ``run.json`` records every setting the run used (scenario,
+    inference, attacks, defenses) and the dataset's ``dataset_id``; the report reads only
+    run.json and the tables.  Returns the run.json content.
+    """
     scn = (scn or Scenario()).validate()
-    out = Path(out_dir)
-    from tqdm.auto import tqdm
+    out = claim_output_dir(out_dir, overwrite=overwrite)
+    staging = new_staging_dir(out)
+    try:
+        info = _run_into(scn, staging, progress, defenses, report, infer_params, attack_config)
+        commit_staged(staging, out, marker="run.json", remove=DATASET_ENTRIES + DERIVED_ENTRIES)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return info
 
+
+def _run_into(scn, out: Path, progress, defenses, report, infer_params, attack_config) -> dict:
     bar = tqdm(total=6 if report else 5, desc="reidsim run", unit="stage", disable=not progress,
                bar_format="{desc}: {n}/{total} stages |{bar}| {elapsed} {postfix}")
     timings = {}
@@ -144,20 +197,20 @@ def run_main(scn: Scenario | None = None, out_dir="reidsim-out", *, progress: bo
         bar.update(1)
         return res
 
-    stage("generate", lambda: generate(scn, out, progress=False))
-    sim = stage("load_validate", lambda: _load_and_validate(out))
-    ibd = stage("infer", lambda: infer_step(sim, out))
-    tables = stage("attacks", lambda: attack_step(sim, out, ibd))
-    stage("defenses", lambda: defense_step(sim, out, defenses, progress=False))
+    manifest = stage("generate", lambda: generate(scn, out, progress=False))
+    simulation = stage("load_validate", lambda: _load_and_validate(out))
+    ibd, infer_settings = stage("infer", lambda: infer_step(simulation, out, infer_params))
+    tables, attack_settings = stage("attacks", lambda: attack_step(simulation, out, ibd, attack_config))
+    _, _, defense_settings = stage("defenses", lambda: defense_step(simulation, out, defenses, progress=False))
     sentence, head = headline_sentence(tables)
-
     info = {"headline": sentence, "headline_figures": head, "scenario": scn.to_dict(),
             "config_hash": scn.config_hash(), "seed": scn.seed, "reidsim_version": __version__,
+            "dataset_id": manifest["dataset_id"],
+            "settings": {"inference": infer_settings, "attacks": attack_settings, **defense_settings},
             "timings_s": {k: round(v, 2) for k, v in timings.items()}}
     write_json(info, out / "run.json")
     if report:
-
-        stage("report", lambda: write_report(out, sim=sim))
+        stage("report", lambda: write_report(out, sim=simulation))
     bar.close()
     info["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     write_json(info, out / "run.json")

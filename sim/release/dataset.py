@@ -3,15 +3,19 @@
 (world, truth, register) as a :class:`Simulation`."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from sim.core.config import Scenario
 from sim.core.constants import DAY_S
 from sim.core.errors import InputError
+from sim.core.files import file_sha256
+from sim.generate.engine import parquet_t_range, dataset_id
 from sim.core.traces import Traces, local_midnight
 from sim.world.crs import project_from_latlon
 from sim.world.model import World
@@ -157,18 +161,139 @@ def release_to_traces(table, world_crs: str, utc_offset_s: int, start_s=None, n_
 
 
 def read_manifest(directory) -> dict:
-    import json
-
-
+    """The parsed manifest.json of a generated folder (InputError if absent or broken)."""
     p = Path(directory) / "manifest.json"
     if not p.exists():
         raise InputError(
             f"{str(directory)!r} has no manifest.json; pass a folder written by `reidsim generate`."
         )
     try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as e:
+        man = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{str(p)!r} is not valid JSON ({e}); regenerate the dataset.") from e
+    if not isinstance(man, dict):
+        raise InputError(f"{str(p)!r} is not a JSON object; regenerate the dataset.")
+    return man
+
+
+#: manifest keys every reader needs
+MANIFEST_KEYS = ("reidsim_version", "scenario", "crs", "utc_offset_s", "start_s", "n_days", "rows",
+                 "parts", "dataset_id")
+#: hash every part on load when the release is at most this large (bytes); above it only
+#: row counts, sizes and time ranges are checked (``check_dataset(..., verify_hashes=True)``
+#: and ``reidsim validate`` always hash)
+HASH_ON_LOAD_MAX_BYTES = 2 * 1024**3
+#: slack (seconds) allowed around the window for pings' t_s (GPS clocks, trips past midnight)
+T_SLACK_S = 2 * DAY_S
+
+
+def check_dataset(directory, *, verify_hashes: bool | None = None) -> dict:
+    """Check a generated folder before anything reads it; returns its manifest.
+
+    Checks, each with an :class:`~sim.core.errors.InputError` naming what is wrong and
+    the fix: the manifest parses and has every key readers need; ``world/world.json``
+    parses; the truth tables and register exist and hold the manifest's row counts;
+    the pings part files are exactly those the manifest lists, each with its recorded
+    rows and size (and SHA-256 when ``verify_hashes``; by default when the release is at
+    most :data:`HASH_ON_LOAD_MAX_BYTES`); ``t_s`` is integer Unix seconds inside the
+    manifest's window (``start_s`` .. ``start_s + n_days`` days, with
+    :data:`T_SLACK_S` of slack), which catches milliseconds and a wrong ``n_days``; and
+    ``dataset_id`` matches the parts.
+    Only Parquet metadata is read, except for hashing.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        raise InputError(f"{str(d)!r} is not a folder; pass a folder written by `reidsim generate`.")
+    man = read_manifest(d)
+    fix = "regenerate it with `reidsim generate --out DIR --overwrite`"
+    missing = [k for k in MANIFEST_KEYS if k not in man]
+    if missing:
+        raise InputError(f"{str(d / 'manifest.json')!r} lacks {missing}: the dataset was written by an "
+                         f"older reidsim or edited by hand; {fix}.")
+    try:
+        start_s, n_days = int(man["start_s"]), int(man["n_days"])
+        int(man["utc_offset_s"])
+    except (TypeError, ValueError) as e:
+        raise InputError(f"manifest.json has a non-integer start_s/n_days/utc_offset_s ({e}); {fix}.") from e
+    if n_days < 1:
+        raise InputError(f"manifest.json says n_days={n_days}; it must be >= 1; {fix}.")
+    wj = d / "world" / "world.json"
+    try:
+        json.loads(wj.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{str(wj)!r} is missing; {fix}.") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"{str(wj)!r} is corrupt ({e}); {fix}.") from e
+    rows = man["rows"] if isinstance(man["rows"], dict) else {}
+    for rel, key in (("truth/persons.parquet", "persons"), ("truth/devices.parquet", "devices"),
+                     ("truth/pseudonyms.parquet", None), ("register.parquet", "register")):
+        n = _parquet_rows(d / rel, fix)
+        if key is not None and key in rows and n != int(rows[key]):
+            raise InputError(f"{str(d / rel)!r} has {n} rows but the manifest says {rows[key]}; {fix}.")
+    parts = man["parts"]
+    on_disk = sorted(f.name for f in (d / "pings").glob("*.parquet")) if (d / "pings").is_dir() else []
+    listed = [r["file"] for r in parts]
+    if sorted(listed) != on_disk:
+        gone = sorted(set(listed) - set(on_disk))
+        extra = sorted(set(on_disk) - set(listed))
+        raise InputError(
+            f"the pings of {str(d)!r} do not match the manifest: "
+            + (f"missing part file(s) {gone[:5]}" if gone else "")
+            + ("; " if gone and extra else "")
+            + (f"unlisted part file(s) {extra[:5]}" if extra else "")
+            + f"; the release is incomplete or mixed; {fix}.")
+    total = sum(int(r["bytes"]) for r in parts)
+    if verify_hashes is None:
+        verify_hashes = total <= HASH_ON_LOAD_MAX_BYTES
+    lo_ok, hi_ok = start_s - T_SLACK_S, start_s + n_days * DAY_S + T_SLACK_S
+    for rec in parts:
+        f = d / "pings" / rec["file"]
+        if f.stat().st_size != int(rec["bytes"]):
+            raise InputError(f"{str(f)!r} has {f.stat().st_size} bytes, the manifest recorded {rec['bytes']}: "
+                             f"the file was changed or truncated; {fix}.")
+        try:
+            md = pq.ParquetFile(f).metadata
+        except Exception as e:
+            raise InputError(f"{str(f)!r} is not a readable Parquet file ({e}); {fix}.") from e
+        if md.num_rows != int(rec["rows"]):
+            raise InputError(f"{str(f)!r} has {md.num_rows} rows, the manifest recorded {rec['rows']}; {fix}.")
+        names = [md.schema.column(i).name for i in range(md.num_columns)]
+        for c in ("pseudonym", "t_s", "lat_deg", "lon_deg"):
+            if c not in names:
+                raise InputError(f"{str(f)!r} lacks column {c!r}; {fix}.")
+        lo, hi = parquet_t_range(md)
+        if lo is not None and (lo < lo_ok or hi > hi_ok):
+            unit = (" — the values look like milliseconds; convert t_s to Unix seconds"
+                    if hi > 1e11 else "")
+            raise InputError(
+                f"{str(f)!r} has t_s from {lo} to {hi}, outside the manifest's window "
+                f"{start_s}..{start_s + n_days * DAY_S} (start_s + n_days={n_days} days){unit}; "
+                f"the manifest's start_s/n_days do not describe the data; {fix}.")
+        if verify_hashes and file_sha256(f) != rec["sha256"]:
+            raise InputError(f"{str(f)!r} does not match its SHA-256 in the manifest: the file was "
+                             f"changed; {fix}.")
+    if dataset_id(man) != man["dataset_id"]:
+        raise InputError(f"manifest.json's dataset_id does not match its parts; {fix}.")
+    return man
+
+
+def _parquet_rows(path: Path, fix: str) -> int:
+    if not path.exists():
+        raise InputError(f"{str(path)!r} is missing; {fix}.")
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except Exception as e:
+        raise InputError(f"{str(path)!r} is not a readable Parquet file ({e}); {fix}.") from e
+
+
+def check_derived(directory, recorded_id, what: str) -> None:
+    """Refuse a derived output (``what``) whose recorded dataset_id is not the folder's."""
+    man = read_manifest(directory)
+    if recorded_id != man.get("dataset_id"):
+        raise InputError(
+            f"{what} in {str(directory)!r} was computed from another dataset (dataset_id "
+            f"{recorded_id!r}, the folder's is {man.get('dataset_id')!r}); re-run `reidsim run` "
+            "(or `reidsim attack`) on this folder.")
 
 
 def dataset_digest(directory) -> str:
@@ -211,10 +336,11 @@ class Simulation:
     meta: dict = field(default_factory=dict)
 
 
-def load(directory) -> Simulation:
-    """Load a folder written by ``reidsim generate`` as a :class:`Simulation`."""
+def load(directory, *, verify_hashes: bool | None = None) -> Simulation:
+    """Load a folder written by ``reidsim generate`` as a :class:`Simulation`, after
+    :func:`check_dataset`."""
     d = Path(directory)
-    man = read_manifest(d)
+    man = check_dataset(d, verify_hashes=verify_hashes)
     world = World.load(d / "world")
     table = read_pings_table(d / "pings")
     release = release_to_traces(table, world.crs, man["utc_offset_s"], start_s=man["start_s"],
@@ -232,10 +358,11 @@ def load(directory) -> Simulation:
     )
 
 
-def load_release(directory) -> Traces:
-    """Only the attacker's view of a generated folder: the release as Traces."""
+def load_release(directory, *, verify_hashes: bool | None = None) -> Traces:
+    """Only the attacker's view of a generated folder: the release as Traces, after
+    :func:`check_dataset`."""
     d = Path(directory)
-    man = read_manifest(d)
+    man = check_dataset(d, verify_hashes=verify_hashes)
     world = World.load(d / "world")
     return release_to_traces(read_pings_table(d / "pings"), world.crs, man["utc_offset_s"],
                              start_s=man["start_s"], n_days=man["n_days"])

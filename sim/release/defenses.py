@@ -53,7 +53,6 @@ such a table; the risk that still applies is membership inference, measured by
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 from dataclasses import dataclass
@@ -62,9 +61,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from sim.core.constants import DAY_S, LEVELS
+from sim.core.constants import LEVELS
 from sim.core.errors import ConfigError, InputError
-from sim.core.rng import TAG_DEFENSE, check_seed, seed_sequence
+from sim.core.rng import TAG_DEFENSE, check_seed, seed_sequence, stable_uid64
 from sim.core.traces import Traces, ping_zones
 from sim.generate.pseudonyms import pseudonym_hash
 from sim.release._kernels import (
@@ -86,7 +85,6 @@ from sim.release.aggregate import (
     TRACE_ATTACKS,
     bin_seconds,
     check_traces,
-    level_zone_ids,
     night_mask,
     transform_aggregate_dp,
     transform_aggregate_k,
@@ -219,18 +217,6 @@ def location_guard_eps(level_or_r_m) -> float:
 
 
 # =============================================================================
-# Hashing and stream helpers (per trace, not per ping)
-# =============================================================================
-def _uid64(strings) -> np.ndarray:
-    """First 8 bytes (little endian) of SHA-256 of each string: a stable 64-bit identity."""
-    return np.fromiter(
-        (int.from_bytes(hashlib.sha256(str(s).encode("utf-8")).digest()[:8], "little")
-         for s in strings),
-        dtype=np.uint64, count=len(strings),
-    )
-
-
-# =============================================================================
 # Small helpers
 # =============================================================================
 def _with(traces: Traces, step: dict, **changes) -> Traces:
@@ -326,7 +312,7 @@ def _rotate(traces, ctx, step, period_days, salt=""):
 
 def _reset(traces, ctx, step, reset_prob, salt=""):
     epoch = np.empty(traces.n_pings, dtype=np.int64)
-    reset_kernel(traces.offsets, _uid64(ctx.maid), defense_key(ctx.seed, SUB_RESET),
+    reset_kernel(traces.offsets, stable_uid64(ctx.maid), defense_key(ctx.seed, SUB_RESET),
                   traces.day(), float(reset_prob), epoch)
     return _repseudonymise(traces, ctx, epoch, salt, True, step)
 
@@ -365,7 +351,7 @@ def _time_round(traces, ctx, step, bin_h):
 def _gaussian(traces, ctx, step, sigma_m):
     xo = np.empty_like(traces.x_m, dtype=np.float64)
     yo = np.empty_like(traces.y_m, dtype=np.float64)
-    gauss_kernel(traces.offsets, _uid64(traces.pseudonym), defense_key(ctx.seed, SUB_GAUSS),
+    gauss_kernel(traces.offsets, stable_uid64(traces.pseudonym), defense_key(ctx.seed, SUB_GAUSS),
                   float(sigma_m), traces.x_m.astype(np.float64, copy=False),
                   traces.y_m.astype(np.float64, copy=False), xo, yo)
     return _with(traces, step, x_m=xo, y_m=yo), None
@@ -374,7 +360,7 @@ def _gaussian(traces, ctx, step, sigma_m):
 def _planar_laplace(traces, ctx, step, eps_per_m):
     xo = np.empty_like(traces.x_m, dtype=np.float64)
     yo = np.empty_like(traces.y_m, dtype=np.float64)
-    laplace_kernel(traces.offsets, _uid64(traces.pseudonym), defense_key(ctx.seed, SUB_LAPLACE),
+    laplace_kernel(traces.offsets, stable_uid64(traces.pseudonym), defense_key(ctx.seed, SUB_LAPLACE),
                     float(eps_per_m), traces.x_m.astype(np.float64, copy=False),
                     traces.y_m.astype(np.float64, copy=False), xo, yo)
     return _with(traces, step, x_m=xo, y_m=yo), None
@@ -383,7 +369,7 @@ def _planar_laplace(traces, ctx, step, eps_per_m):
 def subsample_mask(traces: Traces, seed: int, fraction: float) -> np.ndarray:
     """Boolean keep-mask of :func:`subsample`: ping i kept iff u_i < fraction (exclusive)."""
     keep = np.empty(traces.n_pings, dtype=np.bool_)
-    subsample_kernel(traces.offsets, _uid64(traces.pseudonym), defense_key(seed, SUB_SUBSAMPLE),
+    subsample_kernel(traces.offsets, stable_uid64(traces.pseudonym), defense_key(seed, SUB_SUBSAMPLE),
                       float(fraction), keep)
     return keep
 
@@ -394,7 +380,7 @@ def _subsample(traces, ctx, step, fraction):
 
 def _daily_cap(traces, ctx, step, max_per_day):
     keep = np.empty(traces.n_pings, dtype=np.bool_)
-    cap_kernel(traces.offsets, _uid64(traces.pseudonym), defense_key(ctx.seed, SUB_CAP),
+    cap_kernel(traces.offsets, stable_uid64(traces.pseudonym), defense_key(ctx.seed, SUB_CAP),
                 traces.day(), int(max_per_day), keep)
     return _select(traces, keep, step), None
 

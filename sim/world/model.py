@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +25,10 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from pyproj import CRS, Transformer
 from scipy.spatial import cKDTree
 
 from sim.core.constants import LEVELS, ZONE_LEVELS
-from sim.core.errors import CRSError, ConfigError, InputError
+from sim.core.errors import InputError
 from sim.core.files import atomic_path
 from sim.world._kernels import GridIndex
 from sim.world.crs import project_from_latlon, project_to_latlon
