@@ -155,7 +155,8 @@ def test_run_json_records_every_setting_used(tmp_path):
 @pytest.mark.parametrize("cmd", ["validate", "infer", "attack"])
 def test_deleted_part_is_refused_by_every_command(copy, capsys, cmd):
     sorted((copy / "pings").glob("*.parquet"))[1].unlink()
-    fails([cmd, str(copy)], capsys, "missing part file(s) ['part-00001.parquet']")
+    err = fails([cmd, str(copy)], capsys)
+    assert "missing part file(s) ['part-00001.parquet']" in err
 
 
 def test_milliseconds_are_refused(copy, capsys):
@@ -165,14 +166,16 @@ def test_milliseconds_are_refused(copy, capsys):
     t.to_parquet(part, index=False)
     rerecord(copy)
     for cmd in ("infer", "attack", "validate"):
-        fails([cmd, str(copy)], capsys, "look like milliseconds")
+        err = fails([cmd, str(copy)], capsys)
+        assert "look like milliseconds" in err
 
 
 def test_manifest_n_days_shorter_than_the_data_is_refused(copy, capsys):
     man = json.loads((copy / "manifest.json").read_text())
     man["n_days"] = 1
     (copy / "manifest.json").write_text(json.dumps(man))
-    fails(["attack", str(copy)], capsys, "outside the manifest's window", "n_days=1")
+    err = fails(["attack", str(copy)], capsys)
+    assert "outside the manifest's window" in err and "n_days=1" in err
 
 
 def test_missing_accuracy_column_is_accepted(copy, capsys):
@@ -197,7 +200,8 @@ def test_missing_accuracy_column_is_accepted(copy, capsys):
 def test_broken_dataset_is_refused_with_a_message(copy, capsys, breakage, needle):
     breakage(copy)
     for cmd in ("validate", "infer", "attack"):
-        fails([cmd, str(copy)], capsys, needle, "regenerate")
+        err = fails([cmd, str(copy)], capsys)
+        assert needle in err and "regenerate" in err
 
 
 def test_changed_part_is_refused_by_its_hash(copy):
