@@ -5,11 +5,11 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 from pathlib import Path
 
 from sim.core.errors import ConfigError, ReidsimError
+from sim.core.files import check_output_path
 
 log = logging.getLogger("sim")
 
@@ -39,29 +39,6 @@ def _positive_days(text):
             f"must be a finite number of days > 0 (e.g. 7 or 0.5), got {text!r}; "
             "omit --days to use the whole window")
     return v
-
-
-def _check_out_dir(out, flag="--out") -> Path:
-    """Refuse an output folder that cannot be created or written, before any work
-    starts (nothing is created here)."""
-    if out is None or not str(out).strip():
-        raise ConfigError(f"{flag} is empty; give an output folder, e.g. {flag} reidsim-out "
-                          f"(or {flag} . for the current folder).")
-    p = Path(out)
-    if p.exists() and not p.is_dir():
-        raise ConfigError(f"{flag} {str(p)!r} is an existing file, not a folder; choose another "
-                          "path or remove the file.")
-    anc = p.absolute()
-    while not anc.exists() and anc != anc.parent:
-        anc = anc.parent
-    if not anc.is_dir():
-        raise ConfigError(f"{flag} {str(p)!r} cannot be created: {str(anc)!r} is a file, not a folder; "
-                          "choose another path.")
-    if not os.access(anc, os.W_OK | os.X_OK):
-        what = "folder" if anc == p.absolute() else "parent folder"
-        raise ConfigError(f"{flag} {str(p)!r} is not writable: no write permission on the {what} "
-                          f"{str(anc)!r}; choose a folder you can write to or fix its permissions.")
-    return p
 
 
 def _gib(n) -> str:
@@ -132,7 +109,7 @@ def cmd_generate(a):
     from sim.generate.engine import generate
 
     scn = _scenario_from_args(a)
-    _check_out_dir(a.out)
+    check_output_path(a.out)
     local_workers = a.workers if a.backend == "dask" and not a.scheduler else 0
     _check_memory(scn, workers=local_workers)
     man = generate(scn, a.out, progress=not a.quiet, backend=a.backend, scheduler=a.scheduler,
@@ -180,20 +157,19 @@ def cmd_infer(a):
         from sim.release.dataset import load
         from sim.metrics.score import score_inference
 
-        sim = load(a.dir)
-        sc = score_inference(inf, sim.pseudonyms, sim.persons, world=sim.world)
+        simulation = load(a.dir)
+        sc = score_inference(inf, simulation.pseudonyms, simulation.persons, world=simulation.world)
         print(sc if not hasattr(sc, "to_string") else sc.to_string())
     return 0
 
 
 def cmd_attack(a):
     from sim.release.dataset import load
-    from sim.pipeline.main import attack_step, infer_step
+    from sim.pipeline.main import attack_step, headline_sentence, infer_step
 
-    sim = load(a.dir)
-    ibd, _ = infer_step(sim, Path(a.dir))
-    tables, _ = attack_step(sim, Path(a.dir), ibd)
-    from sim.pipeline.main import headline_sentence
+    simulation = load(a.dir)
+    ibd, _ = infer_step(simulation, Path(a.dir))
+    tables, _ = attack_step(simulation, Path(a.dir), ibd)
 
     print(headline_sentence(tables)[0])
     print(f"tables and summary.json written to {Path(a.dir) / 'attacks'}")
@@ -207,7 +183,7 @@ def cmd_run(a):
     scn = Scenario.from_toml(a.config) if a.config else Scenario()
     if a.seed is not None:
         scn = scn.replace(seed=a.seed)
-    _check_out_dir(a.out)
+    check_output_path(a.out)
     _check_memory(scn, what="running this scenario")
     info = run_main(scn, a.out, progress=not a.quiet, overwrite=a.overwrite)
     out = Path(a.out)
@@ -220,7 +196,7 @@ def cmd_sweep(a):
     from sim.pipeline.sweep import load_sweep, run_sweep
 
     plan = load_sweep(a.file, max_cells=a.max_cells)
-    _check_out_dir(a.out)
+    check_output_path(a.out)
     _check_memory(plan["base"], what="each replicate of this sweep")
     res = run_sweep(plan, a.out, progress=not a.quiet)
     print(f"{res['cells_done']} cells computed, {res['cells_skipped']} already done; "

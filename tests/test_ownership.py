@@ -251,3 +251,15 @@ def test_report_refuses_results_of_another_dataset(tmp_path):
     with pytest.raises(InputError, match="computed from another dataset"):
         write_report(d)
     assert not (d / "report.html").exists()
+
+
+def test_staging_lookalikes_of_a_user_are_never_removed(tmp_path, capsys):
+    """Only reidsim's own staging names are cleaned, and never in a folder that is not its own."""
+    p = tmp_path / "P"
+    p.mkdir()
+    for name in (".old-notes", ".staging-notes", ".reidsim-staging-x"):
+        (p / name).write_text("mine")
+    (p / "thesis.tex").write_text("mine")
+    fails(["generate", *GEN, "--out", str(p)], capsys, "not a reidsim folder")
+    assert sorted(x.name for x in p.iterdir()) == [".old-notes", ".reidsim-staging-x", ".staging-notes",
+                                                   "thesis.tex"]

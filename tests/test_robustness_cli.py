@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import sim.cli
+import sim.core.files
 import sim.pipeline.sweep
 from sim.cli import main
 from sim.core.config import (Scenario, check_keys, estimate_memory_bytes, load_toml, memory_estimate,
@@ -169,7 +170,7 @@ def test_read_only_out_folder_is_refused(tmp_path, monkeypatch, capsys):
     ro = tmp_path / "ro"
     ro.mkdir()
     real = os.access
-    monkeypatch.setattr(sim.cli.os, "access",
+    monkeypatch.setattr(sim.core.files.os, "access",
                         lambda p, mode: False if str(p) == str(ro) else real(p, mode))
     for out in (ro, ro / "new"):
         rc, err = _run(capsys, ["generate", "--devices", "30", "--residents", "300", "--out", str(out)])

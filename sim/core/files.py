@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.core.errors import InputError
+from sim.core.errors import ConfigError, InputError
 
 
 @contextlib.contextmanager
@@ -71,7 +72,6 @@ DERIVED_ENTRIES = ("calibration.json", "inferred.parquet", "inferred.csv", "infe
                    "run.json")
 #: Prefix of reidsim's staging folders inside an output folder (left behind only by a kill).
 STAGING_PREFIX = ".reidsim-staging-"
-_OLD_STAGING_PREFIXES = (STAGING_PREFIX, ".staging-", ".old-")
 
 
 def is_reidsim_folder(path) -> bool:
@@ -86,52 +86,75 @@ def is_reidsim_folder(path) -> bool:
     return isinstance(man, dict) and "reidsim_version" in man and "scenario" in man
 
 
-def claim_output_dir(path, *, overwrite: bool = False, option: str = "--out") -> Path:
-    """Check that reidsim may write into ``path`` and return it as a Path.
-
-    Allowed: a folder that does not exist yet, an empty folder, or a folder reidsim wrote
-    (its manifest.json says so) when ``overwrite`` is true.  Everything else raises
-    :class:`~sim.core.errors.InputError` naming the problem and the fix, before anything
-    is written: reidsim never removes a file it did not write.  Staging folders left in
-    ``path`` by an interrupted run are removed (they are reidsim's by name).
-    """
-    if path is None or str(path).strip() == "":
-        raise InputError(f"{option} is empty; give the folder to write into, e.g. {option} reidsim-out.")
+def check_output_path(path, option: str = "--out") -> Path:
+    """Refuse an output path that is empty, a file, or cannot be created or written,
+    without creating or changing anything (:class:`~sim.core.errors.ConfigError`
+    naming the problem and the fix).  Returns it as a Path."""
+    if path is None or not str(path).strip():
+        raise ConfigError(f"{option} is empty; give an output folder, e.g. {option} reidsim-out "
+                          f"(or {option} . for the current folder).")
     p = Path(path)
     if p.exists() and not p.is_dir():
-        raise InputError(f"{option} {str(p)!r} is a file, not a folder; choose a folder path.")
-    if p.is_dir():
-        clean_stale_staging(p)
-        entries = [e for e in p.iterdir()]
-        if entries:
-            if not is_reidsim_folder(p):
-                ours = sorted(e.name for e in entries if e.name in DATASET_ENTRIES + DERIVED_ENTRIES)
-                what = (f"it has {', '.join(ours)} but no reidsim manifest.json" if ours
-                        else f"it holds {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} "
-                             f"(e.g. {sorted(e.name for e in entries)[0]!r})")
-                raise InputError(
-                    f"{option} {str(p)!r} is not empty and is not a reidsim folder ({what}); reidsim "
-                    f"writes only into a new or empty folder, or one it wrote. Choose another {option}.")
-            if not overwrite:
-                raise InputError(
-                    f"{option} {str(p)!r} already holds a reidsim dataset; pass --overwrite "
-                    "(overwrite=True) to replace it, or choose another folder.")
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-        probe = p / f"{STAGING_PREFIX}probe-{uuid.uuid4().hex[:8]}"
-        probe.mkdir()
-        probe.rmdir()
-    except OSError as e:
-        raise InputError(f"cannot write into {option} {str(p)!r} ({e.strerror or e}); choose a folder "
-                         "you can write to.") from e
+        raise ConfigError(f"{option} {str(p)!r} is an existing file, not a folder; choose another "
+                          "path or remove the file.")
+    anc = p.absolute()
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise ConfigError(f"{option} {str(p)!r} cannot be created: {str(anc)!r} is a file, not a folder; "
+                          "choose another path.")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        what = "folder" if anc == p.absolute() else "parent folder"
+        raise ConfigError(f"{option} {str(p)!r} is not writable: no write permission on the {what} "
+                          f"{str(anc)!r}; choose a folder you can write to or fix its permissions.")
     return p
 
 
+def claim_output_dir(path, *, overwrite: bool = False, option: str = "--out") -> Path:
+    """Check that reidsim may write into ``path``, create it, and return it as a Path.
+
+    Allowed: a folder that does not exist yet, an empty folder, or a folder reidsim wrote
+    (its manifest.json says so) when ``overwrite`` is true.  Everything else raises
+    (:func:`check_output_path`, then :class:`~sim.core.errors.InputError` for a folder
+    that is not reidsim's or an existing dataset without ``overwrite``) before anything
+    is written: reidsim never removes a file it did not write.  Staging folders that an
+    interrupted run left are removed, and only in a folder that is empty apart from them
+    or reidsim's own.
+    """
+    p = check_output_path(path, option)
+    if p.is_dir():
+        entries = [e for e in p.iterdir() if not is_staging_name(e.name)]
+        if entries and not is_reidsim_folder(p):
+            ours = sorted(e.name for e in entries if e.name in DATASET_ENTRIES + DERIVED_ENTRIES)
+            what = (f"it has {', '.join(ours)} but no reidsim manifest.json" if ours
+                    else f"it holds {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} "
+                         f"(e.g. {sorted(e.name for e in entries)[0]!r})")
+            raise InputError(
+                f"{option} {str(p)!r} is not empty and is not a reidsim folder ({what}); reidsim "
+                f"writes only into a new or empty folder, or one it wrote. Choose another {option}.")
+        if entries and not overwrite:
+            raise InputError(
+                f"{option} {str(p)!r} already holds a reidsim dataset; pass --overwrite "
+                "(overwrite=True) to replace it, or choose another folder.")
+        clean_stale_staging(p)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+#: names of staging entries: this version's, and the two patterns older versions used
+_STAGING_NAME = re.compile(rf"^({re.escape(STAGING_PREFIX)}.+|\.staging-[0-9a-f]{{8}}|\.old-[0-9a-f]{{8}}-.+)$")
+
+
+def is_staging_name(name: str) -> bool:
+    """True for the name of a staging entry reidsim makes (and only then)."""
+    return bool(_STAGING_NAME.match(name))
+
+
 def clean_stale_staging(path) -> list:
-    """Remove staging folders an interrupted reidsim run left in ``path``; returns names."""
+    """Remove staging entries an interrupted reidsim run left in ``path``; returns names."""
     gone = []
     for e in Path(path).iterdir():
-        if e.name.startswith(_OLD_STAGING_PREFIXES):
+        if is_staging_name(e.name):
             if e.is_dir():
                 shutil.rmtree(e, ignore_errors=True)
             else:

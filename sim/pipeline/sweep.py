@@ -49,7 +49,7 @@ import pyarrow as pa
 from sim import __version__
 from sim.core.config import Scenario, check_keys, load_toml
 from sim.core.errors import ConfigError
-from sim.core.files import atomic_path
+from sim.core.files import atomic_path, check_output_path
 from sim.core.stats import combine_replicates
 from sim.metrics.utility import true_residents
 from sim.pipeline.api import simulate
@@ -156,15 +156,9 @@ def run_sweep(path_or_plan, out_dir, *, progress: bool = True, max_cells: int | 
     """Run (or resume) a sweep; returns counts and the path of the tidy table."""
     from tqdm.auto import tqdm
 
-
     plan = path_or_plan if isinstance(path_or_plan, dict) else load_sweep(path_or_plan, max_cells=max_cells)
-    out = Path(out_dir)
-    if str(out_dir) == "":
-        raise ConfigError("the sweep output folder is empty; give a folder, e.g. 'sweep-out'.")
-    for q in (out, out / "cells"):
-        if q.exists() and not q.is_dir():
-            raise ConfigError(f"sweep output {str(q)!r} is an existing file, not a folder; choose another "
-                              "output folder or remove the file.")
+    out = check_output_path(out_dir, "sweep output")
+    check_output_path(out / "cells", "sweep output")
     cells_dir = out / "cells"
     cells_dir.mkdir(parents=True, exist_ok=True)
     done, skipped = 0, 0
