@@ -1,4 +1,4 @@
-"""sim.config: defaults, TOML loading, validation of every field, derived values, and
+"""sim.core.config: defaults, TOML loading, validation of every field, derived values, and
 hypothesis properties (random valid configs validate and generate)."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of sim.defenses: identity, strength semantics, nestedness, determinism, errors."""
+"""Tests of sim.release.defenses: identity, strength semantics, nestedness, determinism, errors."""
 import hashlib
 import math
 

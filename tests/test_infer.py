@@ -701,7 +701,7 @@ def test_whole_day_window_is_allowed(synth):
 
 def test_bad_inputs_raise_input_error(synth):
     tr, _ = synth
-    with pytest.raises(InputError, match="must be a sim.traces.Traces"):
+    with pytest.raises(InputError, match="must be a sim.core.traces.Traces"):
         infer_home_work(tr.to_frame())
     with pytest.raises(InputError, match="one integer per ping"):
         home_work_from_labels(tr, np.zeros(3, int))

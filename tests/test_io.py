@@ -1,4 +1,4 @@
-"""sim.io: atomic writes (also of a whole generate), reading releases and turning them
+"""sim.release.dataset: atomic writes (also of a whole generate), reading releases and turning them
 into Traces (every input error), manifests and the dataset digest."""
 from __future__ import annotations
 

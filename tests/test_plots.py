@@ -1,4 +1,4 @@
-"""sim.plots on the tables of a tiny real run (tests/_runfixture.py)."""
+"""sim.report.plots on the tables of a tiny real run (tests/_runfixture.py)."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""sim.rng (counter-based splitmix64 streams) against the pure-Python reference in
+"""sim.core.rng (counter-based splitmix64 streams) against the pure-Python reference in
 tests/naive_generate.py, plus distribution sanity checks and seed validation.
 
 Keys >= 2**63 are passed as np.uint64: numba types a Python int argument as int64.

@@ -1,4 +1,4 @@
-"""Tests of sim.score: hand-built truth and inferred tables with known errors."""
+"""Tests of sim.metrics.score: hand-built truth and inferred tables with known errors."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Tests of sim.utility: zero loss for the identity release, hand-built cases, references."""
+"""Tests of sim.metrics.utility: zero loss for the identity release, hand-built cases, references."""
 import math
 
 import numpy as np

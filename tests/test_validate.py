@@ -1,4 +1,4 @@
-"""sim.validate: calibration statistics (checked against independent computations), the
+"""sim.metrics.calibration: calibration statistics (checked against independent computations), the
 sane ranges, and broken scenarios being flagged."""
 from __future__ import annotations
 

@@ -10,21 +10,16 @@ import numpy as np
 import pandas as pd
 
 from sim.core.jit import jit, pjit, prange
+from sim.core.constants import LEVELS
 from sim.core.errors import ConfigError, InputError
 from sim.core.rng import stream_key, uniform
 from sim.core import stats
 
-DEFAULT_LEVELS = ("building", "block", "tract", "district")
 METRIC_COLUMNS = ["metric", "value", "ci_low", "ci_high", "n"]
 
 
-def world_levels(world) -> tuple:
-    """The world's zone levels, finest first (``World.LEVELS``)."""
-    return tuple(getattr(world, "LEVELS", DEFAULT_LEVELS))
-
-
 def check_levels(levels, world) -> tuple:
-    known = world_levels(world)
+    known = LEVELS
     if isinstance(levels, str):
         levels = (levels,)
     levels = tuple(levels) if levels is not None else known

@@ -32,7 +32,7 @@ def seen_in_fence(traces: Traces, polygon, t_start_s: int, t_end_s: int) -> pd.D
     in the release).
     """
     if not isinstance(traces, Traces):
-        raise InputError(f"traces must be a sim.traces.Traces, got {type(traces).__name__}.")
+        raise InputError(f"traces must be a sim.core.traces.Traces, got {type(traces).__name__}.")
     if not isinstance(polygon, shapely.Geometry) or polygon.is_empty or polygon.area <= 0:
         raise InputError(
             f"polygon must be a non-empty shapely Polygon/MultiPolygon in the release CRS (metres), got {polygon!r}."

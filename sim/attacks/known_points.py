@@ -220,7 +220,7 @@ def known_points_attack(
     (pseudonym, m, sigma_m, n_candidates, target_kept, success).
     """
     if not isinstance(traces, Traces):
-        raise InputError(f"traces must be a sim.traces.Traces, got {type(traces).__name__}.")
+        raise InputError(f"traces must be a sim.core.traces.Traces, got {type(traces).__name__}.")
     ms = sorted({check_int("m (observations)", m, 1) for m in np.atleast_1d(m_values)})
     sigmas = [check_positive("sigma_m", s, allow_zero=True) for s in np.atleast_1d(sigma_values_m)]
     jitter_s = check_positive("jitter_s", jitter_s, allow_zero=True)

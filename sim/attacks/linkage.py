@@ -44,7 +44,17 @@ from sim.core import stats
 from sim.core.jit import jit, pjit, prange
 from sim.core.errors import ConfigError, InputError
 from sim.core.rng import TAG_ATTACK, stable_uid64
-from sim.attacks._common import DEFAULT_LEVELS, METRIC_COLUMNS, check_levels, count_row, rate_row, register_column, require_columns, truth_person, uniforms, world_levels
+from sim.attacks._common import (
+    METRIC_COLUMNS,
+    check_levels,
+    count_row,
+    rate_row,
+    register_column,
+    require_columns,
+    truth_person,
+    uniforms,
+)
+from sim.core.constants import LEVELS
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +302,7 @@ def link_devices(
     status is not "ok"), guess_person_id (-1 where no guess is possible).
     """
     levels, keys = _check_link_args(inferred, register, world, levels, keys, guess)
-    all_levels = world_levels(world)
+    all_levels = LEVELS
 
     pseud = inferred["pseudonym"].to_numpy(dtype=object)
     hx = inferred["home_x_m"].to_numpy(dtype=np.float64)
@@ -381,7 +391,7 @@ def linkage_metrics(scored: pd.DataFrame, *, ci: str = "wilson", seed: int = 0, 
 
 
 def _level_index(level: str) -> int:
-    return DEFAULT_LEVELS.index(level) if level in DEFAULT_LEVELS else len(DEFAULT_LEVELS)
+    return LEVELS.index(level) if level in LEVELS else len(LEVELS)
 
 
 def linkage_attack(

@@ -13,8 +13,8 @@ import pandas as pd
 
 from sim.core.constants import DAY_S
 from sim.core.errors import ConfigError, InputError
-from sim.core.rng import TAG_DEFENSE, seed_sequence
-from sim.core.stats import wilson_ci
+from sim.core.rng import SUB_MEMBERSHIP_TARGETS, TAG_ATTACK, TAG_DEFENSE, seed_sequence
+from sim.core.stats import bootstrap_ci, wilson_ci
 from sim.core.traces import Traces
 from sim.release._kernels import SUB_MIA
 from sim.release.aggregate import bin_seconds, cell_contributions, check_traces, dp_sensitivity
@@ -117,3 +117,22 @@ def aggregate_membership_risk(traces: Traces, ctx: BrokerContext, target, name: 
     out["n_trials"] = trials
     out["defense"] = name
     return out
+
+
+def membership_risk_over_targets(traces: Traces, ctx: BrokerContext, name: str, params: dict,
+                                 n_targets: int, *, seed: int, n_trials: int = 200) -> pd.DataFrame:
+    """:func:`aggregate_membership_risk` against ``n_targets`` devices drawn at random
+    (stream ``(seed, TAG_ATTACK, SUB_MEMBERSHIP_TARGETS)``), pooled: per metric the mean
+    over targets with a percentile bootstrap interval over targets.  Returns a tidy
+    table: metric, value, ci_low, ci_high, n (targets with a finite value)."""
+    rng = seed_sequence(seed, TAG_ATTACK, SUB_MEMBERSHIP_TARGETS)
+    targets = rng.choice(traces.n_traces, size=min(n_targets, traces.n_traces), replace=False)
+    mem = pd.concat([aggregate_membership_risk(traces, ctx, int(t), name, n_trials=n_trials, **params)
+                     .assign(target=int(t)) for t in targets])
+    rows = []
+    for i, (metric, g) in enumerate(mem.groupby("metric", sort=True)):
+        v = g["value"].to_numpy(float)
+        v = v[np.isfinite(v)]
+        est, lo, hi = bootstrap_ci(v, statistic="mean", seed=seed, tags=(i,))
+        rows.append({"metric": metric, "value": est, "ci_low": lo, "ci_high": hi, "n": len(v)})
+    return pd.DataFrame(rows)

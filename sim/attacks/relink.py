@@ -36,7 +36,7 @@ METHODS = ("nearest", "zone")
 def pseudonym_epochs(traces: Traces, period_days: float) -> pd.DataFrame:
     """pseudonym, first_day, last_day, epoch (= first_day // period_days) per trace with pings."""
     if not isinstance(traces, Traces):
-        raise InputError(f"traces must be a sim.traces.Traces, got {type(traces).__name__}.")
+        raise InputError(f"traces must be a sim.core.traces.Traces, got {type(traces).__name__}.")
     period_days = check_positive("period_days (rotation period R)", period_days)
     ln = traces.lengths
     has = ln > 0

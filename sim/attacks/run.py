@@ -24,7 +24,8 @@ import pandas as pd
 from sim.core.errors import ConfigError, InputError
 from sim.core.files import atomic_path, write_table
 from sim.core.traces import Traces
-from sim.attacks._common import register_column, world_levels
+from sim.attacks._common import register_column
+from sim.core.constants import LEVELS
 from sim.attacks.geofence import geofence_attack
 from sim.attacks.known_points import known_points_attack
 from sim.attacks.linkage import KEYS, linkage_attack, split_prefixes, time_to_identification
@@ -116,10 +117,10 @@ def run_attacks(
     """
     cfg = AttackConfig.from_any(config)
     if not isinstance(release, Traces):
-        raise InputError(f"release must be a sim.traces.Traces, got {type(release).__name__}.")
+        raise InputError(f"release must be a sim.core.traces.Traces, got {type(release).__name__}.")
     inferred_by_day = split_prefixes(inferred_by_day)
     full = inferred_by_day[max(inferred_by_day)]
-    levels = tuple(cfg.levels) if cfg.levels is not None else world_levels(world)
+    levels = tuple(cfg.levels) if cfg.levels is not None else LEVELS
     keys = tuple(cfg.keys)
     if "home_work" in keys and not all(register_column("work", lv) in register.columns for lv in levels):
         log.warning("register has no employer columns: running the linkage with key 'home' only")

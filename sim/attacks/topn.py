@@ -143,7 +143,7 @@ def topn_uniqueness(
     level, N, set_size (0 when short).
     """
     if not isinstance(traces, Traces):
-        raise InputError(f"traces must be a sim.traces.Traces, got {type(traces).__name__}.")
+        raise InputError(f"traces must be a sim.core.traces.Traces, got {type(traces).__name__}.")
     levels = check_levels(levels, world)
     ns = [check_int("N (number of top places)", n, 1) for n in np.atleast_1d(n_values)]
     rows, per = [], []

@@ -317,7 +317,7 @@ def unicity_attack(
     v_m, h_h, n_matching (0 short, 1 unique, 2 means >= 2).
     """
     if not isinstance(traces, Traces):
-        raise InputError(f"traces must be a sim.traces.Traces, got {type(traces).__name__}.")
+        raise InputError(f"traces must be a sim.core.traces.Traces, got {type(traces).__name__}.")
     ps = _check_ps(p_values)
     vs = [check_positive("v_m (cell size, metres)", v) for v in np.atleast_1d(v_values_m)]
     hs = [check_positive("h_h (time bin, hours)", h) for h in np.atleast_1d(h_values_h)]

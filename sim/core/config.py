@@ -1,7 +1,7 @@
 """Scenario configuration: dataclasses with defaults, TOML loading and validation.
 
 Every field has a unit in its name or docstring.  ``Scenario.validate()`` checks every
-value and raises :class:`~sim.errors.ConfigError` naming the field, the value received,
+value and raises :class:`~sim.core.errors.ConfigError` naming the field, the value received,
 the allowed range and how to fix it.  Defaults and their sources are documented in
 README.md ("Defaults and where they come from").
 """

@@ -6,7 +6,7 @@ Three tools, all seeded and reproducible:
 * :func:`wilson_ci` — Wilson score interval for a proportion ``k / n``; closed form,
   the fast default for "share of devices" rates.
 * :func:`bootstrap_ci` — percentile bootstrap over units (devices) with a generator
-  from :func:`sim.rng.seed_sequence` (tag ``TAG_BOOT``).  For 0/1 data the resampled
+  from :func:`sim.core.rng.seed_sequence` (tag ``TAG_BOOT``).  For 0/1 data the resampled
   mean is drawn exactly as ``Binomial(n, k/n) / n``; otherwise a resample is drawn as
   multinomial counts over the distinct values — the same distribution as resampling
   the n values with replacement, far cheaper when values repeat (set sizes).

@@ -3,12 +3,13 @@
 Layers (stumpy style): serial ``@jit`` workers for one device-day, a ``@pjit`` kernel
 looping ``prange`` over devices (each iteration writes only its own CSR slice), and the
 plain Python driver in :mod:`sim.generate`.  Every random draw comes from
-:mod:`sim.rng` streams keyed by (seed, purpose tag, global device index) with counters
+:mod:`sim.core.rng` streams keyed by (seed, purpose tag, global device index) with counters
 based on the day number, so output does not depend on block size, thread count or the
 order in which devices are processed.
 """
 import numpy as np
 
+from sim.core.constants import DAY_S
 from sim.core.jit import jit, pjit, prange
 from sim.core.rng import (
     TAG_COUNT,
@@ -26,7 +27,6 @@ from sim.core.rng import (
     uniform,
 )
 
-DAY = 86400
 MAX_SEG = 64          # segments (stays and trips) per device-day
 MAX_PLACES = 64       # "other" places per device (EPR)
 DAY_SHIFT = 20        # counters of day d start at d << 20
@@ -108,7 +108,7 @@ def _go(seg, n, state, ks, c, x1, y1, t_dep, params):
     t, x, y = state[0], state[1], state[2]
     if t_dep < t:
         t_dep = t
-    if t_dep >= DAY:
+    if t_dep >= DAY_S:
         return n
     n = _add_seg(seg, n, t, t_dep, x, y, x, y)
     dur = _trip_s(ks, c, x, y, x1, y1, params)
@@ -266,8 +266,8 @@ def build_day(seg, ks, ke, day, weekday, sched, hx, hy, wx, wy, px, py, visits, 
         n = _go(seg, n, state, ks, c, wx, wy, 21.5 * 3600.0, params)
         c += np.uint64(2)
     # stay where we are until midnight
-    if state[0] < DAY:
-        n = _add_seg(seg, n, state[0], float(DAY), state[1], state[2], state[1], state[2])
+    if state[0] < DAY_S:
+        n = _add_seg(seg, n, state[0], float(DAY_S), state[1], state[2], state[1], state[2])
     return n, n_places
 
 
@@ -302,15 +302,15 @@ def ping_times(out, kt, day, n, hour_cdf, params):
         t = starts[s] + params[P_GAP] * exponential(kt, c + np.uint64(1))
         c += np.uint64(2)
         ti = int(t)
-        if ti > DAY - 1:
-            ti = DAY - 1
+        if ti > DAY_S - 1:
+            ti = DAY_S - 1
         out[j] = ti
     out[:n] = np.sort(out[:n])
     for j in range(1, n):  # strictly increasing (no duplicate seconds)
         if out[j] <= out[j - 1]:
             out[j] = out[j - 1] + 1
-    if out[n - 1] > DAY - 1:
-        out[n - 1] = DAY - 1
+    if out[n - 1] > DAY_S - 1:
+        out[n - 1] = DAY_S - 1
         for j in range(n - 2, -1, -1):
             if out[j] >= out[j + 1]:
                 out[j] = out[j + 1] - 1
@@ -367,7 +367,7 @@ def fill_device(seed, g, n_days, weekday0, sched, hx, hy, wx, wy, params, hour_c
             x_out[pos] = x + sd * normal(kg, cg + np.uint64(3))
             y_out[pos] = y + sd * normal(kg, cg + np.uint64(5))
             acc_out[pos] = acc
-            t_out[pos] = d * DAY + tod[j]
+            t_out[pos] = d * DAY_S + tod[j]
             pos += 1
     return pos
 

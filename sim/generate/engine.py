@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from sim import __version__
 from sim.generate import _kernels as K
+from sim.core.constants import DAY_S
 from sim.core.config import Scenario
 from sim.core.errors import ConfigError
 from sim.core.files import (
@@ -171,7 +172,7 @@ def generate_block(scn: Scenario, world: World, inputs: DeviceInputs, g0: int, g
     days = scn.pings.days
     ep = K.epochs_by_day(scn.seed, g0, n_dev, days, scn.ids.rotation_days, scn.ids.daily_reset_prob)
     dev_of_ping = np.repeat(np.arange(n_dev), np.diff(offsets))
-    day_of_ping = (t - scn.start_s) // 86400
+    day_of_ping = (t - scn.start_s) // DAY_S
     ping_epoch = ep[dev_of_ping, day_of_ping]
     # (device, epoch) pairs with their pseudonyms
     n_ep = ep[:, -1].astype(np.int64) + 1

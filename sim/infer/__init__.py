@@ -1,6 +1,6 @@
 """Home and work inference from pseudonymous pings (DESIGN.md section 5).
 
-The attacker holds only the broker's release, a :class:`sim.traces.Traces` in metres.
+The attacker holds only the broker's release, a :class:`sim.core.traces.Traces` in metres.
 For each pseudonym this module clusters the pings into *places* and picks a home and
 a workplace, each with its support, in one compiled pass over all pseudonyms.
 
@@ -255,7 +255,7 @@ def _hour_s(h: float) -> int:
 def _check_traces(traces) -> Traces:
     if not isinstance(traces, Traces):
         raise InputError(
-            f"traces must be a sim.traces.Traces, got {type(traces).__name__}; build one with "
+            f"traces must be a sim.core.traces.Traces, got {type(traces).__name__}; build one with "
             "Traces.from_frame(df, crs=...)."
         )
     return traces.validate()
@@ -395,7 +395,7 @@ def infer_home_work(traces: Traces, **params) -> pd.DataFrame:
 
     Parameters
     ----------
-    traces : sim.traces.Traces
+    traces : sim.core.traces.Traces
         The release, positions in metres of ``traces.crs``.
     **params
         Any field of :class:`InferenceParams` (``eps_m``, ``min_samples``,

@@ -23,9 +23,9 @@ each ping's id with the last id seen at that place.
 """
 import numpy as np
 
+from sim.core.constants import DAY_S
 from sim.core.jit import jit, pjit, prange
 
-DAY_S = 86400
 NO_ID = -(2**62)  # "not in the window"
 
 NOISE = -1     # label: kept ping in no place (DBSCAN noise)

@@ -33,6 +33,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _sps
 
+from sim.core.constants import ZONE_LEVELS
+from sim.core.fmt import NA, value_interval
 from sim.core.errors import ConfigError, InputError
 from sim.core.stats import wilson_ci
 
@@ -43,7 +45,6 @@ __all__ = [
 
 RADII_M = (100.0, 250.0, 1000.0)
 RATE_BINS = (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, math.inf)
-ZONE_LEVELS = ("block", "tract", "district")
 SUMMARY_COLUMNS = ("window_days", "rate_bin", "metric", "value", "ci_low", "ci_high", "n")
 ALL_BINS = "all"
 
@@ -85,9 +86,9 @@ class InferenceScore:
         s = self.summary[self.summary.rate_bin == ALL_BINS]
         if s.empty:
             return "(no scored pseudonyms)"
-        fmt = s.apply(lambda r: "n/a" if r.n == 0 else (
-            f"{r.value:.0f} m [{r.ci_low:.0f}, {r.ci_high:.0f}]" if r.metric.endswith("_m")
-            else f"{r.value:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"), axis=1)
+        fmt = s.apply(lambda r: NA if r.n == 0 else (
+            value_interval(r.value, r.ci_low, r.ci_high, nd=0, unit="m") if r.metric.endswith("_m")
+            else value_interval(r.value, r.ci_low, r.ci_high)), axis=1)
         wide = s.assign(cell=fmt).pivot(index="metric", columns="window_days", values="cell")
         wide = wide.reindex(pd.unique(s.metric))
         wide.columns = [f"{c} days" for c in wide.columns]
@@ -110,9 +111,7 @@ def _need(df, cols, name):
 
 
 def _bin_labels(edges):
-    def fmt(v):
-        return "inf" if math.isinf(v) else f"{v:g}"
-    return [f"[{fmt(a)},{fmt(b)})" for a, b in zip(edges[:-1], edges[1:])]
+    return [f"[{a:g},{b:g})" for a, b in zip(edges[:-1], edges[1:])]
 
 
 def median_ci(values, alpha: float = 0.05):

@@ -88,7 +88,7 @@ def total_variation(defended: pd.Series, reference: pd.Series) -> float:
 # =============================================================================
 def _check(traces, world, level):
     if not isinstance(traces, Traces):
-        raise InputError(f"expected a sim.traces.Traces, got {type(traces).__name__}.")
+        raise InputError(f"expected a sim.core.traces.Traces, got {type(traces).__name__}.")
     if world is None:
         raise ConfigError("this metric needs a world (with locate(x_m, y_m, level)).")
     if level not in LEVELS:

@@ -1,4 +1,4 @@
-"""End-to-end orchestration shared by the CLI, notebooks and sweeps.
+"""Defense evaluation shared by the main job, notebooks and sweeps.
 
 Plain functions over the stage APIs: infer for several observation windows, run the
 attacks, apply a defense and evaluate it (privacy with the attacks, utility with
@@ -15,10 +15,9 @@ import numpy as np
 import pandas as pd
 
 from sim.attacks import run_attacks, summary
-from sim.attacks.membership import aggregate_membership_risk
+from sim.attacks.membership import membership_risk_over_targets
 from sim.core.errors import ConfigError, InputError
-from sim.core.rng import SUB_MEMBERSHIP_TARGETS, SUB_SAMPLE_RELEASE, TAG_ATTACK, seed_sequence
-from sim.core.stats import bootstrap_ci
+from sim.core.rng import SUB_SAMPLE_RELEASE, TAG_ATTACK, seed_sequence
 from sim.core.traces import Traces
 from sim.infer import infer_prefixes
 from sim.metrics.utility import true_residents, utility_table
@@ -159,17 +158,8 @@ def evaluate_defense(simulation, name: str, params: dict, *, attack_config=None,
     out, mapping = apply_defense(name, rel, ctx, **params)
     if isinstance(out, pd.DataFrame):  # aggregate release: per-trace attacks do not apply
         util = utility_table(out, rel, simulation.world, truth=truth_res)
-        rng = seed_sequence(simulation.scenario.seed, TAG_ATTACK, SUB_MEMBERSHIP_TARGETS)
-        targets = rng.choice(rel.n_traces, size=min(membership_targets, rel.n_traces), replace=False)
-        mem = pd.concat([aggregate_membership_risk(rel, ctx, int(t), name, n_trials=200, **params)
-                         .assign(target=int(t)) for t in targets])
-        rows = []
-        for i, (metric, g) in enumerate(mem.groupby("metric", sort=True)):
-            v = g["value"].to_numpy(float)
-            v = v[np.isfinite(v)]
-            est, lo, hi = bootstrap_ci(v, statistic="mean", seed=simulation.scenario.seed, tags=(i,))
-            rows.append({"metric": metric, "value": est, "ci_low": lo, "ci_high": hi, "n": len(v)})
-        tables = {"membership": pd.DataFrame(rows)}
+        tables = {"membership": membership_risk_over_targets(rel, ctx, name, params, membership_targets,
+                                                             seed=simulation.scenario.seed)}
         return headline_rows(tables), util, tables
     truth = truth_for(simulation.pseudonyms, mapping)
     if name == "rotate" and math.isfinite(float(params["period_days"])):

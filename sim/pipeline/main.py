@@ -210,7 +210,7 @@ def _run_into(scn, out: Path, progress, defenses, report, infer_params, attack_c
             "timings_s": {k: round(v, 2) for k, v in timings.items()}}
     write_json(info, out / "run.json")
     if report:
-        stage("report", lambda: write_report(out, sim=simulation))
+        stage("report", lambda: write_report(out, simulation=simulation))
     bar.close()
     info["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     write_json(info, out / "run.json")

@@ -4,7 +4,7 @@ A sweep file (TOML)::
 
     name = "panel-defenses"            # optional label of the sweep
 
-    [scenario]                         # the base scenario: any sim.config.Scenario field
+    [scenario]                         # the base scenario: any sim.core.config.Scenario field
     n_devices = 2000
     [scenario.world]
     residents = 20000
@@ -175,10 +175,10 @@ def run_sweep(path_or_plan, out_dir, *, progress: bool = True, max_cells: int | 
                 todo.append((key, name, params))
         if not todo:
             continue
-        sim = simulate(config=scn)
-        truth_res = true_residents(sim.persons, "tract")
+        simulation = simulate(config=scn)
+        truth_res = true_residents(simulation.persons, "tract")
         for key, name, params in todo:
-            priv, util, _ = evaluate_defense(sim, name, params, attack_config={"attacks": plan["attacks"]},
+            priv, util, _ = evaluate_defense(simulation, name, params, attack_config={"attacks": plan["attacks"]},
                                              truth_residents=truth_res)
             rows = _tidy(priv, util, plan, scn, rep, name, params)
             with atomic_path(cells_dir / f"{key}.parquet") as tmp:
@@ -262,7 +262,7 @@ FIGURE_KEYS = ["scenario", "defense", "params", "param_name", "param_value", "ki
 
 def pool_replicates(table: pd.DataFrame) -> pd.DataFrame:
     """One row per figure: mean over replicate seeds with a Student-t interval
-    (:func:`sim.stats.combine_replicates`); NaN interval with one replicate."""
+    (:func:`sim.core.stats.combine_replicates`); NaN interval with one replicate."""
 
     if table.empty:
         return table

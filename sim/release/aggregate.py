@@ -35,7 +35,7 @@ AGGREGATE_ATTACKS = ("membership_inference",)
 
 def check_traces(traces):
     if not isinstance(traces, Traces):
-        raise InputError(f"expected a sim.traces.Traces, got {type(traces).__name__}; build one "
+        raise InputError(f"expected a sim.core.traces.Traces, got {type(traces).__name__}; build one "
                          "with Traces.from_frame.")
 
 

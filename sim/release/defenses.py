@@ -3,18 +3,18 @@
 Every defense is a function of the release with one *strength* parameter, declared in
 :data:`REGISTRY` together with its allowed range and its *identity* value (the setting
 that leaves the release bit-identical).  :func:`apply_defense` is the single entry point:
-it validates the name and every parameter (:class:`~sim.errors.ConfigError` naming the
-allowed values) and the inputs (:class:`~sim.errors.InputError`) before doing any work.
+it validates the name and every parameter (:class:`~sim.core.errors.ConfigError` naming the
+allowed values) and the inputs (:class:`~sim.core.errors.InputError`) before doing any work.
 
     >>> out, mapping = apply_defense("planar_laplace", traces, ctx, eps_per_m=2 / 500)
 
 The broker knows more than it publishes: :class:`BrokerContext` carries, per trace of the
-input :class:`~sim.traces.Traces`, the device's MAID and true home, plus the seed and
+input :class:`~sim.core.traces.Traces`, the device's MAID and true home, plus the seed and
 (for zone-based defenses) the world.
 
 Randomness
 ----------
-Every draw comes from :mod:`sim.rng` counter streams.  For a defense with sub-tag ``S``
+Every draw comes from :mod:`sim.core.rng` counter streams.  For a defense with sub-tag ``S``
 the stream of a trace is ``stream_key(stream_key(seed, TAG_DEFENSE, S), 0, uid)`` where
 ``uid`` is the first 8 bytes (little endian) of SHA-256 of the trace's pseudonym (of the
 MAID for the pseudonym resets), and the counter is the ping's rank inside its trace.
@@ -348,22 +348,21 @@ def _time_round(traces, ctx, step, bin_h):
     return _with(traces, step, t_s=t.astype(np.int64)), None
 
 
-def _gaussian(traces, ctx, step, sigma_m):
+def _noise(traces, ctx, step, kernel, sub, scale):
+    """Move every ping by the noise ``kernel`` draws from its trace's stream ``sub``."""
     xo = np.empty_like(traces.x_m, dtype=np.float64)
     yo = np.empty_like(traces.y_m, dtype=np.float64)
-    gauss_kernel(traces.offsets, stable_uid64(traces.pseudonym), defense_key(ctx.seed, SUB_GAUSS),
-                  float(sigma_m), traces.x_m.astype(np.float64, copy=False),
-                  traces.y_m.astype(np.float64, copy=False), xo, yo)
+    kernel(traces.offsets, stable_uid64(traces.pseudonym), defense_key(ctx.seed, sub), float(scale),
+           traces.x_m.astype(np.float64, copy=False), traces.y_m.astype(np.float64, copy=False), xo, yo)
     return _with(traces, step, x_m=xo, y_m=yo), None
+
+
+def _gaussian(traces, ctx, step, sigma_m):
+    return _noise(traces, ctx, step, gauss_kernel, SUB_GAUSS, sigma_m)
 
 
 def _planar_laplace(traces, ctx, step, eps_per_m):
-    xo = np.empty_like(traces.x_m, dtype=np.float64)
-    yo = np.empty_like(traces.y_m, dtype=np.float64)
-    laplace_kernel(traces.offsets, stable_uid64(traces.pseudonym), defense_key(ctx.seed, SUB_LAPLACE),
-                    float(eps_per_m), traces.x_m.astype(np.float64, copy=False),
-                    traces.y_m.astype(np.float64, copy=False), xo, yo)
-    return _with(traces, step, x_m=xo, y_m=yo), None
+    return _noise(traces, ctx, step, laplace_kernel, SUB_LAPLACE, eps_per_m)
 
 
 def subsample_mask(traces: Traces, seed: int, fraction: float) -> np.ndarray:

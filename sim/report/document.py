@@ -104,7 +104,7 @@ def _read_run(path: Path) -> dict:
     return run
 
 
-def _load(d: Path, sim=None) -> dict:
+def _load(d: Path, simulation=None) -> dict:
     run = _read_run(d / "run.json")
     if (d / "manifest.json").exists():  # tables derived from another dataset are refused
         check_derived(d, run.get("dataset_id"), "run.json")
@@ -119,9 +119,9 @@ def _load(d: Path, sim=None) -> dict:
     data["privacy"] = _read_table(d / "defenses" / "privacy.parquet")
     data["utility"] = _read_table(d / "defenses" / "utility.parquet")
     data["inferred"] = _read_table(d / "inferred.parquet")
-    if sim is None and (d / "pings").exists() and (d / "world").exists():
-        sim = load(d)
-    data["sim"] = sim
+    if simulation is None and (d / "pings").exists() and (d / "world").exists():
+        simulation = load(d)
+    data["sim"] = simulation
     return data
 
 
@@ -230,22 +230,22 @@ def _render_figures(data) -> tuple[dict, dict]:
         pngs["anonymity_sets"] = _png(plots.plot_anonymity_sets(data["linkage"], data["linkage_per_device"]))
     if data["unicity"] is not None:
         pngs["unicity"] = _png(plots.plot_unicity(data["unicity"], data["unicity_power_law"]))
-    sim = data["sim"]
-    if sim is not None and data["inferred"] is not None and sim.release.n_traces:
+    simulation = data["sim"]
+    if simulation is not None and data["inferred"] is not None and simulation.release.n_traces:
         level, key = _ttid_level_key(data)
         ps = pick_trail_device(data["linkage_per_device"], data["inferred"], level, key)
         if ps is not None:
             pngs["device_trail"] = _png(plots.plot_device_trail(
-                sim.release, data["inferred"], sim.world, ps, sim.register, data["linkage_per_device"],
+                simulation.release, data["inferred"], simulation.world, ps, simulation.register, data["linkage_per_device"],
                 level=level, key=key, night_hours=_night_hours(data)))
             facts["device_trail"] = _trail_facts(data, ps, level, key)
     gm = data["geofence_meta"]
-    if sim is not None and gm and data["geofence_per_pseudonym"] is not None:
+    if simulation is not None and gm and data["geofence_per_pseudonym"] is not None:
         poly = shapely.from_wkt(gm["polygon_wkt"])
-        pngs["geofence"] = _png(plots.plot_geofence(sim.release, poly, int(gm["t_start_s"]), int(gm["t_end_s"]),
-                                                    data["geofence_per_pseudonym"], data["inferred"], sim.world))
+        pngs["geofence"] = _png(plots.plot_geofence(simulation.release, poly, int(gm["t_start_s"]), int(gm["t_end_s"]),
+                                                    data["geofence_per_pseudonym"], data["inferred"], simulation.world))
         facts["geofence"] = {"radius_m": math.sqrt(poly.area / math.pi),
-                             "utc_offset_s": sim.release.utc_offset_s, **gm}
+                             "utc_offset_s": simulation.release.utc_offset_s, **gm}
     if data["privacy"] is not None and data["utility"] is not None:
         pngs["privacy_utility"] = _png(plots.plot_privacy_utility(data["privacy"], data["utility"]))
     if data["calibration"]:
@@ -270,9 +270,9 @@ def _trail_facts(data, ps, level, key):
             r = r.iloc[0]
             out.update(unique=bool(r.get("unique", False)), identified=bool(r.get("identified", False)),
                        set_size=int(r.get("set_size", -1)))
-            sim = data["sim"]
-            if out["unique"] and sim is not None and int(r["guess_person_id"]) >= 0:
-                reg = sim.register[sim.register["person_id"] == int(r["guess_person_id"])]
+            simulation = data["sim"]
+            if out["unique"] and simulation is not None and int(r["guess_person_id"]) >= 0:
+                reg = simulation.register[simulation.register["person_id"] == int(r["guess_person_id"])]
                 if len(reg) and "name" in reg.columns:
                     out["name"] = str(reg["name"].iloc[0])
     inf = data["inferred"]
@@ -724,10 +724,10 @@ def _world_items(data):
     s = run.get("scenario") or {}
     w, pop, g, ids, reg = (s.get(k, {}) for k in ("world", "population", "pings", "ids", "register"))
     rows = man.get("rows", {})
-    sim = data["sim"]
+    simulation = data["sim"]
     zones = ""
-    if sim is not None:
-        wz = sim.world
+    if simulation is not None:
+        wz = simulation.world
         zones = (f" It has {wz.n_buildings:,} address points (buildings), {wz.n_zones('block'):,} blocks, "
                  f"{wz.n_zones('tract'):,} tracts and {wz.n_zones('district'):,} districts.")
     items = []
@@ -1007,7 +1007,7 @@ def _cap_pu(data, level, key):
 
 
 # ============================================================================= main
-def write_report(out_dir, *, sim=None) -> dict:
+def write_report(out_dir, *, simulation=None) -> dict:
     """Write ``figures/*.png``, ``report.md`` and ``report.html`` into a run folder.
 
     Parameters
@@ -1016,7 +1016,7 @@ def write_report(out_dir, *, sim=None) -> dict:
         run.json with its ``settings`` block, else :class:`InputError`; every other
         table is optional and its section says "not computed" if absent).  Every setting
         the report describes comes from that run.json, never from this version's defaults.
-    sim : the already loaded :class:`sim.api.Simulation` of that folder (optional; saves
+    simulation : the already loaded :class:`sim.api.Simulation` of that folder (optional; saves
         re-reading the pings, about 4 s on the default scenario).
 
     Returns
@@ -1030,7 +1030,7 @@ def write_report(out_dir, *, sim=None) -> dict:
     if not d.is_dir():
         raise InputError(f"run folder {str(d)!r} does not exist; pass the --out folder of `reidsim run`.")
     t0 = time.perf_counter()
-    data = _load(d, sim)
+    data = _load(d, simulation)
     t1 = time.perf_counter()
     with matplotlib.rc_context({"figure.dpi": 100, "savefig.dpi": _DPI, "font.size": 10}):
         pngs, facts = _render_figures(data)

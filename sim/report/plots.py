@@ -24,6 +24,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from sim.core.constants import DAY_S, LEVELS
 from sim.core.errors import InputError
 from sim.core.fmt import to_float
 
@@ -34,7 +35,8 @@ __all__ = [
 ]
 
 #: zone levels, finest first (docs/CONTRACTS.md)
-LEVEL_ORDER = ("building", "block", "tract", "district")
+#: zone levels, finest first (the one constant of sim.core.constants)
+LEVEL_ORDER = LEVELS
 #: default local night window [start, end) in hours used to colour pings (the
 #: attacker's default night window in sim.infer; the report passes the run's own)
 NIGHT_HOURS = (22.0, 6.0)
@@ -669,7 +671,7 @@ def _trail_colours(release, t, color_by, night_hours):
     night = None
     handles = [Line2D([], [], color="0.8", lw=1, label="block boundaries")]
     if color_by == "night":
-        hour = ((t - release.start_s) % 86400) / 3600.0
+        hour = ((t - release.start_s) % DAY_S) / 3600.0
         night = _is_night(hour, night_hours)
         colours = np.where(night[:, None], np.array([_to_rgba(_NIGHT_COLOR)]), np.array([_to_rgba(_DAY_COLOR)]))
         handles += [Line2D([], [], ls="none", marker="o", color=_NIGHT_COLOR,
@@ -680,7 +682,7 @@ def _trail_colours(release, t, color_by, night_hours):
     else:
         from matplotlib import colormaps
 
-        days = (t - release.start_s) / 86400.0
+        days = (t - release.start_s) / DAY_S
         span = max(1.0, float(release.n_days))
         colours = colormaps["viridis"](np.clip(days / span, 0, 1)) if len(t) else np.empty((0, 4))
         handles += [Line2D([], [], ls="none", marker="o", color=colormaps["viridis"](0.0), label="ping, first day"),
@@ -711,7 +713,7 @@ def _trail_place_handles(handles, hx, wx, reg):
 
 def _trail_title(release, pseudonym, t, link, reg, hx):
     """Title of :func:`plot_device_trail`: pings, days and whether the device was linked."""
-    n_days = len(np.unique((t - release.start_s) // 86400)) if len(t) else 0
+    n_days = len(np.unique((t - release.start_s) // DAY_S)) if len(t) else 0
     if reg is not None:
         sub = (f"linked by {KEY_LABELS.get(str(link.get('key')), link.get('key'))} at {link.get('level')} "
                "level: one person in the register fits")
