@@ -140,15 +140,16 @@ def cmd_validate(a):
 
 
 def cmd_infer(a):
-    from sim.release.dataset import load_release
+    from sim.release.dataset import load_release, read_manifest
     from sim.infer import infer_home_work
     from sim.core.files import write_table
 
     rel = load_release(a.dir)
+    did = read_manifest(a.dir)["dataset_id"]
     if a.days is not None:
         rel = rel.prefix(a.days)
     inf = infer_home_work(rel)
-    write_table(inf, Path(a.dir) / "inferred")
+    write_table(inf, Path(a.dir) / "inferred", dataset_id=did)
     known_h = int(inf["home_x_m"].notna().sum())
     known_w = int(inf["work_x_m"].notna().sum())
     print(f"inferred home for {known_h:,} and work for {known_w:,} of {len(inf):,} pseudonyms "

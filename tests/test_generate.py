@@ -387,6 +387,29 @@ def test_digest_does_not_depend_on_thread_count(small_scenario, small_dataset, t
         assert out["digest"] == ref, threads
 
 
+def test_local_cluster_opens_no_dashboard_and_listens_on_loopback_only():
+    pytest.importorskip("dask.distributed")
+    import psutil
+    from dask.distributed import Client
+
+    from sim.generate.engine import local_cluster
+
+    def listening():
+        return {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections(kind="tcp") if c.status == "LISTEN"}
+
+    before = listening()
+    cluster = local_cluster(1)
+    client = Client(cluster)
+    try:
+        new = listening() - before
+    finally:
+        client.close()
+        cluster.close()
+    assert new, "the cluster should listen somewhere"
+    assert all(ip == "127.0.0.1" for ip, _ in new), new
+    assert 8787 not in {port for _, port in new}
+
+
 def test_dask_backend_gives_the_same_digest(small_scenario, small_dataset, tmp_path):
     pytest.importorskip("dask.distributed")
     man = generate(small_scenario, tmp_path / "dask", progress=False, backend="dask", n_workers=2)

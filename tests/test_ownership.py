@@ -263,3 +263,30 @@ def test_staging_lookalikes_of_a_user_are_never_removed(tmp_path, capsys):
     fails(["generate", *GEN, "--out", str(p)], capsys, "not a reidsim folder")
     assert sorted(x.name for x in p.iterdir()) == [".old-notes", ".reidsim-staging-x", ".staging-notes",
                                                    "thesis.tex"]
+
+
+def test_derived_tables_record_their_dataset_and_the_report_refuses_a_foreign_one(tmp_path):
+    from sim.core.config import Scenario
+    from sim.core.files import read_dataset_id, write_table
+    from sim.pipeline.main import run_main
+    from sim.report.document import write_report
+
+    d = tmp_path / "r"
+    run_main(Scenario(n_devices=120, seed=7).replace(world__residents=1200, pings__days=3), d,
+             progress=False, report=False, defenses=[("none", {})])
+    did = json.loads((d / "manifest.json").read_text())["dataset_id"]
+    for rel in ("inferred.parquet", "inferred_by_day.parquet", "attacks/linkage.parquet",
+                "defenses/privacy.parquet"):
+        assert read_dataset_id(d / rel) == did, rel
+    # a table kept from another dataset (e.g. copied in by hand) is refused by the report
+    write_table(pd.read_parquet(d / "attacks" / "linkage.parquet"), d / "attacks" / "linkage",
+                dataset_id="f" * 16)
+    with pytest.raises(InputError, match="linkage.parquet' was computed from another dataset"):
+        write_report(d)
+
+
+def test_infer_command_records_the_dataset(copy, capsys):
+    from sim.core.files import read_dataset_id
+
+    assert main(["infer", str(copy)]) == 0
+    assert read_dataset_id(copy / "inferred.parquet") == json.loads((copy / "manifest.json").read_text())["dataset_id"]

@@ -216,10 +216,12 @@ def summary(tables: dict) -> dict:
     return s
 
 
-def write_attack_outputs(out_dir, tables: dict, summary_dict: dict | None = None) -> Path:
+def write_attack_outputs(out_dir, tables: dict, summary_dict: dict | None = None, *,
+                         dataset_id: str | None = None) -> Path:
     """Write ``out_dir/attacks/<name>.parquet`` and ``.csv`` per table and
     ``out_dir/attacks/summary.json`` (each file atomically, with the same permissions
-    as every other output).  The summary is strict JSON (no NaN).  Returns the folder."""
+    as every other output).  The summary is strict JSON (no NaN).  ``dataset_id`` is
+    recorded in every table's Parquet metadata.  Returns the folder."""
     d = Path(out_dir) / "attacks"
     d.mkdir(parents=True, exist_ok=True)
     for name, df in tables.items():
@@ -227,7 +229,7 @@ def write_attack_outputs(out_dir, tables: dict, summary_dict: dict | None = None
             raise InputError(f"table {name!r} is a {type(df).__name__}, expected a DataFrame.")
         if not isinstance(name, str) or not name or Path(name).name != name or "." in name:
             raise InputError(f"table name {name!r} cannot be a file name; use letters, digits and '_'.")
-        write_table(df, d / name)
+        write_table(df, d / name, dataset_id=dataset_id)
     sm = summary(tables) if summary_dict is None else summary_dict
     text = json.dumps(sm, indent=2, sort_keys=True, allow_nan=False)
     with atomic_path(d / "summary.json") as tmp:

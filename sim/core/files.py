@@ -38,13 +38,35 @@ def atomic_path(path):
             tmp.unlink()
 
 
-def write_table(df: pd.DataFrame, path_stem: Path) -> None:
-    """Write ``df`` as Parquet and CSV next to each other, atomically."""
+#: Parquet metadata key under which a derived table records the dataset it came from
+DATASET_ID_KEY = b"reidsim.dataset_id"
+
+
+def write_table(df: pd.DataFrame, path_stem: Path, *, dataset_id: str | None = None) -> None:
+    """Write ``df`` as Parquet and CSV next to each other, atomically.  ``dataset_id``
+    (the manifest's) is stored in the Parquet metadata (:func:`read_dataset_id`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path_stem = Path(path_stem)
     path_stem.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if dataset_id is not None:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               DATASET_ID_KEY: str(dataset_id).encode()})
     with atomic_path(path_stem.with_suffix(".parquet")) as tmp:
-        df.to_parquet(tmp, index=False)
+        pq.write_table(table, tmp)
     with atomic_path(path_stem.with_suffix(".csv")) as tmp:
         df.to_csv(tmp, index=False)
+
+
+def read_dataset_id(path) -> str | None:
+    """The dataset_id a Parquet table written by :func:`write_table` records (or None)."""
+    import pyarrow.parquet as pq
+
+    md = pq.read_schema(path).metadata or {}
+    v = md.get(DATASET_ID_KEY)
+    return None if v is None else v.decode()
 
 
 def write_json(obj, path: Path) -> None:

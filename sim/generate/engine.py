@@ -420,15 +420,30 @@ def dataset_id(manifest: dict) -> str:
     return h.hexdigest()[:16]
 
 
+def local_cluster(n_workers: int):
+    """A Dask LocalCluster of ``n_workers`` single-threaded worker processes, listening
+    on the loopback interface only and without a dashboard.
+
+    ``dashboard_address=None`` alone is not enough: the scheduler still serves HTTP on
+    its default port 8787 (on every interface), so the scheduler's HTTP server is put
+    on a random loopback port with the dashboard off.
+    """
+    from dask.distributed import LocalCluster
+
+    return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                        dashboard_address=None,
+                        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+                        env={"NUMBA_NUM_THREADS": "1"})
+
+
 def _run_dask(scn, syn, blocks, stage, scheduler, n_workers, bar):
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, as_completed
 
     cluster = None
     if scheduler:
         client = Client(scheduler)
     else:
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, env={"NUMBA_NUM_THREADS": "1"})
+        cluster = local_cluster(n_workers)
         client = Client(cluster)
     try:
         world_dir = str((stage / "world").resolve())

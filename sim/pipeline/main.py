@@ -61,8 +61,9 @@ def infer_step(simulation, out: Path, infer_params=None) -> tuple[dict, dict]:
     window) and ``inferred_by_day``.  Returns ``({days: table}, settings used)``."""
     params = InferenceParams(**(infer_params or {}))
     ibd = infer_by_day(simulation.release, **dataclasses.asdict(params))
-    write_table(ibd[max(ibd)], out / "inferred")
-    write_table(pd.concat(list(ibd.values()), ignore_index=True), out / "inferred_by_day")
+    did = simulation.meta.get("dataset_id")
+    write_table(ibd[max(ibd)], out / "inferred", dataset_id=did)
+    write_table(pd.concat(list(ibd.values()), ignore_index=True), out / "inferred_by_day", dataset_id=did)
     return ibd, dataclasses.asdict(params)
 
 
@@ -99,7 +100,7 @@ def attack_step(simulation, out: Path, ibd: dict, attack_config=None) -> tuple[d
     cfg = main_attack_config(simulation, attack_config)
     tables = run_attacks(simulation.release, ibd, simulation.register, simulation.world,
                          simulation.pseudonyms, simulation.persons, config=cfg)
-    write_attack_outputs(out, tables, summary(tables))
+    write_attack_outputs(out, tables, summary(tables), dataset_id=simulation.meta.get("dataset_id"))
     t0, t1 = cfg["geofence_window_s"]
     write_json({"polygon_wkt": shapely.to_wkt(cfg["geofence_polygon"]), "t_start_s": t0, "t_end_s": t1,
                 "crs": simulation.world.crs}, out / "attacks" / "geofence_meta.json")
@@ -119,8 +120,9 @@ def defense_step(simulation, out: Path, defenses=None, progress=True,
     attack_config = {"ttid_level": "building", "seed": simulation.scenario.seed}
     priv, util = evaluate_defenses(simulation, defenses, attack_config=attack_config,
                                    days=days, progress=progress, sample_traces=sample_traces)
-    write_table(priv, out / "defenses" / "privacy")
-    write_table(util, out / "defenses" / "utility")
+    did = simulation.meta.get("dataset_id")
+    write_table(priv, out / "defenses" / "privacy", dataset_id=did)
+    write_table(util, out / "defenses" / "utility", dataset_id=did)
     settings = {"defenses": [{"name": nm, "params": dict(pr)} for nm, pr in defenses],
                 "defense_attack_config": settings_record({**DEFENSE_ATTACK_CONFIG, **attack_config}),
                 "defense_sample_traces": sample_traces, "defense_days": list(days)}

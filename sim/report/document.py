@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from sim.core.errors import InputError
-from sim.core.files import atomic_path
+from sim.core.files import atomic_path, read_dataset_id
 from sim.core.fmt import NA, count, is_finite, num, num_auto, num_range, pct, pct_ci, pct_range
 from sim.metrics.calibration import SANE_RANGES
 from sim.release.dataset import check_derived, load
@@ -78,8 +78,15 @@ def _read_json(path: Path, required=False):
         raise InputError(f"{str(path)!r} is not valid JSON ({e}); re-run the step that writes it.") from e
 
 
-def _read_table(path: Path):
+def _read_table(path: Path, dataset_id: str | None = None):
+    """A table of the run folder; a Parquet table that records another dataset_id than
+    ``dataset_id`` (the folder's) is refused."""
     if path.exists():
+        recorded = read_dataset_id(path)
+        if dataset_id is not None and recorded is not None and recorded != dataset_id:
+            raise InputError(
+                f"{str(path)!r} was computed from another dataset (dataset_id {recorded!r}, the "
+                f"folder's is {dataset_id!r}); re-run `reidsim run` (or `reidsim attack`) on this folder.")
         return pd.read_parquet(path)
     csv = path.with_suffix(".csv")
     if csv.exists():
@@ -108,6 +115,7 @@ def _load(d: Path, simulation=None) -> dict:
     run = _read_run(d / "run.json")
     if (d / "manifest.json").exists():  # tables derived from another dataset are refused
         check_derived(d, run.get("dataset_id"), "run.json")
+    did = run.get("dataset_id")
     data = {"dir": d, "run": run,
             "manifest": _read_json(d / "manifest.json") or {},
             "calibration": _read_json(d / "calibration.json"),
@@ -115,10 +123,10 @@ def _load(d: Path, simulation=None) -> dict:
             "geofence_meta": _read_json(d / "attacks" / "geofence_meta.json")}
     for name in ("linkage", "linkage_per_device", "time_to_identification", "unicity", "unicity_power_law",
                  "topn", "known_points", "geofence", "geofence_per_pseudonym", "relink"):
-        data[name] = _read_table(d / "attacks" / f"{name}.parquet")
-    data["privacy"] = _read_table(d / "defenses" / "privacy.parquet")
-    data["utility"] = _read_table(d / "defenses" / "utility.parquet")
-    data["inferred"] = _read_table(d / "inferred.parquet")
+        data[name] = _read_table(d / "attacks" / f"{name}.parquet", did)
+    data["privacy"] = _read_table(d / "defenses" / "privacy.parquet", did)
+    data["utility"] = _read_table(d / "defenses" / "utility.parquet", did)
+    data["inferred"] = _read_table(d / "inferred.parquet", did)
     if simulation is None and (d / "pings").exists() and (d / "world").exists():
         simulation = load(d)
     data["sim"] = simulation
