@@ -31,10 +31,9 @@ from sim.core.fmt import to_float
 __all__ = [
     "plot_time_to_identification", "plot_anonymity_sets", "plot_unicity", "plot_device_trail",
     "plot_geofence", "plot_privacy_utility", "plot_calibration", "LEVEL_ORDER", "NIGHT_HOURS", "KEY_LABELS",
-    "params_label", "local_str",
+    "params_label", "local_str", "plot_waterfall", "plot_sensitivity",
 ]
 
-#: zone levels, finest first (docs/CONTRACTS.md)
 #: zone levels, finest first (the one constant of sim.core.constants)
 LEVEL_ORDER = LEVELS
 #: default local night window [start, end) in hours used to colour pings (the
@@ -1146,4 +1145,71 @@ def plot_calibration(stats):
     a2.set(xlabel="rank of place (1 = most visited)", ylabel="share of a device's pings")
     a2.set_title("Visit frequency by rank", fontsize="medium")
     a2.grid(alpha=0.3, which="both")
+    return fig
+
+
+# ============================================================================ honest figures
+def plot_waterfall(table: pd.DataFrame, ceilings: dict | None = None, ax=None):
+    """Where identification is lost: share of devices left after each step of
+    :func:`sim.metrics.waterfall.identification_waterfall` (bars with 95 % intervals),
+    and the home-based ceiling as a dashed line.  Returns the Figure."""
+    _need(table, ["label", "value", "ci_low", "ci_high", "n_devices"], "waterfall table")
+    fig, ax = _fig_ax(ax, (7.5, 0.45 * len(table) + 1.2))
+    y = np.arange(len(table))[::-1]
+    v = 100 * table["value"].to_numpy(float)
+    err = np.vstack([v - 100 * table["ci_low"].to_numpy(float), 100 * table["ci_high"].to_numpy(float) - v])
+    ax.barh(y, v, xerr=err, color="#4C72B0", alpha=0.85, capsize=2, error_kw={"lw": 0.8})
+    for yi, vi, hi_, k in zip(y, v, 100 * table["ci_high"].to_numpy(float), table["n_devices"]):
+        ax.text(np.nanmax([vi, hi_]) + 1.5, yi, f"{vi:.1f}% ({int(k):,})", va="center", fontsize="small")
+    ax.set_yticks(y, table["label"])
+    if ceilings and "ceiling_home" in ceilings and np.isfinite(ceilings["ceiling_home"].get("value", np.nan)):
+        c = 100 * float(ceilings["ceiling_home"]["value"])
+        ax.axvline(c, color=_REG_COLOR, ls="--", lw=1)
+        ax.text(c - 1, y[-1] - 0.45, "ceiling of a home-based attacker", color=_REG_COLOR, fontsize="small",
+                ha="right", va="center", path_effects=_halo())
+    ax.set_xlim(0, 125)
+    ax.set_xticks(range(0, 101, 20))
+    _pct_axis(ax, "x")
+    ax.set_xlabel("share of devices still identifiable")
+    ax.set_title("Where identification is lost\n(exact home + work join, building level)", fontsize="medium")
+    return fig
+
+
+def plot_sensitivity(table: pd.DataFrame, metric: str, label: str | None = None, ax=None):
+    """A tornado chart: the headline ``metric`` at the low and high end of each
+    assumption's range (:func:`sim.pipeline.sensitivity.sensitivity`), around its value
+    at the run's settings.  Parameters whose end could not be measured show the note.
+    Returns the Figure."""
+    _need(table, ["path", "setting", "param_value", "metric", "value"], "sensitivity table")
+    t = table[(table["metric"] == metric) | table["metric"].isna()]
+    paths = list(dict.fromkeys(t["path"]))
+    fig, ax = _fig_ax(ax, (7.5, 0.55 * max(len(paths), 1) + 1.4))
+    if not paths:
+        _no_data(ax, "no sensitivity computed")
+        return fig
+
+    def val(path, setting):
+        r = t[(t["path"] == path) & (t["setting"] == setting) & (t["metric"] == metric)]
+        return (float(r["value"].iloc[0]), r["param_value"].iloc[0]) if len(r) else (np.nan, None)
+
+    rows = []
+    for pth in paths:
+        base, bval = val(pth, "value")
+        lo, lval = val(pth, "low")
+        hi, hval = val(pth, "high")
+        span = np.nanmax([abs(lo - base), abs(hi - base), 0.0])
+        rows.append((pth, base, bval, lo, lval, hi, hval, span))
+    rows.sort(key=lambda r: r[-1])
+    for i, (pth, base, bval, lo, lval, hi, hval, _) in enumerate(rows):
+        for end, pv, colour in ((lo, lval, "#C44E52"), (hi, hval, "#4C72B0")):
+            if np.isfinite(end) and np.isfinite(base):
+                ax.barh(i, 100 * (end - base), left=100 * base, color=colour, alpha=0.8, height=0.6)
+                ax.text(100 * end, i, f" {pv:g} " if isinstance(pv, (int, float)) else "", va="center",
+                        ha="left" if end >= base else "right", fontsize="x-small")
+        ax.plot([100 * base], [i], marker="|", color="black", ms=14)
+    ax.set_yticks(range(len(rows)), [f"{r[0]} = {r[2]:g}" if isinstance(r[2], (int, float)) else r[0]
+                                     for r in rows])
+    _pct_axis(ax, "x")
+    ax.set_xlabel(label or metric)
+    ax.set_title("How the headline moves across each assumption's range (red: low end, blue: high end)")
     return fig
