@@ -1,29 +1,78 @@
 """Persons, households, workplaces, devices and the attacker's register.
 
-Households share a home building; employment status and schedule type are drawn per
-person; workplaces come from a gravity model with exponential distance decay over job
-density; a share of persons carries a device of the broker's panel; the register lists
-most residents with their (sometimes wrong) home address and some with their employer.
+Persons get an age from ACS 2019 age bands (:data:`AGE_BANDS`) and live in households
+(sizes from :data:`sim.core.config.HOUSEHOLD_SIZE_SHARES`) that always hold an adult;
+children live only with adults.  Each household occupies one housing unit of the
+world's housing stock (``World.buildings["units"]``): a single-unit building holds one
+household, the households of a multi-unit building share its address point.
+Employment depends on age (nobody under 16); workplaces come from a gravity model with
+exponential distance decay over job density.  Smartphone ownership depends on age
+(nobody under ``min_device_age``) and the broker's panel is drawn from the owners.  The
+register lists adults only, as one or several record profiles
+(:data:`sim.core.config.REGISTER_PROFILES`) describe.
+
+Every source and assumption is written next to its parameter in
+:mod:`sim.core.config`.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.special import ndtri
 
-from sim.core.config import PopulationConfig, RegisterConfig
+from sim.core.config import (
+    HOUSEHOLD_SIZE_SHARES,
+    HOUSEHOLD_SIZES,
+    PopulationConfig,
+    RegisterConfig,
+    mean_household_size,
+)
 from sim.core.constants import ZONE_LEVELS
 from sim.core.errors import ConfigError
 from sim.core.rng import TAG_POP, seed_sequence
 from sim.world.model import World
 
+log = logging.getLogger(__name__)
+
 SCHEDULES = ("day", "night", "none")
 SCHED_DAY, SCHED_NIGHT, SCHED_NONE = 0, 1, 2
 
-# US household-size distribution (ACS 2019, approx.): 1..5+ persons
-_HH_SIZES = np.array([1, 2, 3, 4, 5, 6])
-_HH_PROBS = np.array([0.28, 0.35, 0.15, 0.13, 0.06, 0.03])
+#: Age of majority: the register lists nobody younger; every household has one adult.
+ADULT_AGE = 18
+#: Youngest working age: nobody younger has a job.
+MIN_WORK_AGE = 16
+
+#: Age bands (first year, last year, share %): approximate, ACS 2019 1-year, table DP05
+#: (US: under 5 6.0, 5-9 6.1, 10-14 6.4, 15-19 6.4 split 3:2 at 18, 20-24 6.6, 25-34 14.0,
+#: 35-44 12.7, 45-54 12.6, 55-59 6.6, 60-64 6.4, 65-74 9.6, 75-84 4.9, 85+ 2.0, drawn up to
+#: 99).  Under 18: 22.3 %, 65+: 16.5 %.  The under-18, 18-64 and 65+ groups are rescaled
+#: to ``PopulationConfig.share_under_18`` / ``share_65_plus``; ages are uniform within a band.
+AGE_BANDS = (
+    (0, 4, 6.0), (5, 9, 6.1), (10, 14, 6.4), (15, 17, 3.84), (18, 19, 2.56), (20, 24, 6.6),
+    (25, 34, 14.0), (35, 44, 12.7), (45, 54, 12.6), (55, 59, 6.6), (60, 64, 6.4),
+    (65, 74, 9.6), (75, 84, 4.9), (85, 99, 2.0),
+)
+
+#: Relative employment-population ratio by age band within 16-64 (approximate, BLS CPS
+#: 2019 annual averages: 16-19 about 31 %, 20-24 66 %, 25-54 80.0 %, 55-64 64 %);
+#: rescaled so the 16-64 mean is ``PopulationConfig.employment_rate``.
+EMPLOYMENT_PROFILE = ((16, 19, 0.31), (20, 24, 0.664), (25, 54, 0.800), (55, 64, 0.64))
+
+#: Weight of the second slot of a household (after the adult householder) when the
+#: children are placed, against 1 for the third and later slots: most two-person
+#: households are two adults, most children live in households of three or more
+#: (assumption; about 1 in 10 two-person households is a parent and a child).
+SECOND_SLOT_CHILD_WEIGHT = 0.1
+
+# sub-streams of seed_sequence(seed, TAG_POP, ...)
+_SUB_PERSONS, _SUB_DEVICES, _SUB_REGISTER, _SUB_GPS_BIAS = 1, 2, 3, 4
+_P_SIZES, _P_AGES, _P_SLOTS, _P_UNITS, _P_EMPLOY, _P_WORK, _P_PHONE = 1, 2, 3, 4, 5, 6, 7
+#: stable sub-stream of each register profile (a profile lists the same persons alone or
+#: in a combination)
+_PROFILE_STREAM = {"people_search": 1, "voter_file": 2, "professional_network": 3}
 
 
 @dataclass
@@ -33,30 +82,189 @@ class Population:
     register: pd.DataFrame
 
 
-def make_persons(world: World, n_persons: int, cfg: PopulationConfig, seed: int) -> pd.DataFrame:
-    """Persons in households, with home and (for the employed) work buildings.
+# ====================================================================== ages
+def age_band_shares(cfg: PopulationConfig) -> np.ndarray:
+    """Share of each :data:`AGE_BANDS` band after rescaling the under-18 and 65+ groups
+    to ``cfg.share_under_18`` and ``cfg.share_65_plus`` (the 18-64 bands take the rest)."""
+    lo = np.array([b[0] for b in AGE_BANDS])
+    w = np.array([b[2] for b in AGE_BANDS], dtype=np.float64)
+    kid, old = lo < ADULT_AGE, lo >= 65
+    mid = ~kid & ~old
+    target = {"kid": cfg.share_under_18, "old": cfg.share_65_plus,
+              "mid": 1.0 - cfg.share_under_18 - cfg.share_65_plus}
+    out = np.zeros_like(w)
+    for key, m in (("kid", kid), ("old", old), ("mid", mid)):
+        out[m] = w[m] / w[m].sum() * target[key]
+    return out
 
-    Returns the truth ``persons`` table of docs/CONTRACTS.md.
-    """
-    rng = seed_sequence(seed, TAG_POP, 1)
-    b = world.buildings
-    res_w = b["residents"].to_numpy()
-    # households until n_persons is reached
-    n_hh_est = int(n_persons / (_HH_SIZES * _HH_PROBS).sum() * 1.1) + 10
-    sizes = rng.choice(_HH_SIZES, size=n_hh_est, p=_HH_PROBS)
+
+def draw_ages(rng, n: int, cfg: PopulationConfig) -> np.ndarray:
+    """``n`` ages in whole years: a band by :func:`age_band_shares`, uniform within it."""
+    p = age_band_shares(cfg)
+    band = rng.choice(len(AGE_BANDS), size=n, p=p / p.sum())
+    lo = np.array([b[0] for b in AGE_BANDS])[band]
+    hi = np.array([b[1] for b in AGE_BANDS])[band]
+    return (lo + np.floor(rng.random(n) * (hi - lo + 1))).astype(np.int64)
+
+
+# ====================================================================== households
+def _household_sizes(rng, n_persons: int) -> np.ndarray:
+    """Household sizes (ACS 2019 distribution) summing to exactly ``n_persons``."""
+    sizes_v = np.asarray(HOUSEHOLD_SIZES)
+    probs = np.asarray(HOUSEHOLD_SIZE_SHARES, dtype=np.float64)
+    n_est = int(n_persons / mean_household_size() * 1.1) + 10
+    sizes = rng.choice(sizes_v, size=n_est, p=probs / probs.sum())
     cum = np.cumsum(sizes)
+    while cum[-1] < n_persons:  # pragma: no cover - n_est has a 10 % margin
+        more = rng.choice(sizes_v, size=n_est, p=probs / probs.sum())
+        sizes = np.concatenate([sizes, more])
+        cum = np.cumsum(sizes)
     n_hh = int(np.searchsorted(cum, n_persons) + 1)
-    sizes = sizes[:n_hh]
+    sizes = sizes[:n_hh].copy()
     sizes[-1] -= int(cum[n_hh - 1] - n_persons)
-    hh_building = rng.choice(len(b), size=n_hh, p=res_w / res_w.sum())
-    hh_building.sort()  # persons ordered by home building: spatial locality
+    return sizes.astype(np.int64)
+
+
+def _compose(rng, sizes: np.ndarray, ages: np.ndarray) -> np.ndarray:
+    """Ages laid out household by household (slot 0 of each household is an adult).
+
+    Every household's first member (the householder) is an adult; the children go to the
+    other slots, the second slot weighted by :data:`SECOND_SLOT_CHILD_WEIGHT` against 1
+    for the later ones (weighted sampling without replacement); the remaining adults fill
+    the rest.  If there are fewer adults than households (only with extreme
+    ``share_under_18`` in a tiny population), the missing householders are made adults
+    by redrawing their age among the adults' ages (logged).
+    """
+    n, n_hh = len(ages), len(sizes)
+    perm = rng.permutation(n)
+    ages = ages[perm]
+    adult = ages >= ADULT_AGE
+    if adult.sum() < n_hh:
+        short = n_hh - int(adult.sum())
+        log.warning("population: %d more households than adults; %d children made adults", short, short)
+        kids = np.flatnonzero(~adult)[:short]
+        pool = ages[adult] if adult.any() else np.array([ADULT_AGE])
+        ages[kids] = rng.choice(pool, size=short) if adult.any() else ADULT_AGE
+        adult = ages >= ADULT_AGE
+    adults, kids = ages[adult], ages[~adult]
+    start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    slot = np.arange(n) - np.repeat(start, sizes)  # slot number within the household
+    out = np.empty(n, dtype=np.int64)
+    first = slot == 0
+    out[first] = adults[:n_hh]
+    rest = np.flatnonzero(~first)
+    w = np.where(slot[rest] == 1, SECOND_SLOT_CHILD_WEIGHT, 1.0)
+    key = np.log(rng.random(len(rest)) + 1e-300) / w  # Efraimidis-Spirakis keys
+    order = np.argsort(-key, kind="stable")
+    kid_slots = rest[order[:len(kids)]]
+    adult_slots = rest[order[len(kids):]]
+    out[kid_slots] = kids
+    out[adult_slots] = adults[n_hh:]
+    return out
+
+
+def _units(world: World) -> np.ndarray:
+    """Housing units per building: ``buildings["units"]``, or (a world without that
+    column) expected residents over the mean household size, >= 1 where anybody lives."""
+    b = world.buildings
+    if "units" in b.columns:
+        return b["units"].to_numpy(np.int64)
+    res = b["residents"].to_numpy(np.float64)
+    return np.where(res > 0, np.maximum(1, np.round(res / mean_household_size())), 0).astype(np.int64)
+
+
+def _place_households(rng, world: World, n_hh: int) -> np.ndarray:
+    """Home building of each household: one household per housing unit, the units chosen
+    uniformly without replacement (the rest stay vacant).  More households than units
+    (a world built for fewer residents) double up in units drawn with replacement."""
+    units = _units(world)
+    unit_b = np.repeat(np.arange(len(units), dtype=np.int64), units)
+    if len(unit_b) == 0:
+        raise ConfigError("the world has no housing units (no building with residents); check the world.")
+    if n_hh <= len(unit_b):
+        return unit_b[rng.choice(len(unit_b), size=n_hh, replace=False)]
+    log.warning("population: %d households for %d housing units; %d share a unit",
+                n_hh, len(unit_b), n_hh - len(unit_b))
+    extra = unit_b[rng.integers(0, len(unit_b), size=n_hh - len(unit_b))]
+    return np.concatenate([unit_b, extra])
+
+
+# ====================================================================== employment, phones
+def employment_probability(ages: np.ndarray, cfg: PopulationConfig) -> np.ndarray:
+    """P(employed) per person: 0 under 16; the BLS age profile in 16-64 scaled so its mean
+    over these persons is ``cfg.employment_rate`` (capped at 1); ``employment_rate_65_plus``
+    at 65+."""
+    ages = np.asarray(ages)
+    shape = np.zeros(len(ages))
+    for lo, hi, r in EMPLOYMENT_PROFILE:
+        shape[(ages >= lo) & (ages <= hi)] = r
+    work = (ages >= MIN_WORK_AGE) & (ages <= 64)
+    p = np.zeros(len(ages))
+    if work.any() and cfg.employment_rate > 0:
+        s = shape[work]
+        target = float(cfg.employment_rate)
+        if target >= 1.0:
+            p[work] = 1.0
+        else:
+            lo_f, hi_f = 0.0, 1.0 / s[s > 0].min()
+            for _ in range(60):  # mean(min(1, f * s)) = target, monotone in f
+                f = 0.5 * (lo_f + hi_f)
+                if np.minimum(1.0, f * s).mean() < target:
+                    lo_f = f
+                else:
+                    hi_f = f
+            p[work] = np.minimum(1.0, 0.5 * (lo_f + hi_f) * s)
+    p[ages >= 65] = cfg.employment_rate_65_plus
+    return p
+
+
+def smartphone_probability(ages: np.ndarray, cfg: PopulationConfig) -> np.ndarray:
+    """P(owns a smartphone with an advertising ID) per person: 0 under
+    ``cfg.min_device_age``; then the Pew share of the person's age band."""
+    a = np.asarray(ages)
+    p = np.select(
+        [a < ADULT_AGE, a < 30, a < 50, a < 65],
+        [cfg.smartphone_share_13_17, cfg.smartphone_share_18_29, cfg.smartphone_share_30_49,
+         cfg.smartphone_share_50_64],
+        cfg.smartphone_share_65_plus,
+    ).astype(np.float64)
+    p[a < cfg.min_device_age] = 0.0
+    return p
+
+
+# ====================================================================== persons
+def make_persons(world: World, n_persons: int, cfg: PopulationConfig, seed: int) -> pd.DataFrame:
+    """Persons in households, with age, home and (for the employed) work buildings.
+
+    Returns the truth ``persons`` table of docs/CONTRACTS.md: person_id, household_id,
+    age, home_building_id, home_x_m, home_y_m, home_<level>_id, work_building_id,
+    work_x_m, work_y_m, work_<level>_id, schedule, smartphone.  Persons are ordered by
+    home building (spatial locality), household members next to each other, the adult
+    householder first.
+    """
+    def rng(k):
+        return seed_sequence(seed, TAG_POP, _SUB_PERSONS, k)
+
+    b = world.buildings
+    sizes = _household_sizes(rng(_P_SIZES), n_persons)
+    n_hh = len(sizes)
+    ages = _compose(rng(_P_SLOTS), sizes, draw_ages(rng(_P_AGES), n_persons, cfg))
+    hh_building = _place_households(rng(_P_UNITS), world, n_hh)
+    order = np.argsort(hh_building, kind="stable")  # persons ordered by home building
+    hh_building = hh_building[order]
+    start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    sizes = sizes[order]
+    idx = np.repeat(start[order], sizes) + (np.arange(n_persons) - np.repeat(np.cumsum(sizes) - sizes, sizes))
+    ages = ages[idx]
     household_id = np.repeat(np.arange(n_hh, dtype=np.int64), sizes)
     home_b = hh_building[household_id]
     n = len(household_id)
-    employed = rng.random(n) < cfg.employment_rate
-    night = employed & (rng.random(n) < cfg.night_shift_share)
+    r = rng(_P_EMPLOY)
+    employed = r.random(n) < employment_probability(ages, cfg)
+    night = employed & (r.random(n) < cfg.night_shift_share)
     schedule = np.where(employed, np.where(night, SCHED_NIGHT, SCHED_DAY), SCHED_NONE)
-    work_b = _gravity_workplaces(world, home_b, employed, cfg.commute_decay_km * 1000.0, rng)
+    work_b = _gravity_workplaces(world, home_b, employed, cfg.commute_decay_km * 1000.0, rng(_P_WORK))
+    phone = rng(_P_PHONE).random(n) < smartphone_probability(ages, cfg)
     hx = b["x_m"].to_numpy()[home_b]
     hy = b["y_m"].to_numpy()[home_b]
     has = work_b >= 0
@@ -64,6 +272,7 @@ def make_persons(world: World, n_persons: int, cfg: PopulationConfig, seed: int)
     wy = np.where(has, b["y_m"].to_numpy()[np.maximum(work_b, 0)], np.nan)
     df = pd.DataFrame({
         "person_id": np.arange(n, dtype=np.int64), "household_id": household_id,
+        "age": ages.astype(np.int64),
         "home_building_id": home_b.astype(np.int64), "home_x_m": hx, "home_y_m": hy,
     })
     hz = world.building_zones(home_b)
@@ -76,6 +285,7 @@ def make_persons(world: World, n_persons: int, cfg: PopulationConfig, seed: int)
     for lvl in ZONE_LEVELS:
         df[f"work_{lvl}_id"] = wz[f"{lvl}_id"].to_numpy()
     df["schedule"] = pd.Categorical.from_codes(schedule, categories=list(SCHEDULES))
+    df["smartphone"] = phone
     return df
 
 
@@ -124,65 +334,147 @@ def _gravity_workplaces(world, home_b, employed, decay_m, rng):
     return out
 
 
+def single_household_share(persons: pd.DataFrame) -> float:
+    """Share of persons whose home building holds no other household."""
+    if len(persons) == 0:
+        return float("nan")
+    hh = persons.drop_duplicates("household_id")
+    n_hh = hh.groupby("home_building_id").size()
+    per = n_hh.reindex(persons["home_building_id"].to_numpy()).to_numpy()
+    return float((per == 1).mean())
+
+
+# ====================================================================== devices
 def choose_devices(persons: pd.DataFrame, n_devices: int, seed: int) -> pd.DataFrame:
-    """The broker's panel: ``n_devices`` persons chosen uniformly without replacement.
+    """The broker's panel: ``n_devices`` smartphone owners chosen uniformly without
+    replacement (``persons["smartphone"]``; every person when the column is absent).
 
     device_idx is dense (0..n-1) in a seeded random order of persons, independent of
     identity; the MAID column is filled by the
     generator (it depends on ID rotation).
     """
-
-    if n_devices > len(persons):
+    if "smartphone" in persons.columns:
+        owners = np.flatnonzero(persons["smartphone"].to_numpy(bool))
+        what = "smartphone owners (persons aged min_device_age or more who own one)"
+    else:
+        owners = np.arange(len(persons))
+        what = "persons"
+    if n_devices > len(owners):
         raise ConfigError(
-            f"n_devices={n_devices} exceeds the {len(persons)} persons; lower n_devices or "
-            "raise world.residents / lower population.device_share"
+            f"n_devices={n_devices} exceeds the {len(owners)} {what} among {len(persons)} persons; "
+            "lower n_devices or population.device_share, or raise world.residents"
         )
-    rng = seed_sequence(seed, TAG_POP, 2)
+    rng = seed_sequence(seed, TAG_POP, _SUB_DEVICES)
     # device_idx follows a seeded random order of persons, never person_id order: part
     # files hold blocks of devices, so a sorted order would let a pseudonym's part number
     # narrow its owner's register id (a side channel in the release).
-    pid = rng.choice(len(persons), size=n_devices, replace=False)
+    pos = rng.choice(len(owners), size=n_devices, replace=False)
+    pid = persons["person_id"].to_numpy()[owners[pos]]
     return pd.DataFrame({"device_idx": np.arange(n_devices, dtype=np.int64), "person_id": pid.astype(np.int64)})
 
 
+# ====================================================================== GPS bias
+def building_gps_bias(n_buildings: int, median_m: float, sigma: float, seed: int) -> np.ndarray:
+    """(n_buildings, 2) bias vectors (metres) of indoor fixes, one per building.
+
+    Direction uniform, length lognormal with median ``median_m`` and log-sd ``sigma``
+    (``pings.indoor_bias_median_m`` / ``indoor_bias_sigma``).  Row b depends only on
+    (seed, b): two uniforms of the stream ``seed_sequence(seed, TAG_POP, 4)`` drawn in
+    building order, so it does not depend on blocks, devices or the number of buildings.
+    """
+    if n_buildings == 0:
+        return np.zeros((0, 2))
+    u = seed_sequence(seed, TAG_POP, _SUB_GPS_BIAS).random((int(n_buildings), 2))
+    if median_m <= 0:
+        return np.zeros((int(n_buildings), 2))
+    length = median_m * np.exp(sigma * ndtri(np.clip(u[:, 1], 1e-12, 1 - 1e-12)))
+    a = 2.0 * np.pi * u[:, 0]
+    return np.column_stack([length * np.cos(a), length * np.sin(a)])
+
+
+# ====================================================================== register
 _FIRST = ("Alex Ana Ben Bo Cara Chen Dana Dev Eli Emma Femi Gus Hana Ivan Jo Kai Lea Luis Mara "
           "Mo Nia Omar Pia Raj Rosa Sam Tara Uma Vic Wen Yara Zoe").split()
 _LAST = ("Abara Berg Costa Diaz Evans Fischer Garcia Haddad Ito Jones Kim Lopez Moreau Nowak "
          "Okafor Patel Quinn Rossi Silva Tanaka Ueda Varga Wang Xu Yilmaz Zhou").split()
 
 
-def make_register(persons: pd.DataFrame, world: World, cfg: RegisterConfig, seed: int) -> pd.DataFrame:
-    """The attacker's register: people with their home address (and some employers).
-
-    ``coverage`` of persons are listed; ``error_rate`` of those get a wrong home (another
-    residential building drawn at random); ``employer_coverage`` of listed employed
-    persons have their employer listed.  Zone ids at every level are included.
-    """
-    rng = seed_sequence(seed, TAG_POP, 3)
+def _profile_listing(persons, res, name, prof, seed):
+    """One profile's records over all persons: (listed, home building or -1, employer
+    building or -1).  Draws are per person (independent of the other profiles and of the
+    values, so a higher coverage lists a superset)."""
+    rng = seed_sequence(seed, TAG_POP, _SUB_REGISTER, _PROFILE_STREAM[name])
     n = len(persons)
-    listed = np.flatnonzero(rng.random(n) < cfg.coverage)
-    p = persons.iloc[listed]
-    home_b = p["home_building_id"].to_numpy().copy()
-    wrong = rng.random(len(p)) < cfg.error_rate
-    res = np.flatnonzero(world.buildings["residents"].to_numpy() > 0)
-    home_b[wrong] = rng.choice(res, size=int(wrong.sum()))
+    u = rng.random((n, 4))  # listed, home shown, wrong home, employer shown
+    wrong_b = res[rng.integers(0, len(res), size=n)] if len(res) else np.zeros(n, dtype=np.int64)
+    age = persons["age"].to_numpy()
+    work = persons["work_building_id"].to_numpy(np.int64)
+    eligible = age >= ADULT_AGE
+    if prof["eligible"] == "employed_adults":
+        eligible &= work >= 0
+    listed = eligible & (u[:, 0] < prof["coverage"])
+    home = persons["home_building_id"].to_numpy(np.int64)
+    home = np.where(u[:, 2] < prof["error_rate"], wrong_b, home)
+    home = np.where(listed & (u[:, 1] < prof["home_coverage"]), home, -1)
+    emp = np.where(listed & (work >= 0) & (u[:, 3] < prof["employer_coverage"]), work, -1)
+    return listed, home, emp
+
+
+def make_register(persons: pd.DataFrame, world: World, cfg: RegisterConfig, seed: int) -> pd.DataFrame:
+    """The attacker's register: adults with their home address (and some employers).
+
+    ``cfg.profile`` names one or several record profiles joined by "+" (see
+    :class:`~sim.core.config.RegisterConfig`); each lists ``coverage`` of its eligible
+    persons (adults, or employed adults), shows the home address of ``home_coverage`` of
+    them (``error_rate`` of those a wrong one: another residential building drawn at
+    random) and the employer of ``employer_coverage`` of the listed employed.  A
+    combination lists the union: the home from the first profile (in the order written)
+    that shows one, the employer likewise.  Each profile's draws come from its own
+    stream, so a combination lists exactly the union of the profiles' registers.
+
+    Columns (docs/CONTRACTS.md): person_id, name, age, home_building_id, home_x_m,
+    home_y_m, home_<level>_id, work_building_id, work_x_m, work_y_m, work_<level>_id
+    (-1/NaN where not listed), sources (the profiles listing the person, "+"-joined).
+    Rows are ordered by person_id.
+    """
+    comps = cfg.components()
     b = world.buildings
+    n = len(persons)
+    res = np.flatnonzero(b["residents"].to_numpy() > 0)
+    listed_any = np.zeros(n, dtype=bool)
+    home_b = np.full(n, -1, dtype=np.int64)
+    work_b = np.full(n, -1, dtype=np.int64)
+    src_bits = np.zeros(n, dtype=np.int64)
+    for i, (name, prof) in enumerate(comps):
+        listed, home, emp = _profile_listing(persons, res, name, prof, seed)
+        listed_any |= listed
+        src_bits |= listed.astype(np.int64) << i
+        home_b = np.where((home_b < 0) & (home >= 0), home, home_b)
+        work_b = np.where((work_b < 0) & (emp >= 0), emp, work_b)
+    rows = np.flatnonzero(listed_any)
+    p = persons.iloc[rows]
+    pid = p["person_id"].to_numpy()
+    home_b, work_b, src_bits = home_b[rows], work_b[rows], src_bits[rows]
+    bx, by = b["x_m"].to_numpy(), b["y_m"].to_numpy()
+    hs, ws = home_b >= 0, work_b >= 0
     reg = pd.DataFrame({
-        "person_id": p["person_id"].to_numpy(),
-        "name": [f"{_FIRST[(i * 7919) % len(_FIRST)]} {_LAST[(i * 104729 // 7) % len(_LAST)]} #{i}" for i in p["person_id"].to_numpy()],
+        "person_id": pid,
+        "name": [f"{_FIRST[(i * 7919) % len(_FIRST)]} {_LAST[(i * 104729 // 7) % len(_LAST)]} #{i}" for i in pid],
+        "age": p["age"].to_numpy(np.int64),
         "home_building_id": home_b,
-        "home_x_m": b["x_m"].to_numpy()[home_b], "home_y_m": b["y_m"].to_numpy()[home_b],
+        "home_x_m": np.where(hs, bx[np.maximum(home_b, 0)], np.nan),
+        "home_y_m": np.where(hs, by[np.maximum(home_b, 0)], np.nan),
     })
     hz = world.building_zones(home_b)
     for lvl in ZONE_LEVELS:
         reg[f"home_{lvl}_id"] = hz[f"{lvl}_id"].to_numpy()
-    work_b = p["work_building_id"].to_numpy().copy()
-    show = (work_b >= 0) & (rng.random(len(p)) < cfg.employer_coverage)
-    work_b = np.where(show, work_b, -1)
     reg["work_building_id"] = work_b
-    reg["work_x_m"] = np.where(show, b["x_m"].to_numpy()[np.maximum(work_b, 0)], np.nan)
-    reg["work_y_m"] = np.where(show, b["y_m"].to_numpy()[np.maximum(work_b, 0)], np.nan)
+    reg["work_x_m"] = np.where(ws, bx[np.maximum(work_b, 0)], np.nan)
+    reg["work_y_m"] = np.where(ws, by[np.maximum(work_b, 0)], np.nan)
     wz = world.building_zones(work_b)
     for lvl in ZONE_LEVELS:
         reg[f"work_{lvl}_id"] = wz[f"{lvl}_id"].to_numpy()
+    names = [c[0] for c in comps]
+    labels = {m: "+".join(nm for j, nm in enumerate(names) if m >> j & 1) for m in np.unique(src_bits)}
+    reg["sources"] = pd.Categorical([labels[m] for m in src_bits])
     return reg.reset_index(drop=True)

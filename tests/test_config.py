@@ -39,7 +39,12 @@ STRINGS = [(s, n, t) for s, n, t in ALL_FIELDS if t in STRING_TYPES]
 ZERO_OK = {"seed", "n_subcentres", "anchor_lat_deg", "anchor_lon_deg", "utc_offset_h",
            "employment_rate", "night_shift_share", "rate_sigma", "silent_day_prob",
            "coarse_fix_share", "trip_overhead_min", "rotation_days", "daily_reset_prob",
-           "coverage", "error_rate", "employer_coverage"}
+           "coverage", "error_rate", "employer_coverage", "home_coverage",
+           "single_unit_share", "multi_unit_density_exponent", "vacancy_rate",
+           "share_under_18", "share_65_plus", "employment_rate_65_plus", "min_device_age",
+           "smartphone_share_13_17", "smartphone_share_18_29", "smartphone_share_30_49",
+           "smartphone_share_50_64", "smartphone_share_65_plus",
+           "indoor_bias_median_m", "indoor_bias_sigma"}
 NEGATIVE_OK = {"anchor_lat_deg", "anchor_lon_deg", "utc_offset_h"}
 
 
@@ -83,6 +88,8 @@ def test_config_hash_changes_with_every_field():
     h = base.config_hash()
     for sec, name, _ in NUMERIC:
         v = getattr(getattr(base, sec) if sec else base, name)
+        if v is None and sec == "register":  # left to the profile: change the value in force
+            v = base.register.resolved()[name]
         assert _set(sec, name, _another_valid(v)).config_hash() != h, name
     for sec, name in [("", "name"), ("ids", "salt"), ("pings", "start_date")]:
         new = "2024-03-05" if name == "start_date" else "other"

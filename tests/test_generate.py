@@ -632,19 +632,23 @@ def test_population_tables(small_sim):
     assert (b["jobs"].to_numpy()[p.loc[has, "work_building_id"]] > 0).all()
     assert p.loc[~has, ["work_x_m", "work_y_m"]].isna().all().all()
     assert (p.loc[~has, ["work_block_id", "work_tract_id", "work_district_id"]] == -1).all().all()
-    n = len(p)
+    # employment_rate is the rate of the working ages (16-64); nobody under 16 works
+    age = p["age"].to_numpy()
+    wa = (age >= 16) & (age <= 64)
     er = scn.population.employment_rate
-    assert abs(emp.mean() - er) < 5 * np.sqrt(er * (1 - er) / n)
+    assert abs(emp[wa].mean() - er) < 5 * np.sqrt(er * (1 - er) / wa.sum())
+    assert not emp[age < 16].any()
     # devices: distinct persons, dense index
     d = small_sim.devices
     assert d["device_idx"].tolist() == list(range(len(d))) and d["person_id"].is_unique
-    # register: coverage and wrong homes at the configured rates
+    # register: coverage (of the adults it may list) and wrong homes at the configured rates
     reg = small_sim.register
-    cov = scn.register.coverage
+    rv = scn.register.resolved()
+    cov, n = rv["coverage"], int((age >= 18).sum())
     assert abs(len(reg) / n - cov) < 5 * np.sqrt(cov * (1 - cov) / n)
     truth_home = p.set_index("person_id").loc[reg["person_id"], "home_building_id"].to_numpy()
     wrong = (reg["home_building_id"].to_numpy() != truth_home).mean()
-    assert wrong <= scn.register.error_rate + 5 * np.sqrt(scn.register.error_rate / len(reg)) + 0.01
+    assert wrong <= rv["error_rate"] + 5 * np.sqrt(rv["error_rate"] / len(reg)) + 0.01
     listed_work = reg["work_building_id"].to_numpy() >= 0
     truth_work = p.set_index("person_id").loc[reg["person_id"], "work_building_id"].to_numpy()
     assert (reg["work_building_id"].to_numpy()[listed_work] == truth_work[listed_work]).all()

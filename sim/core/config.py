@@ -100,6 +100,27 @@ class WorldConfig:
     population_column, jobs_column : columns of that file (population None = fallback:
         ``residents`` spread over tracts by area).
     assume_crs : CRS to assume when the polygon file has none (e.g. "EPSG:4326").
+
+    Housing stock of the synthetic metro (each residential building is an address point
+    holding a number of housing units; one household per occupied unit, so a
+    single-unit building is a single-household dwelling and the households of a
+    multi-unit building share its address point):
+
+    single_unit_share : share of all housing units that are single-household dwellings:
+        1-unit structures, detached or attached (ACS 2019 1-year, table DP04 "units in
+        structure": 61.7 + 5.9 %), and mobile homes (6.0 %); approximate, about 73.7 % of
+        the units DP04 counts.  The other units are in multi-unit buildings of 2-4, 5-19
+        and 20+ units in DP04's proportions 7.8 : 9.2 : 9.2.  Within each band the number
+        of units per building follows P(n) ~ n^-2 (reproduces DP04's split 2 vs 3-4 and
+        5-9 vs 10-19; 20+ capped at 300 units: assumption).
+    multi_unit_density_exponent : how fast the multi-unit share rises with local
+        residential density (assumption): the odds of a unit being in a band-b structure
+        grow as (density)^(k * e_b) with e = 0.5, 1, 1.5 for 2-4, 5-19, 20+, calibrated so
+        that the metro-wide shares are the ones above; 0 = independent of density.
+    vacancy_rate : share of housing units with no household (approximate, ACS 2019 DP04:
+        12.1 % of units vacant, seasonal homes included).  Sets how many units are built
+        for the expected number of households.  Polygon worlds derive units from their
+        buildings' residents instead (no housing-stock model yet).
     """
 
     residents: int = 200_000
@@ -116,24 +137,74 @@ class WorldConfig:
     population_column: str | None = None
     jobs_column: str | None = None
     assume_crs: str | None = None
+    single_unit_share: float = 0.737
+    multi_unit_density_exponent: float = 1.0
+    vacancy_rate: float = 0.12
+
+
+#: Household sizes 1..7 (7 = 7 or more) and their shares: approximate, ACS 2019 1-year
+#: (households by size: 28.0, 34.1, 15.3, 12.8, 5.9, 2.4, 1.5 %).  Shared by the world
+#: (how many housing units to build) and the population (households drawn).
+HOUSEHOLD_SIZES = (1, 2, 3, 4, 5, 6, 7)
+HOUSEHOLD_SIZE_SHARES = (0.280, 0.341, 0.153, 0.128, 0.059, 0.024, 0.015)
+
+
+def mean_household_size() -> float:
+    """Mean of :data:`HOUSEHOLD_SIZE_SHARES` (persons per household, about 2.48)."""
+    return float(sum(k * p for k, p in zip(HOUSEHOLD_SIZES, HOUSEHOLD_SIZE_SHARES)) / sum(HOUSEHOLD_SIZE_SHARES))
 
 
 @dataclass
 class PopulationConfig:
     """Persons, households, work and devices.
 
-    employment_rate : share of persons with a job.
+    Ages come from ACS 2019 age bands (approximate, ACS 2019 1-year, table DP05; see
+    ``sim.population.AGE_BANDS``), rescaled so that the under-18 and 65+ shares are:
+
+    share_under_18 : share of persons aged 0-17 (ACS 2019: about 22.3 %).
+    share_65_plus : share of persons aged 65 or more (ACS 2019: about 16.5 %).
+
+    Every household has at least one adult (18+); children live only in households with
+    an adult.
+
+    employment_rate : share employed among persons aged 16-64 (approximate: BLS CPS 2019
+        annual averages, employment-population ratio about 71 % at 16-64 and 60.8 % for all
+        16+).  Within 16-64 the rate follows BLS's age profile (16-19: about 31 %, 20-24:
+        66 %, 25-54: 80.0 %, 55-64: 64 %; approximate), rescaled to this value.
+        Nobody under 16 has a job.
+    employment_rate_65_plus : share employed among persons aged 65+ (approximate, BLS CPS
+        2019: about 19-20 %).
     night_shift_share : share of the employed who work nights (22:00-06:00).
     commute_decay_km : distance-decay scale of the gravity model for workplaces
         (P(work zone) ~ jobs * exp(-distance / commute_decay_km)).
     device_share : share of persons with a device in the broker's panel (broker panels
-        cover roughly 5-10 % of a population).
+        cover roughly 5-10 % of a population).  The panel is drawn from smartphone
+        owners only.
+    min_device_age : youngest age (years) that can own a device in the panel.  Default
+        13: advertising IDs of apps directed to children under 13 may not be collected
+        for advertising without parental consent (COPPA, 15 U.S.C. 6501-6506), so
+        broker panels are taken to start at 13.
+    smartphone_share_13_17, smartphone_share_18_29, smartphone_share_30_49,
+    smartphone_share_50_64, smartphone_share_65_plus : share of each age band owning a
+        smartphone with an advertising ID (Pew Research Center 2021 Mobile Fact Sheet: 96,
+        95, 83, 61 % for 18-29, 30-49, 50-64, 65+; teens: 95 % have access to a
+        smartphone, Pew 2018 "Teens, Social Media & Technology").  Ages from
+        ``min_device_age`` to 17 use the 13-17 share.
     """
 
-    employment_rate: float = 0.60
+    share_under_18: float = 0.223
+    share_65_plus: float = 0.165
+    employment_rate: float = 0.715
+    employment_rate_65_plus: float = 0.19
     night_shift_share: float = 0.08
     commute_decay_km: float = 6.0
     device_share: float = 0.10
+    min_device_age: int = 13
+    smartphone_share_13_17: float = 0.95
+    smartphone_share_18_29: float = 0.96
+    smartphone_share_30_49: float = 0.95
+    smartphone_share_50_64: float = 0.83
+    smartphone_share_65_plus: float = 0.61
 
 
 @dataclass
@@ -152,6 +223,14 @@ class PingConfig:
         is lognormal around the GPS median, except a share of Wi-Fi/cell fixes around the
         coarse median; positions are perturbed consistently with it.
     travel_speed_kmh, trip_overhead_min : door-to-door travel model for trips.
+    indoor_bias_median_m, indoor_bias_sigma : building-level bias of fixes at home and
+        at work.  Indoors and between buildings, fixes are off by tens of metres in a
+        direction that persists for a given building (Zandbergen 2009, "Accuracy of
+        iPhone locations": median errors about 8 m for GPS, 74 m for Wi-Fi, 600 m for
+        cell fixes).  Each building gets one bias vector (uniform direction, lognormal
+        length with this median and log-sd); the person's home/work as the generator
+        sees it is shifted by it, the truth keeps the address point.  The exact values
+        are an assumption; 0 = no bias.
     """
 
     days: int = 14
@@ -167,6 +246,8 @@ class PingConfig:
     coarse_median_accuracy_m: float = 300.0
     travel_speed_kmh: float = 16.0
     trip_overhead_min: float = 5.0
+    indoor_bias_median_m: float = 15.0
+    indoor_bias_sigma: float = 0.6
 
 
 @dataclass
@@ -183,18 +264,110 @@ class IdConfig:
     daily_reset_prob: float = 0.0
 
 
+#: Register profiles (``RegisterConfig.profile``): who a kind of record lists and the
+#: defaults it supplies.  ``eligible``: "adults" (18+) or "employed_adults" (18+ with a
+#: job); nobody under 18 is listed by any profile.  ``coverage``: share of the eligible
+#: listed; ``error_rate``: share of listed home addresses that are wrong (another
+#: residential building); ``employer_coverage``: share of listed persons with a job whose
+#: employer (work address) is listed; ``home_coverage``: share of listed persons whose
+#: home address is listed.
+REGISTER_PROFILES = {
+    "people_search": {
+        "eligible": "adults", "coverage": 0.90, "error_rate": 0.02, "employer_coverage": 0.60,
+        "home_coverage": 1.0,
+        "source": "data brokers / people-search sites: adults with their home address and, for "
+                  "some, an employer; coverage 0.9, error rate 0.02 and employer coverage 0.6 are "
+                  "assumptions (brokers advertise records on most US adults; no audited figure)",
+    },
+    "voter_file": {
+        "eligible": "adults", "coverage": 0.70, "error_rate": 0.05, "employer_coverage": 0.0,
+        "home_coverage": 1.0,
+        "source": "voter registration lists: registered adults, home address, no employer; "
+                  "coverage approximate: Census CPS Voting and Registration supplements, about "
+                  "2/3 to 3/4 of voting-age citizens registered in 2016-2020 (citizenship not "
+                  "modelled); error rate 0.05 an assumption (Pew Center on the States 2012: "
+                  "about 1 in 8 registrations inaccurate or significantly out of date)",
+    },
+    "professional_network": {
+        "eligible": "employed_adults", "coverage": 0.50, "error_rate": 0.02, "employer_coverage": 0.90,
+        "home_coverage": 0.30,
+        "source": "professional networking profiles: employed adults with their employer; a home "
+                  "address only for some (e.g. enriched by a broker); every value an assumption",
+    },
+}
+
+#: the overridable numeric fields of :class:`RegisterConfig` (profile supplies defaults)
+REGISTER_FIELDS = ("coverage", "error_rate", "employer_coverage", "home_coverage")
+
+
+def register_profiles(profile: str) -> list[str]:
+    """Component profile names of ``profile`` ("a" or "a+b+..."), in order.
+
+    Raises :class:`ConfigError` for an unknown or repeated name."""
+    if not isinstance(profile, str):
+        raise ConfigError(f"register.profile must be a string, got {profile!r}; use e.g. 'people_search'.")
+    names = [p.strip() for p in profile.split("+")]
+    for n in names:
+        if n not in REGISTER_PROFILES:
+            close = difflib.get_close_matches(n, list(REGISTER_PROFILES), n=1, cutoff=0.6)
+            raise ConfigError(
+                f"register.profile {profile!r}: unknown profile {n!r}"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+                + f"; known profiles: {', '.join(REGISTER_PROFILES)} (combine them with '+', "
+                  "e.g. 'people_search+voter_file')."
+            )
+    if len(set(names)) != len(names):
+        raise ConfigError(f"register.profile {profile!r} names a profile twice; name each once.")
+    return names
+
+
 @dataclass
 class RegisterConfig:
     """The attacker's auxiliary register (public records anyone can buy).
 
-    coverage : share of residents listed.
-    error_rate : share of listed residents whose home address is wrong (another building).
-    employer_coverage : share of listed employed residents whose employer is listed.
+    profile : which records the attacker holds, a name of :data:`REGISTER_PROFILES`
+        ("people_search", "voter_file", "professional_network") or several joined by
+        "+" (e.g. "people_search+voter_file"): a person is listed if any of them lists
+        them; the home address comes from the first profile (in the order written)
+        that lists one, the employer from the first that lists one.  Only adults (18+)
+        are listed, whatever the profile.
+    coverage : share of the profile's eligible persons listed.
+    error_rate : share of listed persons whose home address is wrong (another building).
+    employer_coverage : share of listed employed persons whose employer is listed.
+    home_coverage : share of listed persons whose home address is listed.
+
+    The four numbers default to None, meaning "the profile's value"; a number set here
+    wins over the profile and applies to every profile of a combination.
+    :meth:`resolved` gives the values in force; ``Scenario.to_dict`` records them.
     """
 
-    coverage: float = 0.90
-    error_rate: float = 0.02
-    employer_coverage: float = 0.60
+    profile: str = "people_search"
+    coverage: float | None = None
+    error_rate: float | None = None
+    employer_coverage: float | None = None
+    home_coverage: float | None = None
+
+    def components(self) -> list[tuple[str, dict]]:
+        """(profile name, {eligible, coverage, error_rate, employer_coverage,
+        home_coverage}) of every component profile, explicit values applied."""
+        out = []
+        for name in register_profiles(self.profile):
+            d = {k: v for k, v in REGISTER_PROFILES[name].items() if k != "source"}
+            for f in REGISTER_FIELDS:
+                if getattr(self, f) is not None:
+                    d[f] = float(getattr(self, f))
+            out.append((name, d))
+        return out
+
+    def resolved(self) -> dict:
+        """The values in force: profile plus each numeric field (the explicit value, else
+        the profile's; None when the profiles of a combination disagree)."""
+        comps = self.components()
+        out = {"profile": self.profile}
+        for f in REGISTER_FIELDS:
+            vals = {c[f] for _, c in comps}
+            out[f] = vals.pop() if len(vals) == 1 else None
+        return out
 
 
 @dataclass
@@ -244,7 +417,16 @@ class Scenario:
 
     # ------------------------------------------------------------ I/O
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The scenario as plain data, with the register values in force (a register field
+        left to its profile is written as the profile's value; None only when the
+        profiles of a combination disagree), so ``Scenario.from_dict(s.to_dict())`` is the
+        same scenario with the same :meth:`config_hash`."""
+        d = dataclasses.asdict(self)
+        try:
+            d["register"].update(self.register.resolved())
+        except ConfigError:  # an unknown profile: validate() names it
+            pass
+        return d
 
     def config_hash(self) -> str:
         """Short SHA-256 of the canonical JSON of the whole config (incl. seed)."""
@@ -324,7 +506,7 @@ class Scenario:
 
     def replace(self, **changes) -> "Scenario":
         """A copy with top-level fields or ``section__field`` values changed."""
-        d = self.to_dict()
+        d = dataclasses.asdict(self)  # unresolved: a new register profile brings its own defaults
         for k, v in changes.items():
             if "__" in k:
                 s, f = k.split("__", 1)
@@ -370,11 +552,21 @@ class Scenario:
         _num(w, "anchor_lat_deg", lo=-80, hi=80, sec="world")
         _num(w, "anchor_lon_deg", lo=-180, hi=180, sec="world")
         _num(w, "utc_offset_h", lo=-12, hi=14, sec="world")
+        _num(w, "single_unit_share", lo=0, hi=1, sec="world")
+        _num(w, "multi_unit_density_exponent", lo=0, hi=5, sec="world")
+        _num(w, "vacancy_rate", lo=0, hi=0.9, sec="world")
         p = self.population
+        _num(p, "share_under_18", lo=0, hi=0.5, sec="population")
+        _num(p, "share_65_plus", lo=0, hi=0.5, sec="population")
         _num(p, "employment_rate", lo=0, hi=1, sec="population")
+        _num(p, "employment_rate_65_plus", lo=0, hi=1, sec="population")
         _num(p, "night_shift_share", lo=0, hi=1, sec="population")
         _num(p, "commute_decay_km", lo=0.1, hi=1000, sec="population")
         _num(p, "device_share", lo=1e-6, hi=1, sec="population", lo_open=True)
+        _int(p, "min_device_age", lo=0, hi=99, sec="population")
+        for f in ("smartphone_share_13_17", "smartphone_share_18_29", "smartphone_share_30_49",
+                  "smartphone_share_50_64", "smartphone_share_65_plus"):
+            _num(p, f, lo=0, hi=1, sec="population")
         g = self.pings
         _int(g, "days", lo=1, hi=3660, sec="pings")
         try:
@@ -394,15 +586,19 @@ class Scenario:
         _num(g, "coarse_median_accuracy_m", lo=0.5, hi=100_000, sec="pings")
         _num(g, "travel_speed_kmh", lo=1, hi=300, sec="pings")
         _num(g, "trip_overhead_min", lo=0, hi=600, sec="pings")
+        _num(g, "indoor_bias_median_m", lo=0, hi=1000, sec="pings")
+        _num(g, "indoor_bias_sigma", lo=0, hi=3, sec="pings")
         i = self.ids
         if not isinstance(i.salt, str):
             raise ConfigError(f"ids.salt must be a string, got {i.salt!r}")
         _int(i, "rotation_days", lo=0, hi=10**5, sec="ids")
         _num(i, "daily_reset_prob", lo=0, hi=1, sec="ids")
         r = self.register
-        _num(r, "coverage", lo=0, hi=1, sec="register")
-        _num(r, "error_rate", lo=0, hi=1, sec="register")
-        _num(r, "employer_coverage", lo=0, hi=1, sec="register")
+        _str(r, "profile", allow_none=False, sec="register")
+        register_profiles(r.profile)
+        for f in REGISTER_FIELDS:
+            if getattr(r, f) is not None:
+                _num(r, f, lo=0, hi=1, sec="register")
         if self.n_devices is not None and self.n_devices > self.residents:
             raise ConfigError("n_devices exceeds residents; lower n_devices or raise world.residents")
         if self.devices < 1:

@@ -79,6 +79,23 @@ LEDGER: tuple[Assumption, ...] = (
     Assumption("pings.silent_day_prob", 0.0, 0.5,
                "assumption: share of device-days with no ping (apps not opened, location off)",
                "how fast home and work are found", "none"),
+    Assumption("register.home_coverage", 0.3, 1.0,
+               "assumption: share of listed persons whose home address the records carry (1 for "
+               "people-search and voter files)",
+               "home-based rungs", "register"),
+    Assumption("world.single_unit_share", 0.5, 0.85,
+               "approximate, ACS 2019 DP04: 1-unit detached 61.7 % + attached 5.9 % + mobile homes "
+               "6.0 % of housing units",
+               "how many people share a home address", "none"),
+    Assumption("pings.indoor_bias_median_m", 5.0, 40.0,
+               "assumption; context: Zandbergen 2009 median errors GPS ~8 m, Wi-Fi ~74 m, cell ~600 m",
+               "whether the inferred home is the right building", "none"),
+    Assumption("population.smartphone_share_65_plus", 0.5, 0.8,
+               "Pew Research 2021: 61 % of US adults 65+ own a smartphone",
+               "who is in the panel", "none"),
+    Assumption("population.employment_rate", 0.65, 0.78,
+               "approximate, BLS CPS 2019: about 71 % of people aged 16-64 employed",
+               "who has a workplace to be found", "none"),
     Assumption("population.night_shift_share", 0.03, 0.16,
                "BLS, Job Flexibilities and Work Schedules 2017-2018: roughly 4 % of wage and salary "
                "workers usually work night shifts and 16 % any non-daytime shift (approximate)",
@@ -94,10 +111,11 @@ def ledger_entry(path: str) -> Assumption:
 
 
 def scenario_value(scenario, path: str):
-    """The value of the dotted field ``path`` in ``scenario`` (a Scenario or its dict)."""
-    obj = scenario
+    """The value in force of the dotted field ``path`` in ``scenario`` (a Scenario or its
+    ``to_dict()``): a register field left to its profile reads the profile's value."""
+    obj = scenario if isinstance(scenario, dict) else scenario.to_dict()
     for part in path.split("."):
-        obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
+        obj = obj[part]
     return obj
 
 

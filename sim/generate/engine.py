@@ -37,7 +37,7 @@ from sim.core.files import (
     file_sha256,
     new_staging_dir,
 )
-from sim.population import SCHEDULES, choose_devices, make_persons, make_register
+from sim.population import SCHEDULES, building_gps_bias, choose_devices, make_persons, make_register
 from sim.generate.pseudonyms import maids, pseudonym_of
 from sim.world.build import build_world
 from sim.world.model import World
@@ -118,13 +118,27 @@ class DeviceInputs:
     wy: np.ndarray
 
     @classmethod
-    def from_tables(cls, persons: pd.DataFrame, devices: pd.DataFrame) -> "DeviceInputs":
+    def from_tables(cls, persons: pd.DataFrame, devices: pd.DataFrame,
+                    building_bias: np.ndarray | None = None) -> "DeviceInputs":
+        """Kernel inputs of the devices' owners.
+
+        ``building_bias``: (n_buildings, 2) metres added to the home and work position
+        of every person by building (:func:`sim.population.building_gps_bias`: indoor
+        fixes are biased per building); None = the address points themselves.  The
+        truth tables keep the address points.
+        """
         p = persons.set_index("person_id").loc[devices["person_id"].to_numpy()]
         sched = pd.Categorical(p["schedule"], categories=list(SCHEDULES)).codes.astype(np.int64)
-        return cls(
-            sched=sched, hx=p["home_x_m"].to_numpy(np.float64), hy=p["home_y_m"].to_numpy(np.float64),
-            wx=p["work_x_m"].to_numpy(np.float64), wy=p["work_y_m"].to_numpy(np.float64),
-        )
+        hx, hy = p["home_x_m"].to_numpy(np.float64), p["home_y_m"].to_numpy(np.float64)
+        wx, wy = p["work_x_m"].to_numpy(np.float64), p["work_y_m"].to_numpy(np.float64)
+        if building_bias is not None:
+            hb = p["home_building_id"].to_numpy(np.int64)
+            wb = p["work_building_id"].to_numpy(np.int64)
+            hx, hy = hx + building_bias[hb, 0], hy + building_bias[hb, 1]
+            wok = wb >= 0  # no work: NaN stays NaN
+            wx = np.where(wok, wx + building_bias[np.maximum(wb, 0), 0], wx)
+            wy = np.where(wok, wy + building_bias[np.maximum(wb, 0), 1], wy)
+        return cls(sched=sched, hx=hx, hy=hy, wx=wx, wy=wy)
 
     def slice(self, a, b) -> "DeviceInputs":
         return DeviceInputs(*(np.ascontiguousarray(getattr(self, f)[a:b]) for f in ("sched", "hx", "hy", "wx", "wy")))
@@ -279,7 +293,9 @@ def synthesize(scn: Scenario) -> Synthesis:
     persons = make_persons(world, scn.residents, scn.population, scn.seed)
     devices = choose_devices(persons, scn.devices, scn.seed)
     register = make_register(persons, world, scn.register, scn.seed)
-    return Synthesis(scn, world, persons, devices, register, DeviceInputs.from_tables(persons, devices))
+    bias = building_gps_bias(world.n_buildings, scn.pings.indoor_bias_median_m, scn.pings.indoor_bias_sigma,
+                             scn.seed)
+    return Synthesis(scn, world, persons, devices, register, DeviceInputs.from_tables(persons, devices, bias))
 
 
 def generate(scn: Scenario, out_dir, *, progress: bool = True, backend: str = "local",

@@ -748,9 +748,18 @@ def _world_items(data):
                      f"{w.get('tracts_per_district')} tracts per district), {w.get('jobs_per_resident'):g} jobs per "
                      f"resident.{zones}")
     if pop:
-        items.append(f"Population: {100 * pop.get('employment_rate', 0):g}% employed, of whom "
-                     f"{100 * pop.get('night_shift_share', 0):g}% work nights; workplaces drawn with distance decay "
-                     f"(scale {pop.get('commute_decay_km'):g} km) towards job density.")
+        items.append(f"Population: ages from ACS 2019 shares ({100 * pop.get('share_under_18', 0):g}% under 18, "
+                     f"{100 * pop.get('share_65_plus', 0):g}% aged 65+); "
+                     f"{100 * pop.get('employment_rate', 0):g}% of people aged 16-64 and "
+                     f"{100 * pop.get('employment_rate_65_plus', 0):g}% of those 65+ employed, nobody under 16; "
+                     f"{100 * pop.get('night_shift_share', 0):g}% of workers work nights; workplaces drawn with "
+                     f"distance decay (scale {pop.get('commute_decay_km'):g} km) towards job density. Phones with "
+                     f"an advertising ID only from age {pop.get('min_device_age')}, ownership by age as Pew 2021.")
+        if "single_unit_share" in w:
+            items.append(f"Housing: {100 * w['single_unit_share']:g}% of dwellings are single-household "
+                         "buildings (ACS 2019), multi-unit buildings more likely where it is dense; households "
+                         "of a multi-unit building share its address; indoor fixes are biased by a "
+                         f"per-building offset of median {g.get('indoor_bias_median_m', 0):g} m.")
         items.append(f"Broker panel: {count(rows.get('devices'))} devices "
                      f"({100 * pop.get('device_share', 0):g}% of residents), {count(rows.get('pseudonyms'))} published "
                      f"pseudonyms, {count(rows.get('pings'))} pings.")
@@ -777,10 +786,15 @@ def _world_items(data):
         items.append(f"Published IDs: {salt} SHA-256 of the advertising ID, {rot}, daily reset probability "
                      f"{ids.get('daily_reset_prob', 0):g}.")
     if reg:
-        items.append(f"Attacker's register (public records): lists {100 * reg.get('coverage', 0):g}% of residents "
-                     f"with their home address, {100 * reg.get('error_rate', 0):g}% of those addresses wrong; "
-                     f"employer address for {100 * reg.get('employer_coverage', 0):g}% of listed employed residents. "
-                     "Names are synthetic labels.")
+        def share(k):
+            v = reg.get(k)
+            return "per profile" if v is None else f"{100 * v:g}%"
+
+        items.append(f"Attacker's register (public records), profile {reg.get('profile', 'people_search')!r}: "
+                     f"adults only; lists {share('coverage')} of those it may list, {share('home_coverage')} of "
+                     f"them with their home address, {share('error_rate')} of addresses wrong; employer "
+                     f"address for {share('employer_coverage')} of listed employed people. Names are "
+                     "synthetic labels.")
     return items
 
 

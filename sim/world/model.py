@@ -45,7 +45,8 @@ class World:
         Projected metric CRS of every ``x_m``/``y_m`` (WKT or PROJ string).
     buildings : DataFrame
         One row per building/address point: building_id (0..n-1), x_m, y_m, block_id,
-        tract_id, district_id, residents (capacity weight of homes), jobs.
+        tract_id, district_id, residents (expected residents: capacity weight of homes),
+        jobs, units (housing units: 1 = a single-household dwelling, 0 = no homes).
     zones : dict of GeoDataFrame
         ``zones[level]`` for block, tract, district: zone_id, population, jobs, parent
         ids, geometry (metres).

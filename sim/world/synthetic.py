@@ -8,10 +8,123 @@ import pandas as pd
 import shapely
 from scipy.spatial import cKDTree
 
-from sim.core.config import WorldConfig
+from sim.core.config import WorldConfig, mean_household_size
 from sim.core.rng import TAG_WORLD, seed_sequence
 from sim.world.crs import local_crs
 from sim.world.model import World
+
+#: Structure types of the housing stock: single-household dwellings (1 unit: detached,
+#: attached, mobile home) and multi-unit buildings of 2-4, 5-19 and 20+ units.
+STRUCTURE_TYPES = ("single", "2-4", "5-19", "20+")
+#: Relative shares of the three multi-unit bands among multi-unit housing units
+#: (approximate, ACS 2019 1-year, DP04: 7.8 %, 9.2 %, 9.2 % of all units).
+MULTI_UNIT_BAND_SHARES = (7.8, 9.2, 9.2)
+#: Unit-count range of each structure type (inclusive; 20+ capped at 300: assumption).
+UNITS_RANGE = ((1, 1), (2, 4), (5, 19), (20, 300))
+#: Density exponent factor e_b of each type (odds ~ density^(k * e_b); assumption).
+DENSITY_FACTOR = (0.0, 0.5, 1.0, 1.5)
+#: Within a band, P(n units) ~ n^-UNITS_POWER (assumption; reproduces DP04's split of
+#: units between 2 and 3-4 and between 5-9 and 10-19).
+UNITS_POWER = 2.0
+
+
+def _units_pmfs():
+    """(values, probabilities) of the units per building of every structure type."""
+    out = []
+    for lo, hi in UNITS_RANGE:
+        n = np.arange(lo, hi + 1, dtype=np.int64)
+        w = n.astype(np.float64) ** -UNITS_POWER
+        out.append((n, w / w.sum()))
+    return out
+
+
+def unit_type_shares(cfg: WorldConfig) -> np.ndarray:
+    """Metro-wide share of housing units in each of :data:`STRUCTURE_TYPES`."""
+    multi = np.asarray(MULTI_UNIT_BAND_SHARES, dtype=np.float64)
+    multi = multi / multi.sum() * (1.0 - cfg.single_unit_share)
+    return np.concatenate([[cfg.single_unit_share], multi])
+
+
+def _type_probs(f, coef, k):
+    """P(type | relative density f) of a housing unit: coef_t f^(k e_t), normalised."""
+    e = np.asarray(DENSITY_FACTOR)
+    lf = np.log(np.maximum(f, 1e-12))[:, None]
+    w = coef[None, :] * np.exp(k * e[None, :] * lf)
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def _calibrate(f, shares, k, iters=200):
+    """Coefficients so that the mean over units (sampled at densities ``f``) of
+    P(type | f) equals ``shares`` (iterative proportional fitting)."""
+    coef = np.where(shares > 0, shares, 0.0).astype(np.float64)
+    for _ in range(iters):
+        m = _type_probs(f, coef, k).mean(axis=0)
+        ok = m > 0
+        coef[ok] *= shares[ok] / m[ok]
+        coef /= max(coef.sum(), 1e-300)
+    return coef
+
+
+def housing_stock(rng, n_units, sample_xy, rel_density, cfg: WorldConfig):
+    """Residential buildings holding ``n_units`` housing units in total.
+
+    ``sample_xy(m)`` draws m points with density proportional to the residential density
+    surface (where housing units are); ``rel_density(xy)`` is the local density relative to
+    the peak (0, 1].  Each housing unit's structure type has odds rising with density
+    (``cfg.multi_unit_density_exponent``), calibrated so the metro-wide unit shares are
+    :func:`unit_type_shares`.  Buildings are thinned by 1 / E[units | density] so that
+    units, not buildings, follow the density surface.
+
+    Returns ``(xy, units, structure)``: building positions, units per building (>= 1) and
+    the index into :data:`STRUCTURE_TYPES`.
+    """
+    shares = unit_type_shares(cfg)
+    k = float(cfg.multi_unit_density_exponent)
+    pmfs = _units_pmfs()
+    mean_units = np.array([float((n * p).sum()) for n, p in pmfs])
+    m0 = max(2048, int(n_units * 1.1) + 64)
+    xy0 = sample_xy(m0)
+    coef = _calibrate(rel_density(xy0), shares, k)
+    xs, us, ts = [], [], []
+    total, first = 0, True
+    while total < n_units:
+        xy = xy0 if first else sample_xy(max(1024, int((n_units - total) * 1.1) + 64))
+        first = False
+        pu = _type_probs(rel_density(xy), coef, k)
+        pb = pu / mean_units[None, :]
+        accept = pb.sum(axis=1)  # <= 1 (single units have mean 1)
+        keep = rng.random(len(xy)) < accept
+        pb = pb[keep] / accept[keep, None]
+        cdf = np.cumsum(pb, axis=1)
+        t = np.minimum((rng.random(len(pb))[:, None] > cdf).sum(axis=1), len(STRUCTURE_TYPES) - 1)
+        units = np.ones(len(t), dtype=np.int64)
+        u = rng.random(len(t))
+        for j, (n, p) in enumerate(pmfs):
+            sel = t == j
+            if len(n) > 1 and sel.any():
+                units[sel] = n[np.minimum(np.searchsorted(np.cumsum(p), u[sel], side="right"), len(n) - 1)]
+        cum = total + np.cumsum(units)
+        stop = int(np.searchsorted(cum, n_units))  # first building reaching n_units
+        if stop < len(units):
+            units, t, xy_k = units[:stop + 1], t[:stop + 1], xy[keep][:stop + 1]
+            units[-1] -= int(cum[stop] - n_units)  # exactly n_units (the last may shrink)
+            if units[-1] < 1:
+                units, t, xy_k = units[:-1], t[:-1], xy_k[:-1]
+        else:
+            xy_k = xy[keep]
+        xs.append(xy_k)
+        us.append(units)
+        ts.append(t)
+        total += int(units.sum())
+    units = np.concatenate(us)
+    return np.vstack(xs), units, np.concatenate(ts).astype(np.int64)
+
+
+def n_housing_units(residents: int, cfg: WorldConfig) -> int:
+    """Housing units to build for ``residents`` people: the expected households
+    (residents / mean household size) plus ``cfg.vacancy_rate`` vacant units."""
+    return max(1, int(np.ceil(residents / mean_household_size() / (1.0 - cfg.vacancy_rate))))
+
 
 def _density(xy, centres, scales, weights):
     d = np.zeros(len(xy))
@@ -40,9 +153,10 @@ def synthetic_world(cfg: WorldConfig | None = None, seed: int = 42, residents: i
                     utc_offset_s: int | None = None) -> World:
     """Build the built-in polycentric synthetic metro.
 
-    Residential buildings are drawn from a density surface (a dense core plus
-    ``n_subcentres`` sub-centres, exponential decay); dense areas get apartment blocks
-    (more residents per building).  Job buildings are more concentrated than homes.
+    Housing units follow a density surface (a dense core plus ``n_subcentres``
+    sub-centres, exponential decay); they sit in single-household dwellings or in
+    multi-unit buildings, the latter more frequent where density is high
+    (:func:`housing_stock`, shares of ``cfg.single_unit_share`` etc.).  Job buildings are more concentrated than homes.
     Blocks are Voronoi cells of population-weighted seeds (~``residents_per_block``
     each), tracts are k-means groups of blocks, districts k-means groups of tracts.
     """
@@ -56,11 +170,15 @@ def synthetic_world(cfg: WorldConfig | None = None, seed: int = 42, residents: i
     centres = [(0.0, 0.0)] + [(r * np.cos(a), r * np.sin(a)) for r, a in zip(radii, angles)]
     scales = [R / 4.0] + list(R / 9.0 * (0.8 + 0.4 * rng.random(cfg.n_subcentres)))
     weights = [1.0] + list(0.25 + 0.25 * rng.random(cfg.n_subcentres))
-    # residential buildings: ~6 residents per building on average, more in dense areas
-    n_res_b = max(20, residents // 6)
-    res_xy = _sample_density(rng, n_res_b, R, centres, scales, weights)
-    f = _density(res_xy, centres, scales, weights) / sum(weights)
-    cap = 1.0 + 40.0 * f ** 2 * rng.lognormal(0.0, 0.5, n_res_b)
+    # residential buildings: the housing stock (single-household dwellings and
+    # multi-unit buildings, the latter more frequent where density is high)
+    res_xy, units, _ = housing_stock(
+        rng, n_housing_units(residents, cfg),
+        lambda m: _sample_density(rng, m, R, centres, scales, weights),
+        lambda xy: _density(xy, centres, scales, weights) / sum(weights), cfg,
+    )
+    n_res_b = len(res_xy)
+    cap = units.astype(np.float64)
     # job buildings: more concentrated
     n_jobs = cfg.jobs_per_resident * residents
     n_job_b = max(10, int(n_jobs // 25))
@@ -70,7 +188,8 @@ def synthetic_world(cfg: WorldConfig | None = None, seed: int = 42, residents: i
     xy = np.vstack([res_xy, job_xy])
     residents_w = np.concatenate([cap, np.zeros(n_job_b)])
     jobs_w = np.concatenate([np.zeros(n_res_b), jobs])
-    # expected residents per building (households are placed later ~ cap)
+    units_all = np.concatenate([units, np.zeros(n_job_b, dtype=np.int64)])
+    # expected residents per building (households are placed later, one per unit)
     exp_res = residents_w / residents_w.sum() * residents
     # block seeds: population-weighted sample of residential buildings (plus job sites
     # so that job-only areas get blocks too)
@@ -83,7 +202,7 @@ def synthetic_world(cfg: WorldConfig | None = None, seed: int = 42, residents: i
         xy, exp_res, jobs_w, seeds, boundary, cfg, rng,
         crs=local_crs(cfg.anchor_lat_deg, cfg.anchor_lon_deg),
         utc_offset_s=int(round(cfg.utc_offset_h * 3600)) if utc_offset_s is None else utc_offset_s,
-        kind="synthetic", tract_of_block=None, tract_polys=None,
+        kind="synthetic", tract_of_block=None, tract_polys=None, units=units_all,
         meta={"anchor_lat_deg": cfg.anchor_lat_deg, "anchor_lon_deg": cfg.anchor_lon_deg,
               "radius_m": R, "centre_xy": [0.0, 0.0], "centres_xy": [list(c) for c in centres]},
     )
@@ -108,9 +227,16 @@ def _kmeans_groups(xy, weights, k, rng):
 
 
 def assemble_world(xy, exp_res, jobs_w, seeds, boundary, cfg, rng, crs, utc_offset_s, kind,
-                   tract_of_block, tract_polys, meta):
+                   tract_of_block, tract_polys, meta, units=None):
     """Build a :class:`World` from block seeds nested in tracts (shared by the synthetic
-    metro and real polygon files): blocks, districts, buildings, residents and jobs."""
+    metro and real polygon files): blocks, districts, buildings, residents and jobs.
+
+    ``units``: housing units per building; None derives them from ``exp_res`` (expected
+    residents over the mean household size and the vacancy rate, at least 1 where
+    anybody lives)."""
+    if units is None:
+        per_unit = mean_household_size() * (1.0 - getattr(cfg, "vacancy_rate", 0.0))
+        units = np.where(exp_res > 0, np.maximum(1, np.round(exp_res / per_unit)), 0).astype(np.int64)
     n_blocks = len(seeds)
     tree = cKDTree(seeds)
     if tract_of_block is None:
@@ -143,7 +269,7 @@ def assemble_world(xy, exp_res, jobs_w, seeds, boundary, cfg, rng, crs, utc_offs
         "building_id": np.arange(len(xy), dtype=np.int64),
         "x_m": xy[:, 0], "y_m": xy[:, 1],
         "block_id": block, "tract_id": tract, "district_id": district,
-        "residents": exp_res, "jobs": jobs_w,
+        "residents": exp_res, "jobs": jobs_w, "units": np.asarray(units, dtype=np.int64),
     })
     zones = {}
     bpop = np.bincount(block, weights=exp_res, minlength=n_blocks)
