@@ -38,6 +38,7 @@ def test_hand_built_by_pings():
     u = t[t.metric == "unique"].set_index("N")
     assert u.loc[1, "value"] == 0 and u.loc[1, "n"] == 3
     assert u.loc[3, "value"] == 1 and u.loc[3, "n"] == 1 and u.loc[3, "n_short"] == 2
+    assert (t["n_panel"] == 3).all()
     # at block level all three buildings fall in block 0: one place each
     t = T.topn_uniqueness(tr, W, levels=["block"], n_values=[1, 2])
     u = t[t.metric == "unique"].set_index("N")
@@ -110,4 +111,4 @@ def test_errors_and_empty():
         T.topn_uniqueness(tr.to_frame(), W)
     empty = tr.select_pings(np.zeros(tr.n_pings, bool))
     t = T.topn_uniqueness(empty, W, levels=["building"], n_values=[1])
-    assert t[t.metric == "unique"]["n"].iloc[0] == 0
+    assert t[t.metric == "unique"]["n"].iloc[0] == 0 and (t["n_panel"] == 0).all()

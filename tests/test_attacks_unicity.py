@@ -71,6 +71,7 @@ def test_hand_built():
     assert row["n"] == 1 and row["n_short"] == 2 and row["value"] == 1.0
     row = t[(t.p == 1)].iloc[0]
     assert row["n"] == 3 and row["n_short"] == 0
+    assert (t["n_panel"] == 3).all()  # the crowd each trace is compared with
 
 
 def test_cell_and_bin_boundaries():
@@ -125,6 +126,8 @@ def test_order_threads_and_sampling_do_not_change_results():
     s2 = U.unicity_attack(tr.take(perm), p_values=[2], v_values_m=[800], h_values_h=[2], seed=3, n_sample=20,
                    return_per_trace=True)[1]
     assert len(s1) == 20 and set(s1.pseudonym) == set(s2.pseudonym)
+    t = U.unicity_attack(tr, p_values=[2], v_values_m=[800], h_values_h=[2], seed=3, n_sample=20)
+    assert t["n_panel"].iloc[0] == tr.n_traces  # sampling attacks fewer, the crowd stays whole
     full = a[a.p == 2].set_index("pseudonym")["n_matching"]
     np.testing.assert_array_equal(s1.set_index("pseudonym")["n_matching"], full.loc[s1.pseudonym])
 
@@ -141,7 +144,7 @@ def test_empty_and_errors():
     empty = Traces(pseudonym=np.array([], dtype=object), offsets=np.zeros(1, np.int64), t_s=np.zeros(0, np.int64),
                    x_m=np.zeros(0), y_m=np.zeros(0), accuracy_m=np.zeros(0, np.float32), crs="EPSG:32631")
     t = U.unicity_attack(empty, p_values=[1], v_values_m=[100], h_values_h=[1])
-    assert t["n"].iloc[0] == 0 and np.isnan(t["value"].iloc[0])
+    assert t["n"].iloc[0] == 0 and np.isnan(t["value"].iloc[0]) and t["n_panel"].iloc[0] == 0
     tr = _random_traces(0, n=5)
     with pytest.raises(ConfigError, match="p"):
         U.unicity_attack(tr, p_values=[0])

@@ -139,13 +139,15 @@ def topn_uniqueness(
 
     Returns a tidy DataFrame: level, N, by, metric ("unique" with interval, or
     "median_set_size" with bootstrap interval), value, ci_low, ci_high, n (devices
-    with >= N places), n_short.  With ``return_per_trace`` also a table pseudonym,
+    with >= N places), n_short, n_panel (traces with a ping in the release: the crowd
+    the signatures are compared within; see :mod:`sim.attacks.panel`).  With ``return_per_trace`` also a table pseudonym,
     level, N, set_size (0 when short).
     """
     if not isinstance(traces, Traces):
         raise InputError(f"traces must be a sim.core.traces.Traces, got {type(traces).__name__}.")
     levels = check_levels(levels, world)
     ns = [check_int("N (number of top places)", n, 1) for n in np.atleast_1d(n_values)]
+    n_panel = int(np.count_nonzero(traces.lengths))
     rows, per = [], []
     for li, lv in enumerate(levels):
         top, n_places = top_locations(traces, world, lv, n_max=max(ns), by=by)
@@ -155,12 +157,14 @@ def topn_uniqueness(
             p = dict(level=lv, N=n, by=by)
             r = rate_row("unique", size[has] == 1, ci, seed, (li, n), **p)
             r["n_short"] = int((~has).sum())
+            r["n_panel"] = n_panel
             rows.append(r)
             med = stats.summary_ci(size[has], statistic="median", seed=seed, tags=(li, n, 1))
-            rows.append({**p, "metric": "median_set_size", **med, "n_short": int((~has).sum())})
+            rows.append({**p, "metric": "median_set_size", **med, "n_short": int((~has).sum()), "n_panel": n_panel})
             if return_per_trace:
                 per.append(pd.DataFrame({"pseudonym": traces.pseudonym, "level": lv, "N": n, "set_size": size}))
-    table = pd.DataFrame(rows, columns=["level", "N", "by", "metric", "value", "ci_low", "ci_high", "n", "n_short"])
+    table = pd.DataFrame(rows, columns=["level", "N", "by", "metric", "value", "ci_low", "ci_high", "n", "n_short",
+                                       "n_panel"])
     if return_per_trace:
         return table, (pd.concat(per, ignore_index=True) if per else pd.DataFrame())
     return table

@@ -312,7 +312,9 @@ def unicity_attack(
     Returns
     -------
     DataFrame (tidy): p, v_m, h_h, metric ("unicity"), value, ci_low, ci_high, n (sampled
-    traces with >= p distinct points), n_short (sampled traces with fewer).  With
+    traces with >= p distinct points), n_short (sampled traces with fewer), n_panel (the
+    traces with a ping in the release: the crowd a trace must stand out from; unicity
+    falls as it grows, see :mod:`sim.attacks.panel`).  With
     ``return_per_trace``, a tuple (table, per_trace) where per_trace has pseudonym, p,
     v_m, h_h, n_matching (0 short, 1 unique, 2 means >= 2).
     """
@@ -323,6 +325,7 @@ def unicity_attack(
     hs = [check_positive("h_h (time bin, hours)", h) for h in np.atleast_1d(h_values_h)]
     sample = sample_traces(traces, n_sample, seed)
     streams = trace_streams(traces, sample, seed)
+    n_panel = int(np.count_nonzero(traces.lengths))
     rows, per = [], []
     for v in vs:
         for h in hs:
@@ -332,10 +335,12 @@ def unicity_attack(
                 has = cnt > 0
                 r = rate_row("unicity", cnt[has] == 1, ci, seed, (p, int(v * 1000), int(h * 3600)), p=p, v_m=v, h_h=h)
                 r["n_short"] = int((~has).sum())
+                r["n_panel"] = n_panel
                 rows.append(r)
                 if return_per_trace:
                     per.append(pd.DataFrame({"pseudonym": traces.pseudonym[sample], "p": p, "v_m": v, "h_h": h, "n_matching": cnt}))
-    table = pd.DataFrame(rows, columns=["p", "v_m", "h_h", "metric", "value", "ci_low", "ci_high", "n", "n_short"])
+    table = pd.DataFrame(rows, columns=["p", "v_m", "h_h", "metric", "value", "ci_low", "ci_high", "n", "n_short",
+                                       "n_panel"])
     if return_per_trace:
         return table, (pd.concat(per, ignore_index=True) if per else pd.DataFrame())
     return table
