@@ -260,3 +260,37 @@ def test_pair_keys_do_not_collide_when_device_work_zone_exceeds_register():
                         "work_y_m": [75.0]})
     per = L.link_devices(inf, reg, w, levels=("building",), keys=("home_work",))
     assert per["set_size"].tolist() == [0]
+
+
+def test_time_to_identification_counts_only_existing_pseudonyms_and_devices():
+    """Rotation every 2 days over 4 days: the epoch-1 pseudonyms exist only from day 2 on.
+    Denominators count what exists in the window; a device is identified when any of
+    its pseudonyms is."""
+    w = GridWorld()
+    pop = make_population(w, n_persons=60, n_days=4, seed=4, rotation_days=2)
+    full = pop["inferred"].copy()
+    ep1 = full["pseudonym"].str.endswith("_1").to_numpy()
+    lose = ep1 & (np.random.default_rng(0).random(len(full)) < 0.4)
+    full.loc[lose, ["home_x_m", "home_y_m"]] = np.nan
+    by_day = {1: full, 2: full, 4: full}
+    curve, per = L.time_to_identification(by_day, pop["register"], w, pop["pseudonyms"], level="building",
+                                          release=pop["release"])
+    ident = L.score_links(L.link_devices(full, pop["register"], w, levels=("building",), keys=("home_work",)),
+                          pop["pseudonyms"])["identified"].to_numpy()
+    ps = curve[curve.unit == "pseudonym"].set_index("days")
+    dv = curve[curve.unit == "device"].set_index("days")
+    assert ps["n"].to_dict() == {1: 60, 2: 60, 4: 120} and dv["n"].to_dict() == {1: 60, 2: 60, 4: 60}
+    assert ps.loc[1, "value"] == pytest.approx(ident[~ep1].sum() / 60)  # not / 120
+    assert ps.loc[4, "value"] == pytest.approx(ident.sum() / 120)
+    dev = pop["pseudonyms"].set_index("pseudonym").loc[full["pseudonym"], "device_idx"].to_numpy()
+    dev_ident = pd.Series(ident).groupby(dev).any()
+    assert dv.loc[4, "value"] == pytest.approx(dev_ident.mean())
+    assert (dv["value"] >= ps["value"]).all() and dv.loc[4, "value"] > ps.loc[4, "value"]
+    # an epoch-1 pseudonym is never identified in a window it has no ping in
+    p1 = per.set_index("pseudonym").loc[full["pseudonym"][ep1]]
+    assert (p1["first_day"].dropna() == 4).all()
+    assert (per["device_idx"].to_numpy() == pop["pseudonyms"].set_index("pseudonym").loc[per["pseudonym"],
+                                                                                         "device_idx"].to_numpy()).all()
+    # without the release, the truth first_day says the same
+    curve2, _ = L.time_to_identification(by_day, pop["register"], w, pop["pseudonyms"], level="building")
+    pd.testing.assert_frame_equal(curve, curve2)

@@ -28,21 +28,33 @@ def test_run_all(pop, tmp_path):
     w, p, by_day = pop
     cfg = dict(CFG, geofence_window_s=(p["release"].start_s, p["release"].start_s + 86400))
     tables = run_attacks(p["release"], by_day, p["register"], w, p["pseudonyms"], p["persons"], cfg)
-    expected = {"linkage", "linkage_per_device", "time_to_identification", "time_to_identification_per_device",
+    expected = {"linkage", "linkage_per_device", "time_to_identification", "time_to_identification_device",
+                "time_to_identification_per_device", "ladder", "ladder_per_device", "ladder_relink",
                 "unicity", "unicity_power_law", "topn", "known_points", "geofence", "geofence_per_pseudonym", "relink"}
     assert set(tables) == expected
-    for name in ("linkage", "time_to_identification", "unicity", "topn", "known_points", "geofence", "relink"):
+    for name in ("linkage", "time_to_identification", "time_to_identification_device", "ladder", "ladder_relink",
+                 "unicity", "topn", "known_points", "geofence", "relink"):
         t = tables[name]
         assert {"value", "ci_low", "ci_high", "n"} <= set(t.columns), name
         assert len(t) > 0
     # with work unknown on day 1 nobody is identified by home+work; perfect inference later identifies many
-    c = tables["time_to_identification"].set_index("days")["value"]
-    assert c.loc[1] == 0 and c.loc[4] > 0.5
+    c = tables["time_to_identification"].set_index("days")
+    assert c.loc[1, "value"] == 0 and c.loc[4, "value"] > 0.5
+    # only pseudonyms with a ping in the window count: epoch 1 starts on day 2
+    assert c["n"].to_dict() == {1: 60, 2: 60, 4: 120} and set(c["unit"]) == {"pseudonym"}
+    cd = tables["time_to_identification_device"].set_index("days")
+    assert cd["n"].to_dict() == {1: 60, 2: 60, 4: 60} and set(cd["unit"]) == {"device"}
+    assert (cd["value"] >= c["value"]).all()
+    lad = tables["ladder"]
+    assert list(lad.columns) == ["rung", "level", "days", "k", "metric", "value", "ci_low", "ci_high", "n", "unit"]
+    assert set(lad["rung"]) == {"exact", "hierarchical", "home_adults", "ranked"}
     s = summary(tables)
     json.dumps(s, allow_nan=False)
     assert s["n_devices"] == p["release"].n_traces
-    assert {"linkage_identified", "time_to_identification", "unicity", "unicity_exponent", "topn_unique",
-            "known_points_success", "geofence", "relink"} <= set(s)
+    assert {"linkage_identified", "linkage_no_candidate", "time_to_identification", "time_to_identification_device",
+            "ladder", "ladder_relink", "unicity", "unicity_exponent", "topn_unique", "known_points_success",
+            "geofence", "relink"} <= set(s)
+    assert {r["days"] for r in s["ladder"]} == {4} and {r["unit"] for r in s["ladder"]} == {"device", "pseudonym"}
     d = write_attack_outputs(tmp_path, tables, s)
     for name in tables:
         back = pd.read_parquet(d / f"{name}.parquet")

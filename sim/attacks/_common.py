@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 
 from sim.core.jit import jit, pjit, prange
-from sim.core.constants import LEVELS
+from sim.core.constants import DAY_S, LEVELS
 from sim.core.errors import ConfigError, InputError
 from sim.core.rng import stream_key, uniform
 from sim.core import stats
+from sim.core.traces import Traces
 
 METRIC_COLUMNS = ["metric", "value", "ci_low", "ci_high", "n"]
 
@@ -44,6 +45,52 @@ def require_columns(df, cols, what: str, fix: str = "") -> None:
 def register_column(side: str, level: str) -> str:
     """Register column with the zone id of a person's home/work at ``level``."""
     return f"{side}_{level}_id"
+
+
+def device_zone(world, x, y, level) -> np.ndarray:
+    """Zone id per point at ``level``: -2 unknown (NaN), -1 outside the area, else the id."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    known = np.isfinite(x) & np.isfinite(y)
+    z = np.full(len(x), -2, dtype=np.int64)
+    if known.any():
+        z[known] = np.asarray(world.locate(x[known], y[known], level), dtype=np.int64)
+    return z
+
+
+def observed_span(traces: Traces) -> pd.DataFrame:
+    """pseudonym, first_day, last_day (local days of the first and last ping) of every
+    trace of the release that has a ping.  A pseudonym *exists* in the window of the
+    first ``d`` days when ``first_day < d``."""
+    if not isinstance(traces, Traces):
+        raise InputError(f"release must be a sim.core.traces.Traces, got {type(traces).__name__}.")
+    has = traces.lengths > 0
+    off = traces.offsets
+    first_t = traces.t_s[off[:-1][has]]
+    last_t = traces.t_s[off[1:][has] - 1]
+    return pd.DataFrame({
+        "pseudonym": traces.pseudonym[has],
+        "first_day": (first_t - traces.start_s) // DAY_S,
+        "last_day": (last_t - traces.start_s) // DAY_S,
+    })
+
+
+def existing_pseudonyms(days, release=None, pseudonyms=None, fallback=None) -> np.ndarray:
+    """Pseudonyms that exist in the window of the first ``days`` days (object array).
+
+    A pseudonym exists when it has a ping in the window, i.e. ``first_day < days``.
+    ``first_day`` comes from the ``release`` (:func:`observed_span`) when given, else
+    from the truth ``pseudonyms`` table's ``first_day`` column; without either, every
+    pseudonym of ``fallback`` (an iterable) is taken to exist.
+    """
+    if release is not None:
+        span = release if isinstance(release, pd.DataFrame) else observed_span(release)
+    elif pseudonyms is not None and "first_day" in pseudonyms.columns:
+        span = pseudonyms.drop_duplicates("pseudonym")
+    else:
+        return np.asarray(pd.unique(np.asarray(fallback, dtype=object)), dtype=object)
+    keep = span["first_day"].to_numpy(dtype=np.float64) < float(days)
+    return span["pseudonym"].to_numpy(dtype=object)[keep]
 
 
 @jit

@@ -17,6 +17,17 @@ table) or lies outside the study area are *not dropped*: they stay in every
 denominator as not identified, and are counted in the ``n_unknown_home``,
 ``n_unknown_work`` and ``n_outside`` rows.  ``set_size`` is ``-1`` for them.
 
+Anonymity sets (DESIGN §6a): an empty set means "no candidate" — reported as its own
+share (``no_candidate``) and never counted in a median (``median_set_size`` is over
+non-empty sets).  Sets are reported in the register (``set_size``: what the attacker
+sees) and, given the truth persons, in the population (``set_size_population``: the
+people of the whole population with that home zone / (home zone, work zone) pair —
+what Golle & Partridge measured).
+
+Time to identification counts, in window d, only the pseudonyms that exist in it
+(a ping in the first d days), per pseudonym and per device (a device is identified
+when any of its pseudonyms is); see :func:`time_to_identification`.
+
 Guessing (``guess``)
 --------------------
 * ``"random"`` (default): the persons of the set are ordered by ``person_id`` and one
@@ -48,9 +59,12 @@ from sim.attacks._common import (
     METRIC_COLUMNS,
     check_levels,
     count_row,
+    device_zone,
+    existing_pseudonyms,
     rate_row,
     register_column,
     require_columns,
+    truth_device,
     truth_person,
     uniforms,
 )
@@ -104,17 +118,6 @@ def _check_inputs(inferred, register, levels, keys, world):
         f"level in {levels}; use keys=('home',) for a register without employers, or restrict levels."
     )
     require_columns(register, need, "register", fix)
-
-
-def _dev_zone(world, x, y, level):
-    """Zone id per device: -2 unknown (NaN), -1 outside, else the zone id."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    known = np.isfinite(x) & np.isfinite(y)
-    z = np.full(len(x), -2, dtype=np.int64)
-    if known.any():
-        z[known] = np.asarray(world.locate(x[known], y[known], level), dtype=np.int64)
-    return z
 
 
 def _pair_key(h, w, w_max):
@@ -317,8 +320,8 @@ def link_devices(
     cats = pd.Index(pseud)  # one category per pseudonym (unique): no string copies per level/key
     parts = []
     for lv in levels:
-        dh = _dev_zone(world, hx, hy, lv)
-        dw = _dev_zone(world, wx, wy, lv)
+        dh = device_zone(world, hx, hy, lv)
+        dw = device_zone(world, wx, wy, lv)
         rh = register[register_column("home", lv)].to_numpy(dtype=np.int64)
         for key in keys:
             status, dkey, rkey, valid = _zone_keys(key, dh, dw, rh, register, lv)
@@ -334,11 +337,49 @@ def link_devices(
     return out
 
 
-def score_links(links: pd.DataFrame, pseudonyms: pd.DataFrame) -> pd.DataFrame:
+def _population_sizes(links: pd.DataFrame, persons: pd.DataFrame) -> np.ndarray:
+    """Number of truth persons sharing each row's (home zone[, work zone]) — the
+    population anonymity set of Golle & Partridge; -1 where the status is not "ok" or
+    ``persons`` lacks the zone columns of the row's level and key."""
+    out = np.full(len(links), -1, dtype=np.int64)
+    lv_col = links["level"].astype(str).to_numpy()
+    key_col = links["key"].astype(str).to_numpy()
+    ok = links["status"].astype(str).to_numpy() == "ok"
+    dh_all = links["home_zone"].to_numpy(dtype=np.int64)
+    dw_all = links["work_zone"].to_numpy(dtype=np.int64)
+    for lv in pd.unique(lv_col):
+        for key in pd.unique(key_col):
+            rows = np.flatnonzero((lv_col == lv) & (key_col == key) & ok)
+            hc, wc = register_column("home", lv), register_column("work", lv)
+            if not len(rows) or hc not in persons.columns or (key == "home_work" and wc not in persons.columns):
+                continue
+            ph = persons[hc].to_numpy(dtype=np.int64)
+            dh = dh_all[rows]
+            if key == "home_work":
+                pw = persons[wc].to_numpy(dtype=np.int64)
+                dw = dw_all[rows]
+                w_max = max(int(pw.max(initial=0)), int(dw.max(initial=0)))
+                pk, _ = _pair_key(np.where(ph >= 0, ph, -1), pw, w_max)
+                dk, _ = _pair_key(dh, dw, w_max)
+            else:
+                pk, dk = ph, dh
+            pk = pk[ph >= 0]  # persons living outside the area match nobody
+            uk, cnt = np.unique(pk, return_counts=True)
+            pos = np.minimum(np.searchsorted(uk, dk), max(len(uk) - 1, 0))
+            hit = (uk[pos] == dk) if len(uk) else np.zeros(len(dk), dtype=bool)
+            out[rows] = np.where(hit, cnt[pos] if len(uk) else 0, 0)
+    return out
+
+
+def score_links(links: pd.DataFrame, pseudonyms: pd.DataFrame, persons: pd.DataFrame | None = None) -> pd.DataFrame:
     """Add truth columns to :func:`link_devices` output (scoring only).
 
     Adds true_person_id, unique (set_size == 1), identified (unique and right),
-    wrong_unique (unique and wrong), top1_correct (the guess is the owner).
+    wrong_unique (unique and wrong), top1_correct (the guess is the owner).  With the
+    truth ``persons`` table (CONTRACTS: home_<level>_id, work_<level>_id) it also adds
+    set_size_population: how many people of the whole population share the device's
+    inferred (home zone[, work zone]) — Golle & Partridge's anonymity set, beside the
+    register's ``set_size`` (what the attacker sees); -1 where the status is not "ok".
     Raises InputError if a pseudonym is unknown to the truth table.
     """
     out = links.copy()
@@ -354,6 +395,9 @@ def score_links(links: pd.DataFrame, pseudonyms: pd.DataFrame) -> pd.DataFrame:
     out["identified"] = out["unique"].to_numpy() & right
     out["wrong_unique"] = out["unique"].to_numpy() & ~right
     out["top1_correct"] = (out["guess_person_id"].to_numpy() >= 0) & right
+    if persons is not None:
+        require_columns(persons, ["person_id"], "truth persons table")
+        out["set_size_population"] = _population_sizes(out, persons)
     return out
 
 
@@ -363,8 +407,15 @@ def linkage_metrics(scored: pd.DataFrame, *, ci: str = "wilson", seed: int = 0, 
     Rows (column ``metric``): n_devices, n_unknown_home, n_unknown_work, n_outside
     (counts); identified, unique, wrong_unique, top1_correct (shares of *all* devices,
     with intervals); identified_known (share of devices with status "ok");
-    median_set_size (over status-"ok" devices, including empty sets, bootstrap CI);
+    no_candidate (share of status-"ok" devices whose register set is empty: the
+    attacker has nobody to name); median_set_size (median register set size over the
+    status-"ok" devices with a *non-empty* set — an empty set is "no candidate", never
+    a set of size 0 in a median; bootstrap CI; n = those devices);
     set_size_<lo>_<hi> (share of status-"ok" devices whose set size is in [lo, hi]).
+    When ``scored`` has set_size_population (truth persons given to
+    :func:`score_links`): no_candidate_population, median_set_size_population (the
+    same over the population's sets) and unique_population (share of status-"ok"
+    devices whose population set has exactly one person).
     """
     rows = []
     for (lv, key), g in scored.groupby(["level", "key"], sort=False, observed=True):
@@ -381,11 +432,19 @@ def linkage_metrics(scored: pd.DataFrame, *, ci: str = "wilson", seed: int = 0, 
             rows.append(rate_row(m, g[m].to_numpy(), ci, seed, tg, **p))
         rows.append(rate_row("identified_known", g["identified"].to_numpy()[ok], ci, seed, tg, **p))
         sizes = g["set_size"].to_numpy()[ok]
-        med = stats.summary_ci(sizes, statistic="median", seed=seed, tags=tg + (1,), n_boot=n_boot)
+        rows.append(rate_row("no_candidate", sizes == 0, ci, seed, tg + (2,), **p))
+        med = stats.summary_ci(sizes[sizes > 0], statistic="median", seed=seed, tags=tg + (1,), n_boot=n_boot)
         rows.append({**p, "metric": "median_set_size", **med})
         for lo, hi in SET_SIZE_BINS:
             name = f"set_size_{lo}_{'inf' if np.isinf(hi) else int(hi)}"
             rows.append(rate_row(name, (sizes >= lo) & (sizes <= hi), "wilson", **p))
+        if "set_size_population" in g.columns:
+            pop = g["set_size_population"].to_numpy()[ok]
+            if len(pop) and (pop >= 0).all():
+                rows.append(rate_row("no_candidate_population", pop == 0, ci, seed, tg + (3,), **p))
+                medp = stats.summary_ci(pop[pop > 0], statistic="median", seed=seed, tags=tg + (4,), n_boot=n_boot)
+                rows.append({**p, "metric": "median_set_size_population", **medp})
+                rows.append(rate_row("unique_population", pop == 1, ci, seed, tg + (5,), **p))
     cols = ["level", "key"] + METRIC_COLUMNS
     return pd.DataFrame(rows, columns=cols)
 
@@ -405,14 +464,16 @@ def linkage_attack(
     guess: str = "random",
     seed: int = 0,
     ci: str = "wilson",
+    persons: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Golle & Partridge linkage end to end: ``(per_device, metrics)``.
 
     ``per_device`` is :func:`score_links` of :func:`link_devices`; ``metrics`` is
-    :func:`linkage_metrics` of it.  ``pseudonyms`` (truth) is used only to score.
+    :func:`linkage_metrics` of it.  ``pseudonyms`` and ``persons`` (truth) are used
+    only to score (``persons`` gives the population anonymity sets).
     """
     links = link_devices(inferred, register, world, levels=levels, keys=keys, guess=guess, seed=seed)
-    scored = score_links(links, pseudonyms)
+    scored = score_links(links, pseudonyms, persons)
     return scored, linkage_metrics(scored, ci=ci, seed=seed)
 
 
@@ -435,6 +496,12 @@ def split_prefixes(inferred_by_day) -> dict:
     return inferred_by_day
 
 
+def _device_any(device: np.ndarray, flag: np.ndarray):
+    """Per distinct device (sorted): whether any of its rows has ``flag``."""
+    dev, inv = np.unique(device, return_inverse=True)
+    return dev, np.bincount(inv, weights=flag.astype(np.float64), minlength=len(dev)) > 0
+
+
 def time_to_identification(
     inferred_by_day: dict,
     register: pd.DataFrame,
@@ -446,8 +513,9 @@ def time_to_identification(
     guess: str = "random",
     seed: int = 0,
     ci: str = "wilson",
+    release=None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Share of devices correctly and uniquely identified after d days of observation.
+    """Share of pseudonyms, and of devices, correctly and uniquely identified after d days.
 
     Parameters
     ----------
@@ -455,25 +523,34 @@ def time_to_identification(
         Home/work inferred from the first ``d`` days: a dict, or the long table of
         ``sim.infer.infer_prefixes`` (split on its ``window_days`` column).
     level, key : the zone level and anonymity-set key of the linkage.
+    release : Traces, optional
+        The release the tables were inferred from; it says which pseudonyms *exist* in
+        window d (a ping in the first d days: ``first_day < d``).  Without it the truth
+        table's ``first_day`` column is used, and without that every pseudonym of any
+        table is taken to exist in every window.
     Other parameters as in :func:`link_devices`.
 
     Returns
     -------
-    (curve, per_device)
-        curve: one row per d — days, level, key, metric="identified", value, ci_low,
-        ci_high, n.  The denominator ``n`` is every pseudonym present in *any* of the
-        tables (a device absent from day d's table counts as not identified at d).
-        per_device: pseudonym, first_day (smallest d at which it is identified; NaN if
-        never), identified_last (at the largest d).
+    (curve, per_pseudonym)
+        curve: one row per (d, unit) — days, level, key, metric="identified", value,
+        ci_low, ci_high, n, unit.  ``unit="pseudonym"``: the share of the pseudonyms
+        that exist in window d that are identified (n = those pseudonyms; one absent
+        from day d's table counts as not identified).  ``unit="device"`` (DESIGN
+        §6a): the share of devices with a pseudonym in window d of which *any*
+        existing pseudonym is identified (n = those devices).
+        per_pseudonym: pseudonym, device_idx, first_day (smallest d at which it is
+        identified; NaN if never), identified_last (at the largest d).
     """
     inferred_by_day = split_prefixes(inferred_by_day)
     days = sorted(inferred_by_day)
     for d in days:
         if isinstance(d, bool) or not isinstance(d, (int, float, np.integer, np.floating)) or not d > 0:
             raise InputError(f"inferred_by_day keys must be positive day counts, got {d!r}.")
-    universe = pd.Index(
-        pd.unique(np.concatenate([inferred_by_day[d]["pseudonym"].to_numpy(dtype=object) for d in days]))
-    )
+    in_tables = np.concatenate([inferred_by_day[d]["pseudonym"].to_numpy(dtype=object) for d in days])
+    exists = {d: existing_pseudonyms(d, release, pseudonyms, in_tables) for d in days}
+    universe = pd.Index(pd.unique(np.concatenate([in_tables, *exists.values()])))
+    device = truth_device(pseudonyms, universe.to_numpy(), "inferred tables")
     first = np.full(len(universe), np.nan)
     rows = []
     ident_last = np.zeros(len(universe), dtype=bool)
@@ -483,10 +560,17 @@ def time_to_identification(
         ident = np.zeros(len(universe), dtype=bool)
         pos = universe.get_indexer(scored["pseudonym"].to_numpy(dtype=object))
         ident[pos] = scored["identified"].to_numpy()
+        ex = np.zeros(len(universe), dtype=bool)
+        ex[universe.get_indexer(exists[d])] = True
+        ident &= ex  # a pseudonym with no ping in the window cannot be identified in it
         newly = ident & np.isnan(first)
         first[newly] = d
-        rows.append(rate_row("identified", ident, ci, seed, (int(d),), days=d, level=level, key=key))
+        p = dict(days=d, level=level, key=key)
+        rows.append({**rate_row("identified", ident[ex], ci, seed, (int(d),), **p), "unit": "pseudonym"})
+        _, dev_ident = _device_any(device[ex], ident[ex])
+        rows.append({**rate_row("identified", dev_ident, ci, seed, (int(d), 1), **p), "unit": "device"})
         ident_last = ident
-    curve = pd.DataFrame(rows, columns=["days", "level", "key"] + METRIC_COLUMNS)
-    per_device = pd.DataFrame({"pseudonym": universe.to_numpy(), "first_day": first, "identified_last": ident_last})
-    return curve, per_device
+    curve = pd.DataFrame(rows, columns=["days", "level", "key"] + METRIC_COLUMNS + ["unit"])
+    per = pd.DataFrame({"pseudonym": universe.to_numpy(), "device_idx": device, "first_day": first,
+                        "identified_last": ident_last})
+    return curve, per

@@ -26,9 +26,9 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from sim.core.errors import ConfigError, InputError
-from sim.core.constants import DAY_S
 from sim.core.traces import Traces
-from sim.attacks._common import METRIC_COLUMNS, check_positive, count_row, rate_row, require_columns, truth_device
+from sim.attacks._common import (METRIC_COLUMNS, check_positive, count_row, observed_span, rate_row, require_columns,
+                                truth_device)
 
 METHODS = ("nearest", "zone")
 
@@ -38,17 +38,8 @@ def pseudonym_epochs(traces: Traces, period_days: float) -> pd.DataFrame:
     if not isinstance(traces, Traces):
         raise InputError(f"traces must be a sim.core.traces.Traces, got {type(traces).__name__}.")
     period_days = check_positive("period_days (rotation period R)", period_days)
-    ln = traces.lengths
-    has = ln > 0
-    off = traces.offsets
-    first_t = traces.t_s[off[:-1][has]]
-    last_t = traces.t_s[off[1:][has] - 1]
-    fd = (first_t - traces.start_s) // DAY_S
-    ld = (last_t - traces.start_s) // DAY_S
-    return pd.DataFrame({
-        "pseudonym": traces.pseudonym[has], "first_day": fd, "last_day": ld,
-        "epoch": np.floor(fd / period_days).astype(np.int64),
-    })
+    span = observed_span(traces)
+    return span.assign(epoch=np.floor(span["first_day"].to_numpy() / period_days).astype(np.int64))
 
 
 def propose_links(

@@ -28,6 +28,7 @@ from sim.attacks._common import register_column
 from sim.core.constants import LEVELS
 from sim.attacks.geofence import geofence_attack
 from sim.attacks.known_points import known_points_attack
+from sim.attacks.ladder import KS, RUNG_NAMES, check_ks, check_level, check_rungs, ladder_attack
 from sim.attacks.linkage import KEYS, linkage_attack, split_prefixes, time_to_identification
 from sim.attacks.relink import relink_attack
 from sim.attacks.topn import topn_uniqueness
@@ -35,7 +36,8 @@ from sim.attacks.unicity import fit_power_law, unicity_attack
 
 log = logging.getLogger(__name__)
 
-ATTACK_NAMES = ("linkage", "time_to_identification", "unicity", "topn", "known_points", "geofence", "relink")
+ATTACK_NAMES = ("linkage", "time_to_identification", "ladder", "unicity", "topn", "known_points", "geofence",
+                "relink")
 
 
 @dataclass
@@ -43,8 +45,13 @@ class AttackConfig:
     """Parameters of :func:`run_attacks` (allowed values checked in ``validate``).
 
     Geofence runs only when ``geofence_polygon`` (shapely, metres) and the window
-    ``geofence_window_s = (t_start_s, t_end_s)`` are given; re-linking only when
-    ``relink_period_days`` (the release's rotation period R) is given.
+    ``geofence_window_s = (t_start_s, t_end_s)`` are given; re-linking (and the ladder's
+    relink-then-identify table) only when ``relink_period_days`` (the release's rotation
+    period R) is given.  The ladder (:mod:`sim.attacks.ladder`) runs ``ladder_rungs``
+    at ``ladder_level`` with ``narrowed_k`` for every k of ``ladder_ks``; its
+    relink-then-identify merges pseudonyms whose inferred (home, work) points are
+    mutual nearest neighbours across consecutive epochs within
+    ``ladder_relink_max_dist_m`` (4-D distance, metres).
     """
 
     seed: int = 0
@@ -71,6 +78,10 @@ class AttackConfig:
     geofence_key: str = "home_work"
     relink_period_days: float | None = None
     relink_method: str = "nearest"
+    ladder_rungs: tuple = RUNG_NAMES
+    ladder_ks: tuple = KS
+    ladder_level: str = "building"
+    ladder_relink_max_dist_m: float = 500.0
 
     def validate(self) -> "AttackConfig":
         bad = [a for a in self.attacks if a not in ATTACK_NAMES]
@@ -80,6 +91,12 @@ class AttackConfig:
             raise ConfigError(f"ttid_key must be one of {KEYS}, got {self.ttid_key!r}.")
         if self.geofence_key not in KEYS:
             raise ConfigError(f"geofence_key must be one of {KEYS}, got {self.geofence_key!r}.")
+        check_rungs(self.ladder_rungs)
+        check_ks(self.ladder_ks)
+        check_level(self.ladder_level)
+        if not (isinstance(self.ladder_relink_max_dist_m, (int, float)) and self.ladder_relink_max_dist_m >= 0):
+            raise ConfigError(f"ladder_relink_max_dist_m must be a number >= 0 (inf: no limit), got "
+                              f"{self.ladder_relink_max_dist_m!r}.")
         return self
 
     @classmethod
@@ -111,9 +128,13 @@ def run_attacks(
     ``inferred_by_day`` maps days observed -> inferred home/work table (or is the
     long table of ``sim.infer.infer_prefixes``); the largest
     prefix is used for linkage, geofence and re-linking, all of them for the
-    time-to-identification curve.  Tables: linkage, linkage_per_device,
-    time_to_identification, time_to_identification_per_device, unicity,
+    time-to-identification curves and the ladder.  Tables: linkage, linkage_per_device,
+    time_to_identification (unit "pseudonym"), time_to_identification_device (unit
+    "device"), time_to_identification_per_device (one row per pseudonym), ladder,
+    ladder_per_device, ladder_relink (only with ``relink_period_days``), unicity,
     unicity_power_law, topn, known_points, geofence, geofence_per_pseudonym, relink.
+    The release says which pseudonyms exist in each window (a ping in its first d
+    days): the time-to-identification and ladder denominators count only those.
     """
     cfg = AttackConfig.from_any(config)
     if not isinstance(release, Traces):
@@ -130,12 +151,23 @@ def run_attacks(
     out = {}
     if "linkage" in cfg.attacks:
         per, met = linkage_attack(full, register, world, pseudonyms, levels=levels, keys=keys, guess=cfg.guess,
-                                  seed=cfg.seed, ci=cfg.ci)
+                                  seed=cfg.seed, ci=cfg.ci, persons=persons)
         out["linkage"], out["linkage_per_device"] = met, per
     if "time_to_identification" in cfg.attacks:
         curve, per = time_to_identification(inferred_by_day, register, world, pseudonyms, level=cfg.ttid_level,
-                                            key=ttid_key, guess=cfg.guess, seed=cfg.seed, ci=cfg.ci)
-        out["time_to_identification"], out["time_to_identification_per_device"] = curve, per
+                                            key=ttid_key, guess=cfg.guess, seed=cfg.seed, ci=cfg.ci, release=release)
+        unit = curve["unit"].to_numpy()
+        out["time_to_identification"] = curve[unit == "pseudonym"].reset_index(drop=True)
+        out["time_to_identification_device"] = curve[unit == "device"].reset_index(drop=True)
+        out["time_to_identification_per_device"] = per
+    if "ladder" in cfg.attacks:
+        lkw = dict(release=release, rungs=cfg.ladder_rungs, ks=cfg.ladder_ks, level=cfg.ladder_level, ci=cfg.ci,
+                   seed=cfg.seed)
+        out["ladder"], out["ladder_per_device"] = ladder_attack(inferred_by_day, register, world, pseudonyms, **lkw)
+        if cfg.relink_period_days is not None:
+            out["ladder_relink"], _ = ladder_attack(
+                inferred_by_day, register, world, pseudonyms, relink_period_days=cfg.relink_period_days,
+                relink_method=cfg.relink_method, relink_max_dist_m=cfg.ladder_relink_max_dist_m, **lkw)
     if "unicity" in cfg.attacks:
         u = unicity_attack(release, p_values=cfg.unicity_p, v_values_m=cfg.unicity_v_m, h_values_h=cfg.unicity_h_h,
                     n_sample=cfg.unicity_n_sample, seed=cfg.seed, ci=cfg.ci)
@@ -183,8 +215,10 @@ def summary(tables: dict) -> dict:
     """Headline figures of :func:`run_attacks` output as a JSON-able dict.
 
     Keys present only for the tables present: linkage_identified (per level and key),
-    linkage_median_set_size, time_to_identification, unicity (p=4 where swept, else
-    all), unicity_exponent, topn_unique, known_points_success, geofence, relink.
+    linkage_median_set_size, linkage_no_candidate, time_to_identification (per
+    pseudonym), time_to_identification_device, ladder and ladder_relink (every row of
+    the largest window: rung, level, days, k, metric, unit), unicity (p=4 where swept,
+    else all), unicity_exponent, topn_unique, known_points_success, geofence, relink.
     Every figure carries value, ci_low, ci_high, n.
     """
     s = {}
@@ -193,10 +227,18 @@ def summary(tables: dict) -> dict:
         s["linkage_identified"] = _records(t[t["metric"] == "identified"], ["level", "key"] + _FIG)
         s["linkage_median_set_size"] = _records(t[t["metric"] == "median_set_size"], ["level", "key"] + _FIG)
         s["linkage_wrong_unique"] = _records(t[t["metric"] == "wrong_unique"], ["level", "key"] + _FIG)
+        s["linkage_no_candidate"] = _records(t[t["metric"] == "no_candidate"], ["level", "key"] + _FIG)
         nd = t[t["metric"] == "n_devices"]["value"]
         s["n_devices"] = int(nd.iloc[0]) if len(nd) else 0
     if "time_to_identification" in tables:
         s["time_to_identification"] = _records(tables["time_to_identification"], ["days", "level", "key"] + _FIG)
+    if "time_to_identification_device" in tables:
+        s["time_to_identification_device"] = _records(tables["time_to_identification_device"],
+                                                      ["days", "level", "key"] + _FIG)
+    for name in ("ladder", "ladder_relink"):
+        if name in tables and len(tables[name]):
+            t = tables[name]
+            s[name] = _records(t[t["days"] == t["days"].max()], ["rung", "level", "days", "k", "metric", "unit"] + _FIG)
     if "unicity" in tables:
         u = tables["unicity"]
         sel = u[u["p"] == 4] if (u["p"] == 4).any() else u
