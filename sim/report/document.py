@@ -535,15 +535,18 @@ def _cal_rows(data):
                              f"{num(r['value'])} ({num_range(r['ci_low'], r['ci_high'])})",
                              f"{ref} ({ref_lv})", "Golle & Partridge 2009 (US workers)"])
     if is_finite(cal.get("commute_minutes_mean")):
-        rows.append(["Mean one-way commute", f"{float(cal['commute_minutes_mean']):.1f} min", "27.6 min",
-                     "US Census Bureau, American Community Survey 2019"])
+        ci = (f" ({float(cal['commute_minutes_mean_ci_low']):.1f}–{float(cal['commute_minutes_mean_ci_high']):.1f}; "
+              f"{count(cal.get('commute_n'))} commutes seen in the pings)"
+              if is_finite(cal.get("commute_minutes_mean_ci_low")) else "")
+        rows.append(["Mean one-way commute, measured from the pings", f"{float(cal['commute_minutes_mean']):.1f} min{ci}",
+                     "27.6 min", "US Census Bureau, American Community Survey 2019"])
     if is_finite(cal.get("distinct_places_growth_exponent")):
         rows.append(["Growth of distinct places visited, S(t) ∝ t^μ",
                      f"μ = {float(cal['distinct_places_growth_exponent']):.2f}",
                      "μ ≈ 0.6", "Song et al. 2010, Nature Physics (phone records)"])
     if is_finite(cal.get("visit_rank_exponent")):
-        rows.append(["Visit frequency by place rank, f_k ∝ k^−ζ", f"ζ = {float(cal['visit_rank_exponent']):.2f}",
-                     "ζ ≈ 1.2", "Song et al. 2010, Nature Physics"])
+        rows.append(["Visit frequency by place rank, f_k ∝ k^−ζ (counted by visits)",
+                     f"ζ = {float(cal['visit_rank_exponent']):.2f}", "ζ ≈ 1.2", "Song et al. 2010, Nature Physics"])
     if is_finite(cal.get("pings_per_device_day_mean")):
         rows.append(["Pings per device-day (mean; median)",
                      f"{float(cal['pings_per_device_day_mean']):.1f}; {num(cal.get('pings_per_device_day_median'))}",

@@ -1142,7 +1142,7 @@ def plot_calibration(stats):
         a2.legend(fontsize="small", frameon=False)
     else:
         _no_data(a2, "no visit-rank statistic")
-    a2.set(xlabel="rank of place (1 = most visited)", ylabel="share of a device's pings")
+    a2.set(xlabel="rank of place (1 = most visited)", ylabel="share of a device's visits")
     a2.set_title("Visit frequency by rank", fontsize="medium")
     a2.grid(alpha=0.3, which="both")
     return fig
