@@ -172,7 +172,7 @@ def cmd_attack(a):
     ibd, _ = infer_step(simulation, Path(a.dir))
     tables, _ = attack_step(simulation, Path(a.dir), ibd)
 
-    print(headline_sentence(tables)[0])
+    print(headline_sentence(tables, simulation.scenario.register.profile)[0])
     print(f"tables and summary.json written to {Path(a.dir) / 'attacks'}")
     return 0
 

@@ -57,7 +57,7 @@ def test_attack_writes_tables_and_summary(dataset, capsys):
         assert (a / f"{t}.parquet").exists() and (a / f"{t}.csv").exists(), t
     s = json.loads((a / "summary.json").read_text())
     assert "linkage_identified" in s and "time_to_identification" in s
-    assert "devices were tied to a named person" in capsys.readouterr().out
+    assert "devices were named correctly and uniquely" in capsys.readouterr().out
 
 
 def test_sweep(tmp_path, capsys):

@@ -20,15 +20,20 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import shapely
 from tqdm.auto import tqdm
 
 from sim import __version__
 from sim.attacks import run_attacks, summary, write_attack_outputs
+from sim.attacks.ladder import RUNGS
+from sim.attacks.panel import topn_vs_panel_size, unicity_vs_panel_size
+from sim.attacks.run import AttackConfig
 from sim.attacks.gathering import pick_gathering
 from sim.core.config import Scenario
 from sim.core.fmt import pct_ci
+from sim.core.ledger import ledger_rows
 from sim.core.files import (
     DATASET_ENTRIES,
     DERIVED_ENTRIES,
@@ -40,8 +45,10 @@ from sim.core.files import (
 )
 from sim.generate.engine import generate
 from sim.metrics.calibration import calibration_stats
+from sim.metrics.waterfall import identification_waterfall
 from sim.infer import InferenceParams
 from sim.pipeline.evaluate import DEFAULT_DEFENSES, DEFENSE_ATTACK_CONFIG, evaluate_defenses, infer_by_day
+from sim.pipeline.sensitivity import sensitivity
 from sim.release.dataset import load
 from sim.report.document import write_report
 
@@ -104,7 +111,69 @@ def attack_step(simulation, out: Path, ibd: dict, attack_config=None) -> tuple[d
     t0, t1 = cfg["geofence_window_s"]
     write_json({"polygon_wkt": shapely.to_wkt(cfg["geofence_polygon"]), "t_start_s": t0, "t_end_s": t1,
                 "crs": simulation.world.crs}, out / "attacks" / "geofence_meta.json")
-    return tables, settings_record(cfg)
+    return tables, settings_record(dataclasses.asdict(AttackConfig.from_any(cfg)))
+
+
+#: k of the headline's "narrowed to k or fewer people"
+HEADLINE_K = 5
+#: panel-size curves of the main job: unicity of 4 points at 500 m and 1 h; top-2 at building level
+PANEL_UNICITY = dict(p=4, v_m=500.0, h_h=1.0)
+PANEL_TOPN = dict(levels=("building",), n_values=(2,))
+
+
+def strongest_set_rung(ladder: pd.DataFrame) -> str | None:
+    """The last (strongest) candidate-set rung of the ladder present in ``ladder``; the
+    headline's "named uniquely" needs a set (the ranked rung always names somebody)."""
+    present = set(ladder["rung"]) if ladder is not None and len(ladder) else set()
+    sets = [r for r, spec in RUNGS.items() if spec.kind == "set" and r in present]
+    return sets[-1] if sets else None
+
+
+def ladder_headline(ladder: pd.DataFrame, rung: str, k: int = HEADLINE_K) -> pd.DataFrame:
+    """Per window: share of devices named (uniquely and correctly) and narrowed to ``k``
+    or fewer people with the owner among them, by ``rung`` (columns days, metric,
+    value, ci_low, ci_high, n)."""
+    t = ladder[(ladder["rung"] == rung) & (ladder["unit"] == "device")]
+    t = t[(t["metric"] == "named") | ((t["metric"] == "narrowed_k") & (t["k"] == k))]
+    t = t.assign(metric=np.where(t["metric"] == "named", "named", f"narrowed_{k}"))
+    return t[["days", "metric", "value", "ci_low", "ci_high", "n"]].sort_values(["days", "metric"]).reset_index(drop=True)
+
+
+def headline_measure(simulation, rung_settings: dict):
+    """``measure(release, inferred_by_day, register, pseudonyms)`` for the sensitivity
+    sweep: the ladder on the last window; rows named and narrowed_<k> of the strongest
+    set rung."""
+    def measure(release, ibd, register, pseudonyms):
+        d = max(ibd)
+        cfg = {**rung_settings, "attacks": ("ladder",), "ladder_ks": (HEADLINE_K,)}
+        tab = run_attacks(release, {d: ibd[d]}, register, simulation.world, pseudonyms, simulation.persons,
+                          config=cfg)["ladder"]
+        rung = strongest_set_rung(tab)
+        h = ladder_headline(tab, rung)
+        return h[h["days"] == d].drop(columns="days")
+    return measure
+
+
+def honest_step(simulation, out: Path, ibd: dict, attack_settings: dict, *, progress: bool = False) -> dict:
+    """The figures that put the headline in context: the loss waterfall and ceilings,
+    unicity and top-N against panel size (extrapolated to every resident), and the
+    headline across each assumption's range.  Writes attacks/waterfall, attacks/
+    sensitivity, attacks/unicity_panel and attacks/topn_panel; returns the ceilings."""
+    did = simulation.meta.get("dataset_id")
+    seed = simulation.scenario.seed
+    wf, ceilings = identification_waterfall(ibd[max(ibd)], simulation.pseudonyms, simulation.persons,
+                                            simulation.register, simulation.world)
+    write_table(wf, out / "attacks" / "waterfall", dataset_id=did)
+    target = [int(simulation.scenario.residents)]
+    uni = unicity_vs_panel_size(simulation.release, seed=seed, target_sizes=target, **PANEL_UNICITY)
+    write_table(uni, out / "attacks" / "unicity_panel", dataset_id=did)
+    top = topn_vs_panel_size(simulation.release, simulation.world, seed=seed, target_sizes=target, **PANEL_TOPN)
+    write_table(top, out / "attacks" / "topn_panel", dataset_id=did)
+    keep = {k: attack_settings[k] for k in ("seed", "ladder_rungs", "ladder_level", "ladder_relink_max_dist_m")
+            if k in attack_settings}
+    sens = sensitivity(simulation, ibd, headline_measure(simulation, keep), progress=progress)
+    write_table(sens, out / "attacks" / "sensitivity", dataset_id=did)
+    return ceilings
 
 
 #: the main job evaluates defenses on a seeded sample of pseudonyms, for 7 and all days
@@ -129,30 +198,40 @@ def defense_step(simulation, out: Path, defenses=None, progress=True,
     return priv, util, settings
 
 
-def headline_sentence(tables: dict) -> tuple[str, dict]:
-    """The plain-words headline from the time-to-identification curve."""
-    t = tables.get("time_to_identification")
-    if t is None or not len(t):
-        return "No time-to-identification result.", {}
-    t = t.sort_values("days")
-    level = t["level"].iloc[0]
+def headline_sentence(tables: dict, register_profile: str | None = None) -> tuple[str, dict]:
+    """The plain-words headline: per observation window, the share of devices the
+    strongest candidate-set rung of the attacker ladder names uniquely and correctly,
+    and narrows to :data:`HEADLINE_K` or fewer people with the owner among them.
+    Returns ``(sentence, figures)``."""
+    ladder = tables.get("ladder")
+    rung = strongest_set_rung(ladder)
+    if rung is None:
+        return "No identification result (the attacker ladder did not run).", {}
+    h = ladder_headline(ladder, rung)
+    level = str(ladder["level"].iloc[0])
+    days = sorted(h["days"].unique())
+    shown = [d for d in (days[0], 7, days[-1]) if d in days]
+    shown = list(dict.fromkeys(shown))
 
-    def pct(r):
+    def fig(d, metric):
+        r = h[(h["days"] == d) & (h["metric"] == metric)].iloc[0]
         return pct_ci(r["value"], r["ci_low"], r["ci_high"], label="95% CI", small=0.1)
 
-    first = t.iloc[0]
-    parts = [f"After {int(first['days'])} day{'s' if first['days'] != 1 else ''}, {pct(first)} of devices "
-             f"were tied to a named person"]
-    later = t[t["days"] == 7]
-    if len(later) and int(first["days"]) != 7:
-        parts.append(f"after 7 days, {pct(later.iloc[0])}")
-    last = t.iloc[-1]
-    if int(last["days"]) not in (7, int(first["days"])):
-        parts.append(f"after {int(last['days'])} days, {pct(last)}")
-    n = int(first["n"])
-    sent = "; ".join(parts) + f" (n = {n:,} pseudonyms; unique, correct match of inferred home and work to the " \
-                              f"register at {level} level)."
-    return sent, {"level": level, "curve": t[["days", "value", "ci_low", "ci_high", "n"]].to_dict("records")}
+    parts = []
+    for i, d in enumerate(shown):
+        lead = f"After {int(d)} day{'s' if d != 1 else ''}" if i == 0 else f"after {int(d)} days"
+        parts.append(f"{lead}, {fig(d, 'named')} of devices were named correctly and uniquely and "
+                     f"{fig(d, f'narrowed_{HEADLINE_K}')} narrowed to {HEADLINE_K} or fewer people")
+    n = int(h[h["days"] == days[-1]]["n"].iloc[0])
+    reg = f"; register: {register_profile}" if register_profile else ""
+    sent = "; ".join(parts) + (f" (n = {n:,} devices; attacker ladder up to its {rung.replace('_', ' ')!r} rung: "
+                               f"the inferred home, and work where found, matched to the register at {level} "
+                               f"level{reg}).")
+    curve = h.pivot_table(index="days", columns="metric", values=["value", "ci_low", "ci_high", "n"])
+    records = [{"days": int(d), **{f"{m}_{c}": float(curve.loc[d, (c, m)]) for c in ("value", "ci_low", "ci_high", "n")
+                                   for m in ("named", f"narrowed_{HEADLINE_K}")}} for d in curve.index]
+    return sent, {"rung": rung, "level": level, "k": HEADLINE_K, "register_profile": register_profile,
+                  "curve": records}
 
 
 def _load_and_validate(out: Path):
@@ -187,7 +266,7 @@ def run_main(scn: Scenario | None = None, out_dir="reidsim-out", *, progress: bo
 
 
 def _run_into(scn, out: Path, progress, defenses, report, infer_params, attack_config) -> dict:
-    bar = tqdm(total=6 if report else 5, desc="reidsim run", unit="stage", disable=not progress,
+    bar = tqdm(total=7 if report else 6, desc="reidsim run", unit="stage", disable=not progress,
                bar_format="{desc}: {n}/{total} stages |{bar}| {elapsed} {postfix}")
     timings = {}
 
@@ -203,9 +282,11 @@ def _run_into(scn, out: Path, progress, defenses, report, infer_params, attack_c
     simulation = stage("load_validate", lambda: _load_and_validate(out))
     ibd, infer_settings = stage("infer", lambda: infer_step(simulation, out, infer_params))
     tables, attack_settings = stage("attacks", lambda: attack_step(simulation, out, ibd, attack_config))
+    ceilings = stage("context", lambda: honest_step(simulation, out, ibd, attack_settings))
     _, _, defense_settings = stage("defenses", lambda: defense_step(simulation, out, defenses, progress=False))
-    sentence, head = headline_sentence(tables)
-    info = {"headline": sentence, "headline_figures": head, "scenario": scn.to_dict(),
+    sentence, head = headline_sentence(tables, scn.register.profile)
+    head["ceilings"] = ceilings
+    info = {"headline": sentence, "headline_figures": head, "ledger": ledger_rows(scn), "scenario": scn.to_dict(),
             "config_hash": scn.config_hash(), "seed": scn.seed, "reidsim_version": __version__,
             "dataset_id": manifest["dataset_id"],
             "settings": {"inference": infer_settings, "attacks": attack_settings, **defense_settings},

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from sim.core.errors import InputError
+from sim.attacks.ladder import RUNGS
 from sim.core.files import atomic_path, read_dataset_id
 from sim.core.fmt import NA, count, is_finite, num, num_auto, num_range, pct, pct_ci, pct_range
 from sim.metrics.calibration import SANE_RANGES
@@ -51,6 +52,10 @@ __all__ = ["write_report", "FIGURES", "scenario_toml", "pick_trail_device"]
 
 #: figure name -> title, in report order
 FIGURES = {
+    "ladder": "How far each attacker gets",
+    "waterfall": "Where identification is lost",
+    "sensitivity": "How the headline depends on the assumptions",
+    "unicity_panel": "Unicity against the size of the data set",
     "time_to_identification": "How fast pseudonyms become people",
     "anonymity_sets": "Anonymity-set sizes per zone level",
     "unicity": "Unicity vs points known and resolution",
@@ -122,7 +127,8 @@ def _load(d: Path, simulation=None) -> dict:
             "summary": _read_json(d / "attacks" / "summary.json") or {},
             "geofence_meta": _read_json(d / "attacks" / "geofence_meta.json")}
     for name in ("linkage", "linkage_per_device", "time_to_identification", "unicity", "unicity_power_law",
-                 "topn", "known_points", "geofence", "geofence_per_pseudonym", "relink"):
+                 "topn", "known_points", "geofence", "geofence_per_pseudonym", "relink", "ladder",
+                 "waterfall", "sensitivity", "unicity_panel", "topn_panel"):
         data[name] = _read_table(d / "attacks" / f"{name}.parquet", did)
     data["privacy"] = _read_table(d / "defenses" / "privacy.parquet", did)
     data["utility"] = _read_table(d / "defenses" / "utility.parquet", did)
@@ -232,6 +238,16 @@ def _render_figures(data) -> tuple[dict, dict]:
 
 
     pngs, facts = {}, {}
+    if data["ladder"] is not None and len(data["ladder"]):
+        pngs["ladder"] = _png(plots.plot_ladder(data["ladder"]))
+    if data["waterfall"] is not None and len(data["waterfall"]):
+        ceil = (data["run"].get("headline_figures") or {}).get("ceilings")
+        pngs["waterfall"] = _png(plots.plot_waterfall(data["waterfall"], ceil))
+    if data["sensitivity"] is not None and len(data["sensitivity"]):
+        pngs["sensitivity"] = _png(plots.plot_sensitivity(data["sensitivity"], "named",
+                                                          "share of devices named uniquely and correctly"))
+    if data["unicity_panel"] is not None and len(data["unicity_panel"]):
+        pngs["unicity_panel"] = _png(plots.plot_panel_curve(data["unicity_panel"]))
     if data["time_to_identification"] is not None:
         pngs["time_to_identification"] = _png(plots.plot_time_to_identification(data["time_to_identification"]))
     if data["linkage"] is not None:
@@ -446,8 +462,35 @@ def scenario_toml(scenario: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _headline_rows(data):
+def _ladder_rows(data):
+    """The headline's figures: per window shown, named and narrowed to k by the strongest
+    candidate-set rung, then the ceilings (all from run.json and the ladder table)."""
+    head = data["run"].get("headline_figures") or {}
+    lad = data["ladder"]
+    rung, k = head.get("rung"), head.get("k", 5)
     rows = []
+    if lad is None or rung is None:
+        return rows
+    t = lad[(lad["rung"] == rung) & (lad["unit"] == "device")]
+    days = sorted(t["days"].unique())
+    for d in dict.fromkeys(x for x in (days[0], 7, days[-1]) if x in days):
+        s = "s" if d != 1 else ""
+        rows.append(_share_row(f"Devices named uniquely and correctly after {int(d)} day{s}",
+                               _row(t, days=d, metric="named")))
+        rows.append(_share_row(f"Devices narrowed to {k} or fewer people, owner among them, after {int(d)} day{s}",
+                               _row(t, days=d, metric="narrowed_k", k=float(k))))
+    rows.append(_share_row(f"Devices named wrongly (a single candidate who is not the owner), {int(days[-1])} days",
+                           _row(t, days=days[-1], metric="wrong")))
+    for key, label in (("ceiling_home", "Ceiling: owner listed in the register with the right home address"),
+                       ("ceiling_exact", "Ceiling of the exact home + work join: employer listed too")):
+        c = (head.get("ceilings") or {}).get(key)
+        if c:
+            rows.append(_share_row(label, c))
+    return rows
+
+
+def _headline_rows(data):
+    rows = _ladder_rows(data)
     tt = data["time_to_identification"]
     level, key = _ttid_level_key(data)
     if tt is not None and len(tt):
@@ -832,10 +875,13 @@ def _build(data, pngs, facts) -> _Doc:
     doc.table(["Figure", "Value", "95% CI", "n"], _headline_rows(data),
               note="n = number of devices (pseudonyms) the figure rests on.")
 
+    _ladder_section(doc, data)
+
     doc.h(2, "What the figures show", "figures")
     doc.fig("time_to_identification", FIGURES["time_to_identification"], _cap_ttid(data, level, key))
     doc.fig("anonymity_sets", FIGURES["anonymity_sets"], _cap_anon(data))
     doc.fig("unicity", FIGURES["unicity"], _cap_unicity(data))
+    doc.fig("unicity_panel", FIGURES["unicity_panel"], _cap_unicity_panel(data))
     doc.fig("device_trail", FIGURES["device_trail"], _cap_trail(facts.get("device_trail")))
     doc.fig("geofence", FIGURES["geofence"], _cap_geofence(data, facts.get("geofence")))
     doc.fig("privacy_utility", FIGURES["privacy_utility"], _cap_pu(data, level, key))
@@ -914,6 +960,109 @@ def _build(data, pngs, facts) -> _Doc:
         doc.p("The complete scenario (every parameter of the run), as scenario.toml:")
         doc.code(toml)
     return doc
+
+
+def _ladder_section(doc, data):
+    run = data["run"]
+    head = run.get("headline_figures") or {}
+    lad = data["ladder"]
+    if lad is None or not len(lad):
+        return
+    reg = (run.get("scenario") or {}).get("register") or {}
+    doc.h(2, "Who can be named: the attacker ladder", "ladder")
+    doc.p("\"Named\" means the attacker is left with exactly one person of the register and that person owns "
+          f"the device; \"narrowed to k\" means at most k people are left and the owner is among them; "
+          "\"wrong\" means one person is left and it is somebody else. The unit is the device (the phone, so the "
+          "person): a device whose ID rotated counts as named when any of its pseudonyms is, and each window "
+          "counts only the devices seen in it. The attacker holds the register profile "
+          f"{reg.get('profile', 'people_search')!r}, which lists adults only. Each rung keeps the candidates of "
+          "the rungs before it when its own rule would leave none, so a stronger rung never names fewer devices. "
+          f"The headline quotes the strongest candidate-set rung ({str(head.get('rung', '')).replace('_', ' ')}); "
+          "the ranked attacker always names its first candidate, so its \"named\" is a best guess, not a unique "
+          "match.")
+    doc.ul([f"{name.replace('_', ' ')}: {spec.description}" for name, spec in RUNGS.items()
+            if name in set(lad["rung"])])
+    t = lad[lad["unit"] == "device"]
+    last = t["days"].max()
+    ks = sorted(t.loc[t["metric"] == "narrowed_k", "k"].dropna().unique())
+    rows = []
+    for rung in dict.fromkeys(t["rung"]):
+        r = t[(t["rung"] == rung) & (t["days"] == last)]
+
+        def cell(**eq):
+            x = _row(r, **eq)
+            return pct(x["value"]) if x is not None else NA
+        rows.append([rung.replace("_", " "), cell(metric="named"),
+                     *[cell(metric="narrowed_k", k=float(kk)) for kk in ks],
+                     cell(metric="wrong"), cell(metric="no_candidate")])
+    n = _row(t, days=last, metric="named")
+    doc.table(["Rung", "Named", *[f"≤ {int(kk)}" for kk in ks], "Wrong", "No candidate"], rows,
+              note=f"Shares of devices after {int(last)} days (n = {count(n['n']) if n is not None else NA}); "
+                   "95 % intervals in attacks/ladder.csv.")
+    doc.fig("ladder", FIGURES["ladder"],
+            "Left: the share of devices whose owner is among the k or fewer people each attacker is left with; a "
+            "star marks \"named\" (a single candidate, the right one). Right: the share named as days go by.")
+
+    wf = data["waterfall"]
+    if wf is not None and len(wf):
+        doc.h(2, "Where identification is lost", "waterfall")
+        c = head.get("ceilings") or {}
+        ch, ce = c.get("ceiling_home"), c.get("ceiling_exact")
+        txt = ("Each bar is the share of devices still identifiable after one more condition the exact home + work "
+               "join needs. The register sets ceilings no attacker of this kind can pass: ")
+        if ch:
+            txt += (f"{_row_pct_ci(ch)} of devices have an owner listed with the right home address (the most a "
+                    "home-based attacker could name)")
+        if ce:
+            txt += f", and {_row_pct_ci(ce)} also have their employer listed (the most the exact join could name)"
+        doc.p(txt + ".")
+        doc.fig("waterfall", FIGURES["waterfall"],
+                "Shares of all devices, with 95 % intervals and counts; the dashed line is the home-based ceiling.")
+
+    led = run.get("ledger") or []
+    if led:
+        doc.h(2, "Assumptions behind the headline", "assumptions")
+        doc.p("Every parameter that moves the headline, with the value this run used, a plausible range and its "
+              "source. Where there is no source the table says \"assumption\".")
+        doc.table(["Parameter", "This run", "Plausible range", "Source", "Moves"],
+                  [[r["path"], _ledger_value(r["value"]), f"{r['low']:g} – {r['high']:g}", r["source"], r["drives"]]
+                   for r in led])
+        sens = data["sensitivity"]
+        if sens is not None and len(sens):
+            swept = sorted(set(sens["path"]))
+            doc.fig("sensitivity", FIGURES["sensitivity"],
+                    "The headline (devices named uniquely and correctly) re-measured at the low and high end of "
+                    "each range, everything else as in this run: " + "; ".join(
+                        f"{r['path']} by {r['method']}" for _, r in sens.drop_duplicates("path").iterrows())
+                    + ". The register is rebuilt from the same people; days are earlier windows of the same "
+                    "pings; a lower ping rate is reached by thinning the pings. Parameters that need a new "
+                    "population or release are not swept here: "
+                    + ", ".join(r["path"] for r in led if r["path"] not in swept) + ".")
+
+
+def _ledger_value(v):
+    if isinstance(v, float):
+        return f"{v:g}"
+    return NA if v is None else str(v)
+
+
+def _cap_unicity_panel(data):
+    u = data["unicity_panel"]
+    if u is None or not len(u):
+        return ""
+    m = u[(u["kind"] == "measured") & (u["metric"] == "unicity")]
+    e = u[(u["kind"] == "extrapolated") & (u["metric"] == "unicity")]
+    txt = ("Unicity depends on how many devices a data set holds: the more people, the likelier another one "
+           "shares your points. Measured on random sub-panels of growing size")
+    if len(m):
+        r = m.iloc[0]
+        txt += (f" ({int(r['p'])} points, {num(r['v_m'])} m cells, {num_auto(r['h_h'])} h bins), from "
+                f"{count(m['n_panel'].min())} to {count(m['n_panel'].max())} devices")
+    if len(e):
+        r = e.iloc[0]
+        txt += (f", and extrapolated with a fitted model (cf. Farzanehfar et al. 2021) to all "
+                f"{count(r['n_panel'])} residents: {_row_pct_ci(r)}")
+    return txt + "."
 
 
 # ----------------------------------------------------------------------- captions

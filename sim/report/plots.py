@@ -32,6 +32,7 @@ __all__ = [
     "plot_time_to_identification", "plot_anonymity_sets", "plot_unicity", "plot_device_trail",
     "plot_geofence", "plot_privacy_utility", "plot_calibration", "LEVEL_ORDER", "NIGHT_HOURS", "KEY_LABELS",
     "params_label", "local_str", "plot_waterfall", "plot_sensitivity",
+    "plot_ladder", "plot_panel_curve",
 ]
 
 #: zone levels, finest first (the one constant of sim.core.constants)
@@ -1190,7 +1191,12 @@ def plot_sensitivity(table: pd.DataFrame, metric: str, label: str | None = None,
 
     def val(path, setting):
         r = t[(t["path"] == path) & (t["setting"] == setting) & (t["metric"] == metric)]
-        return (float(r["value"].iloc[0]), r["param_value"].iloc[0]) if len(r) else (np.nan, None)
+        if not len(r):
+            return np.nan, None
+        pv = r["param_value"].iloc[0]
+        if "window_days" in r.columns and r["method"].iloc[0] == "prefix":
+            pv = r["window_days"].iloc[0]  # the window measured (the release may be shorter than the range)
+        return float(r["value"].iloc[0]), pv
 
     rows = []
     for pth in paths:
@@ -1211,5 +1217,84 @@ def plot_sensitivity(table: pd.DataFrame, metric: str, label: str | None = None,
                                      for r in rows])
     _pct_axis(ax, "x")
     ax.set_xlabel(label or metric)
-    ax.set_title("How the headline moves across each assumption's range (red: low end, blue: high end)")
+    ax.set_title("The headline across each assumption's range\n(red: low end, blue: high end, bar: this run)",
+                 fontsize="medium")
+    return fig
+
+
+_RUNG_COLOR = {"exact": "#C44E52", "hierarchical": "#4C72B0", "home_adults": "#2a9d8f", "ranked": "#6a4c93"}
+
+
+def plot_ladder(ladder: pd.DataFrame, unit: str = "device", ax=None):
+    """The attacker ladder (:mod:`sim.attacks.ladder`): left, the share of devices
+    narrowed to k or fewer people with the owner among them, against k, at the longest
+    window (a filled marker at k = 1 for "named uniquely"); right, the share named
+    against days observed.  One line per rung.  Returns the Figure."""
+    _need(ladder, ["rung", "days", "k", "metric", "value", "ci_low", "ci_high", "unit"], "ladder table")
+    t = ladder[ladder["unit"] == unit]
+    fig, axes = _new_figure((10.5, 4.0), 1, 2)
+    a1, a2 = axes[0]
+    if t.empty:
+        _no_data(a1)
+        _no_data(a2)
+        return fig
+    last = t["days"].max()
+    for rung in dict.fromkeys(t["rung"]):
+        c = _RUNG_COLOR.get(rung, "0.3")
+        r = t[(t["rung"] == rung) & (t["days"] == last) & (t["metric"] == "narrowed_k")].sort_values("k")
+        if len(r):
+            a1.plot(r["k"], 100 * r["value"], marker="o", ms=3, color=c, label=rung.replace("_", " "))
+            a1.fill_between(r["k"], 100 * r["ci_low"], 100 * r["ci_high"], color=c, alpha=0.15, lw=0)
+        named = t[(t["rung"] == rung) & (t["days"] == last) & (t["metric"] == "named")]
+        if len(named):
+            a1.plot([1], [100 * named["value"].iloc[0]], marker="*", ms=10, color=c, ls="none")
+        n = t[(t["rung"] == rung) & (t["metric"] == "named")].sort_values("days")
+        if len(n):
+            a2.plot(n["days"], 100 * n["value"], marker="o", ms=3, color=c, label=rung.replace("_", " "))
+            a2.fill_between(n["days"], 100 * n["ci_low"], 100 * n["ci_high"], color=c, alpha=0.15, lw=0)
+    a1.set(xlabel="k (people the attacker is left with)", ylabel=f"share of {unit}s",
+           title=f"Owner among k or fewer candidates, {int(last)} days (star: named)")
+    a1.set_xscale("log")
+    ks = sorted(t.loc[t["metric"] == "narrowed_k", "k"].dropna().unique())
+    if ks:
+        a1.set_xticks(ks, [f"{int(k)}" for k in ks])
+        a1.xaxis.set_minor_formatter(_null_formatter())
+    a2.set(xlabel="days observed", ylabel=f"share of {unit}s named", title="Named uniquely and correctly")
+    for a in (a1, a2):
+        _pct_axis(a)
+        a.set_ylim(0, 100)
+        a.grid(alpha=0.3)
+    a2.legend(fontsize="small", loc="upper left")
+    return fig
+
+
+def _null_formatter():
+    from matplotlib.ticker import NullFormatter
+
+    return NullFormatter()
+
+
+def plot_panel_curve(table: pd.DataFrame, title: str = "Unicity against panel size", ax=None):
+    """A uniqueness share measured on sub-panels of growing size (points with 95 %
+    intervals) and its extrapolation (diamond with interval), log-scaled panel size
+    (:func:`sim.attacks.panel.unicity_vs_panel_size`).  Returns the Figure."""
+    _need(table, ["n_panel", "value", "ci_low", "ci_high", "kind", "metric"], "panel table")
+    fig, ax = _fig_ax(ax, (6.0, 3.8))
+    main = table[~table["metric"].astype(str).str.endswith("lower_bound")]
+    m = main[main["kind"] == "measured"].sort_values("n_panel")
+    e = main[main["kind"] == "extrapolated"].sort_values("n_panel")
+    if m.empty:
+        _no_data(ax)
+        return fig
+    ax.errorbar(m["n_panel"], 100 * m["value"], yerr=[100 * (m["value"] - m["ci_low"]), 100 * (m["ci_high"] - m["value"])],
+                fmt="o-", ms=4, color="#4C72B0", capsize=2, label="measured on sub-panels")
+    if len(e):
+        ax.errorbar(e["n_panel"], 100 * e["value"], yerr=[100 * (e["value"] - e["ci_low"]), 100 * (e["ci_high"] - e["value"])],
+                    fmt="D", ms=6, color="#C44E52", capsize=3, label="extrapolated (fitted model)")
+    ax.set_xscale("log")
+    ax.set(xlabel="devices in the data set", ylabel="unique", title=title)
+    _pct_axis(ax)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="lower left")
     return fig
