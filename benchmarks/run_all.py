@@ -39,7 +39,9 @@ def scenario_figures(path: Path, quick: bool) -> dict:
     from sim.core.config import Scenario
     from sim.pipeline.evaluate import evaluate_release
     from sim.attacks.gathering import pick_gathering
-    from sim.pipeline.main import MAIN_ATTACK_CONFIG
+    from sim.attacks.panel import unicity_vs_panel_size
+    from sim.metrics.waterfall import identification_waterfall
+    from sim.pipeline.main import HEADLINE_K, MAIN_ATTACK_CONFIG, PANEL_UNICITY, ladder_headline, strongest_set_rung
 
     scn = Scenario.from_toml(path)
     if quick:
@@ -61,10 +63,28 @@ def scenario_figures(path: Path, quick: bool) -> dict:
         fig[name] = {"value": float(row["value"]), "ci_low": float(row["ci_low"]),
                      "ci_high": float(row["ci_high"]), "n": int(row["n"]), **extra}
 
+    # the headline (as in the main job): strongest candidate-set rung of the ladder, per device
+    rung = strongest_set_rung(T["ladder"])
+    h = ladder_headline(T["ladder"], rung)
+    for d in sorted(set(h["days"]) & {1, 7, 14} | {int(h["days"].max())}):
+        for metric, name, words in (("named", "named", "named uniquely and correctly"),
+                                    (f"narrowed_{HEADLINE_K}", f"narrowed_to_{HEADLINE_K}",
+                                     f"narrowed to {HEADLINE_K} or fewer people, owner among them")):
+            put(f"{name}_after_{int(d)}_days", h[(h["days"] == d) & (h["metric"] == metric)].iloc[0],
+                definition=f"devices {words} by the ladder's {rung!r} rung (register {scn.register.profile})")
+    last = max(ev.inferred_by_day)
+    _, ceil = identification_waterfall(ev.inferred_by_day[last], sim.pseudonyms, sim.persons, sim.register,
+                                       sim.world)
+    for key in ("ceiling_home", "ceiling_exact"):
+        put(key, ceil[key], definition=ceil[key]["label"])
+    up = unicity_vs_panel_size(sim.release, seed=scn.seed, target_sizes=[scn.residents], **PANEL_UNICITY)
+    for _, r in up[(up["metric"] == "unicity") & (up["kind"] == "extrapolated")].iterrows():
+        put(f"unicity_p{PANEL_UNICITY['p']}_extrapolated_to_{int(r['n_panel'])}_residents", r,
+            definition="fitted unicity-vs-panel-size model (cf. Farzanehfar et al. 2021) at every resident")
     tt = T["time_to_identification"]
     for d in sorted(set(tt["days"]) & {1, 2, 3, 7, 14} | {int(tt["days"].max())}):
-        put(f"identified_after_{int(d)}_days", tt[tt["days"] == d].iloc[0],
-            definition="unique & correct register match of inferred (home, work) buildings")
+        put(f"exact_join_identified_after_{int(d)}_days", tt[tt["days"] == d].iloc[0],
+            definition="per pseudonym: unique & correct register match of inferred (home, work) buildings")
     lk = T["linkage"]
     for lvl in ("building", "block", "tract"):
         for key in ("home", "home_work"):
