@@ -20,7 +20,7 @@ from _common import machine, save
 #: published anchors (DESIGN.md §9) the statistics can be read against
 ANCHORS = {
     "commute_minutes_mean": "US mean one-way commute 27.6 min (Census 2019); measured from pings",
-    "commute_minutes_model": "the generator's travel model: matches the census by construction",
+    "commute_minutes_model": "the generator's travel model (straight-line home-work distance at travel_speed_kmh plus trip_overhead_min), not a measurement",
     "commute_minutes_upper_mean": "per-commute upper bounds (last home ping to first work ping)",
     "distinct_places_growth_exponent": "S(t) ~ t^0.6 (Song et al. 2010)",
     "visit_rank_exponent": "f_k ~ k^-1.2 +/- 0.1 by visits (Song et al. 2010)",
