@@ -26,6 +26,9 @@ sys.path.insert(0, str(HERE))
 
 from _common import RESULTS, machine, save  # noqa: E402
 
+from sim import __version__  # noqa: E402
+from sim.report.findings import figure_label, key_finding, moved_figures  # noqa: E402
+
 SPEED = {
     "generate": ("bench_generate.py", ["--quick"], "generate"),
     "infer": ("bench_infer.py", [], "infer"),
@@ -72,6 +75,9 @@ def scenario_figures(path: Path, quick: bool) -> dict:
                                      f"narrowed to {HEADLINE_K} or fewer people, owner among them")):
             put(f"{name}_after_{int(d)}_days", h[(h["days"] == d) & (h["metric"] == metric)].iloc[0],
                 definition=f"devices {words} by the ladder's {rung!r} rung (register {scn.register.profile})")
+    curve = h.pivot_table(index="days", columns="metric", values=["value", "ci_low", "ci_high"])
+    curve_rows = [{"days": int(d), **{f"{m}_{c}": float(curve.loc[d, (c, m)]) for c in ("value", "ci_low", "ci_high")
+                                      for m in curve.columns.get_level_values(1).unique()}} for d in curve.index]
     last = max(ev.inferred_by_day)
     _, ceil = identification_waterfall(ev.inferred_by_day[last], sim.pseudonyms, sim.persons, sim.register,
                                        sim.world)
@@ -110,7 +116,39 @@ def scenario_figures(path: Path, quick: bool) -> dict:
     return {"scenario": scn.name, "file": str(path.relative_to(HERE.parent)), "config_hash": scn.config_hash(),
             "seed": scn.seed, "devices": len(sim.devices), "pings": sim.release.n_pings,
             "days": scn.pings.days, "quick": quick, "seconds": round(time.perf_counter() - t0, 1),
-            "figures": fig, "machine": machine(), "scenario_config": scn.to_dict()}
+            "figures": fig, "machine": machine(), "scenario_config": scn.to_dict(), "curve": curve_rows,
+            "rung": rung, "reidsim_version": __version__}
+
+
+def scenario_chart(result: dict) -> str:
+    """benchmarks/results/<scenario>.png: named and narrowed to 5 against days observed,
+    with 95 % intervals; returns its path relative to the repository."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import PercentFormatter
+
+    c = result["curve"]
+    fig = Figure(figsize=(5.5, 3.4), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    d = [r["days"] for r in c]
+    for m, label, colour in (("named", "named uniquely and correctly", "#C44E52"),
+                             ("narrowed_5", "narrowed to 5 or fewer people", "#4C72B0")):
+        if f"{m}_value" not in c[0]:
+            continue
+        v = [100 * r[f"{m}_value"] for r in c]
+        ax.plot(d, v, marker="o", ms=3, color=colour, label=label)
+        ax.fill_between(d, [100 * r[f"{m}_ci_low"] for r in c], [100 * r[f"{m}_ci_high"] for r in c],
+                        color=colour, alpha=0.2, lw=0)
+    ax.yaxis.set_major_formatter(PercentFormatter(100, decimals=0))
+    ax.set_ylim(0, 100)
+    ax.set(xlabel="days of pings observed", ylabel="share of devices",
+           title=f"{result['scenario']}: who the pings point to (95 % CI)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left")
+    path = RESULTS / f"{result['scenario']}.png"
+    fig.savefig(path)
+    return str(path.relative_to(HERE.parent))
 
 
 def run_speed(name: str, quick: bool) -> dict | None:
@@ -145,7 +183,8 @@ def _fmt(f: dict) -> str:
     return f"{v:,.0f} ({lo:,.0f}–{hi:,.0f})"
 
 
-def write_markdown(scen: list, speed: dict, command: str = "python benchmarks/run_all.py") -> Path:
+def write_markdown(scen: list, speed: dict, command: str = "python benchmarks/run_all.py",
+                   moved: list | None = None) -> Path:
     m = machine()
     lines = ["# reidsim benchmark figures", "",
              f"Produced by `{command}` (do not edit by hand). Every figure is a "
@@ -156,15 +195,43 @@ def write_markdown(scen: list, speed: dict, command: str = "python benchmarks/ru
              f"numpy {m['versions']['numpy']}, numba {m['versions']['numba']}, pandas {m['versions']['pandas']}, "
              f"pyarrow {m['versions']['pyarrow']}; run {m['when_utc']}.", ""]
     if scen:
-        lines += ["## Named scenarios", ""]
+        lines += ["## Key findings", "",
+                  "One sentence per real-world story, each with a stable figure id (`reidsim cite FIGURE_ID` "
+                  "prints it with its interval, the command that reproduces it and a citation), the scenario file "
+                  "and seed, the version, a chart and the assumptions it rests on.", ""]
+        for s in scen:
+            kf = key_finding(s)
+            if kf is None:
+                continue
+            lines += [f"### {kf['title']}", "", f"**{kf['sentence']}**", "",
+                      f"- Figure id: `{kf['figure_id']}` · scenario `{kf['file']}` · seed {kf['seed']} · "
+                      f"reidsim {kf['version']}",
+                      f"- What it represents: {kf['description']}",
+                      f"- Calibrated to: {kf['calibrated_to']}",
+                      f"- Assumptions: {kf['assumptions']}"]
+            if s.get("chart"):
+                lines += ["", f"![{s['scenario']}]({s['chart']})"]
+            lines.append("")
+        if moved is not None:
+            lines += ["## What moved since the last committed run", ""]
+            if moved:
+                lines += ["| figure | before | now | why |", "|---|---|---|---|"]
+                for m in moved:
+                    def fv(x):
+                        return "—" if x is None else (f"{100 * x:.1f}%" if abs(x) <= 1 else f"{x:,.0f}")
+                    lines.append(f"| `{m['figure_id']}` | {fv(m['old'])} | {fv(m['new'])} | {m['why']} |")
+            else:
+                lines.append("No figure moved beyond its 95 % interval.")
+            lines.append("")
+        lines += ["## Appendix: every figure of the named scenarios", ""]
         for s in scen:
             lines += [f"### {s['scenario']}" + (" (quick size)" if s["quick"] else ""), "",
                       f"`{s['file']}` · seed {s['seed']} · config hash `{s['config_hash']}` · "
                       f"{s['devices']:,} devices · {s['pings']:,} pings · {s['days']} days · {s['seconds']} s", "",
-                      "| figure | value (95% CI) | n |", "|---|---|---|"]
+                      "| figure id | what it is | value (95% CI) | n |", "|---|---|---|---|"]
             for k, f in s["figures"].items():
                 f = dict(f, _name=k)
-                lines.append(f"| {k} | {_fmt(f)} | {f['n']:,} |")
+                lines.append(f"| `{s['scenario']}.{k}` | {figure_label(k)} | {_fmt(f)} | {f['n']:,} |")
             lines.append("")
     if speed:
         lines += ["## Speed benchmarks", "",
@@ -207,38 +274,59 @@ def _speed_summary(path: Path) -> str:
     return "\n".join(out) if out else json.dumps({k: v for k, v in d.items() if k != "machine"})[:1500]
 
 
+def _speed_from_results() -> dict:
+    """The speed section from the saved results (for runs that do not re-run it)."""
+    speed = {}
+    for name, (script, args, result) in SPEED.items():
+        rf = RESULTS / f"{result}{'_quick' if '--quick' in args else ''}.json"
+        speed[name] = ({"script": script, "args": args, "ok": True, "seconds": "not re-run",
+                        "result_file": str(rf.relative_to(HERE.parent))} if rf.exists() else None)
+    return speed
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller scenarios and quick speed runs")
     ap.add_argument("--only", choices=["scenarios", "speed"], default=None)
+    ap.add_argument("--scenario", nargs="+", help="run only these named scenarios (file stems)")
     ap.add_argument("--from-results", action="store_true",
                     help="re-run nothing: rebuild BENCHMARKS.md from benchmarks/results/*.json")
     a = ap.parse_args()
     if a.from_results:
         scen = [json.loads(f.read_text()) for f in sorted(RESULTS.glob("scenario_*.json"))]
-        speed = {}
-        for name, (script, args, result) in SPEED.items():
-            rf = RESULTS / f"{result}{'_quick' if '--quick' in args else ''}.json"
-            speed[name] = ({"script": script, "args": args, "ok": True, "seconds": "not re-run",
-                            "result_file": str(rf.relative_to(HERE.parent))} if rf.exists() else None)
-        print(f"wrote {write_markdown(scen, speed, command='python benchmarks/run_all.py --from-results')}")
+        print(f"wrote {write_markdown(scen, _speed_from_results(), command='python benchmarks/run_all.py --from-results')}")
         return
-    scen = []
+    committed = {json.loads(f.read_text())["scenario"]: json.loads(f.read_text())
+                 for f in sorted(RESULTS.glob("scenario_*.json"))}
+    moved = None
     if a.only in (None, "scenarios"):
-        for f in sorted((HERE / "scenarios").glob("*.toml")):
+        files = sorted((HERE / "scenarios").glob("*.toml"))
+        if a.scenario:
+            files = [f for f in files if f.stem in a.scenario]
+            unknown = sorted(set(a.scenario) - {f.stem for f in files})
+            if unknown:
+                ap.error(f"unknown scenario(s) {unknown}; known: {[f.stem for f in sorted((HERE / 'scenarios').glob('*.toml'))]}")
+        fresh = {}
+        for f in files:
             print(f"scenario {f.stem} ...", flush=True)
             s = scenario_figures(f, a.quick)
+            s["chart"] = scenario_chart(s)
             save(f"scenario_{s['scenario']}", s)
-            scen.append(s)
-    else:
-        for f in sorted(RESULTS.glob("scenario_*.json")):
-            scen.append(json.loads(f.read_text()))
-    speed = {}
+            fresh[s["scenario"]] = s
+        moved = moved_figures({k: v for k, v in committed.items() if k in fresh}, fresh)
+        moved += [m for m in moved_figures(committed, fresh) if m["why"] == "new scenario"]
+        moved = [m for m in moved if not (m["why"] == "new figure" and m["figure_id"].split(".")[0] not in committed)]
+        for m in moved:
+            print(f"moved: {m['figure_id']}: {m['old']} -> {m['new']} ({m['why']})")
+        if not moved:
+            print("no figure moved beyond its 95 % interval")
+    scen = [json.loads(f.read_text()) for f in sorted(RESULTS.glob("scenario_*.json"))]
+    speed = _speed_from_results()
     if a.only in (None, "speed"):
         for name in SPEED:
             print(f"speed benchmark {name} ...", flush=True)
             speed[name] = run_speed(name, a.quick)
-    print(f"wrote {write_markdown(scen, speed)}")
+    print(f"wrote {write_markdown(scen, speed, moved=moved)}")
 
 
 if __name__ == "__main__":

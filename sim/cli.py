@@ -205,6 +205,13 @@ def cmd_sweep(a):
     return 0
 
 
+def cmd_cite(a):
+    from sim.report.findings import cite
+
+    print(cite(a.figure_id, a.results))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reidsim", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -256,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-cells", type=_positive_int, default=None, help="refuse grids larger than this (>= 1)")
     c.add_argument("-q", "--quiet", action="store_true")
     c.set_defaults(func=cmd_sweep)
+    c = sub.add_parser("cite", help="print a benchmark figure as a sentence with its interval, how to "
+                                    "reproduce it and a citation")
+    c.add_argument("figure_id", help="e.g. broker_sdk.narrowed_to_5_after_7_days (see BENCHMARKS.md)")
+    c.add_argument("--results", default="benchmarks/results",
+                   help="folder of the named scenarios' results (default benchmarks/results)")
+    c.set_defaults(func=cmd_cite)
     return p
 
 
