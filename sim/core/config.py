@@ -469,6 +469,18 @@ class Scenario:
         return cls(**kwargs).validate()
 
     @classmethod
+    def from_any(cls, config=None) -> "Scenario":
+        """A Scenario from ``None`` (the built-in default), a Scenario, a dict
+        (:meth:`from_dict`) or a TOML path (:meth:`from_toml`)."""
+        if config is None:
+            return cls().validate()
+        if isinstance(config, cls):
+            return config.validate()
+        if isinstance(config, dict):
+            return cls.from_dict(config)
+        return cls.from_toml(config)
+
+    @classmethod
     def from_toml(cls, path) -> "Scenario":
         """Read a scenario TOML file: either flat (fields and section tables at the top
         level) or everything inside one ``[scenario]`` table (a sweep file's layout).

@@ -11,15 +11,8 @@ from sim.release.dataset import Simulation, release_to_traces
 
 
 def _scenario(config=None, **overrides) -> Scenario:
-    if config is None:
-        scn = Scenario()
-    elif isinstance(config, Scenario):
-        scn = config
-    elif isinstance(config, dict):
-        scn = Scenario.from_dict(config)
-    else:
-        scn = Scenario.from_toml(config)
-    return scn.replace(**overrides) if overrides else scn.validate()
+    scn = Scenario.from_any(config)
+    return scn.replace(**overrides) if overrides else scn
 
 
 def simulate(n_devices: int | None = None, days: int | None = None, seed: int | None = None,
