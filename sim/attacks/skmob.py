@@ -28,6 +28,20 @@ Attacks (``ATTACKS``) and their match rules:
 * ``"home_work"`` — instance = u's two most frequently visited locations (one
   instance, no combinations); a user matches if both are among the user's own two
   most frequent locations.  Ties in visit count are broken by (lat, lng) ascending.
+* ``"location_probability"`` (skmob ``LocationProbabilityAttack``) — records are u's
+  *probability vector*: one per distinct location, ``p_u(l) = f_u(l) / n_u`` with
+  ``f_u(l)`` u's records at l and ``n_u`` all of u's records; instance = k of them.  A
+  user c matches if it visited every location of the instance and, for each,
+  ``p_c - p_c*tolerance <= p_inst <= p_c + p_c*tolerance`` (both inclusive, the interval
+  around the *candidate's* probability; ``tolerance = 0`` means equal probabilities).
+* ``"location_proportion"`` (skmob ``LocationProportionAttack``) — records are u's
+  frequency vector (one per distinct location, with its visit count); instance = k of
+  them.  A user c matches if it visited every location of the instance and, with
+  proportions taken relative to the most visited location *of the instance* —
+  ``q_inst(l) = f_u(l) / max_{l' in I} f_u(l')`` and ``q_c(l) = f_c(l) / max_{l' in I}
+  f_c(l')`` — ``q_c - q_c*tolerance <= q_inst <= q_c + q_c*tolerance`` for every l.
+  Both follow skmob's ``_match`` code and documentation (they agree; the toy values of
+  its docstrings are reproduced in the tests).
 
 Cost and limits: a user with n records has C(n, min(k, n)) instances of size k (one
 for ``home_work``), and each instance is checked against the users sharing its rarest
@@ -66,12 +80,16 @@ from sim.core.jit import jit, pjit, prange
 from sim.core.errors import ConfigError, CRSError, InputError
 from sim.core.traces import Traces
 
-ATTACKS = ("location", "location_sequence", "location_time", "unique_location", "frequency", "home_work")
+ATTACKS = ("location", "location_sequence", "location_time", "unique_location", "frequency", "home_work",
+           "location_probability", "location_proportion")
 PRECISIONS = ("Year", "Month", "Day", "Hour", "Minute", "Second")
 COMPAT = ("docs", "skmob-1.3.1")
 COLUMNS = ("uid", "datetime", "lat", "lng")
 
 _M_LOCATION, _M_SEQUENCE, _M_UNIQUE, _M_FREQUENCY, _M_HOMEWORK = 0, 1, 2, 3, 4
+_M_PROBABILITY, _M_PROPORTION = 5, 6
+#: attacks whose records are a user's distinct locations (frequency/probability vector)
+VECTOR_ATTACKS = ("unique_location", "frequency", "home_work", "location_probability", "location_proportion")
 
 MAX_INSTANCES = 10_000_000  # default refusal threshold (background-knowledge instances)
 MAX_KNOWLEDGE_LENGTH = 1_000_000  # larger k is refused as a config error
@@ -111,6 +129,24 @@ def _match(mode, c, inst_item, inst_val, k, tol, seq_off, seq_item, bag_off, bag
             if top2[c, 0] != inst_item[j] and top2[c, 1] != inst_item[j]:
                 return False
         return True
+    if mode == _M_PROPORTION:
+        # proportions relative to the most visited location of the instance, on both sides
+        max_i = 0.0
+        max_c = 0
+        for j in range(k):
+            f = _bag_count(bag_off, bag_item, bag_cnt, c, inst_item[j])
+            if f == 0:
+                return False
+            if f > max_c:
+                max_c = f
+            if inst_val[j] > max_i:
+                max_i = inst_val[j]
+        for j in range(k):
+            qc = float(_bag_count(bag_off, bag_item, bag_cnt, c, inst_item[j])) / float(max_c)
+            v = inst_val[j] / max_i
+            if not (v >= qc - qc * tol and v <= qc + qc * tol):
+                return False
+        return True
     for j in range(k):
         f = _bag_count(bag_off, bag_item, bag_cnt, c, inst_item[j])
         if f == 0:
@@ -126,6 +162,11 @@ def _match(mode, c, inst_item, inst_val, k, tol, seq_off, seq_item, bag_off, bag
             ff = float(f)
             v = float(inst_val[j])
             if not (v >= ff - ff * tol and v <= ff + ff * tol):
+                return False
+        elif mode == _M_PROBABILITY:
+            pc = float(f) / float(seq_off[c + 1] - seq_off[c])  # f_c(l) / n_c, as skmob's division
+            v = inst_val[j]
+            if not (v >= pc - pc * tol and v <= pc + pc * tol):
                 return False
     return True
 
@@ -152,7 +193,7 @@ def _risk_one(u, mode, klen, tol, rec_off, rec_item, rec_val, seq_off, seq_item,
               top2, post_off, post_user):
     if mode == _M_HOMEWORK:
         inst_item = np.empty(2, dtype=np.int64)
-        inst_val = np.zeros(2, dtype=np.int64)
+        inst_val = np.zeros(2, dtype=np.float64)
         k = 0
         for j in range(2):
             if top2[u, j] >= 0:
@@ -180,7 +221,7 @@ def _risk_part(u, mode, k, tol, rec_off, rec_item, rec_val, seq_off, seq_item, b
     a = rec_off[u]
     n = rec_off[u + 1] - a
     inst_item = np.empty(k, dtype=np.int64)
-    inst_val = np.empty(k, dtype=np.int64)
+    inst_val = np.empty(k, dtype=np.float64)
     risk = 0.0
     while True:
         for j in range(k):
@@ -428,11 +469,14 @@ def _prepare(df, attack, time_precision, compat):
     seq_item = item
     top2 = np.full((n_users, 2), -1, dtype=np.int64)
     if attack in ("location", "location_sequence", "location_time"):
-        rec_off, rec_item, rec_val = seq_off, seq_item, np.zeros(len(item), dtype=np.int64)
+        rec_off, rec_item, rec_val = seq_off, seq_item, np.zeros(len(item), dtype=np.float64)
     else:
         # frequency vector: skmob order is (frequency ascending, then lat, lng)
         fo = np.lexsort((bag_item, bag_cnt, bag_user))
-        rec_off, rec_item, rec_val = bag_off, bag_item[fo], bag_cnt[fo]
+        rec_off, rec_item, rec_val = bag_off, bag_item[fo], bag_cnt[fo].astype(np.float64)
+        if attack == "location_probability":  # p_u(l) = f_u(l) / n_u (records), as skmob
+            n_u = np.diff(seq_off).astype(np.float64)
+            rec_val = bag_cnt[fo].astype(np.float64) / n_u[bag_user[fo]]
         if attack == "home_work":
             if compat == "docs":
                 fo = np.lexsort((bag_item, -bag_cnt, bag_user))  # most frequent first
@@ -465,13 +509,13 @@ def privacy_risk(
     attack : one of ``ATTACKS`` (see module docstring for the match rules).
     knowledge_length : k >= 1, size of the background knowledge (ignored by home_work).
     time_precision : one of ``PRECISIONS`` (location_time only).
-    tolerance : in [0, 1], relative frequency tolerance (frequency only).
+    tolerance : in [0, 1], relative tolerance (frequency, location_probability, location_proportion).
     targets : optional list of uids to assess (risk is still against all users).
     compat : "docs" (documented behaviour) or "skmob-1.3.1" (reproduce its code's
         home_work and time-precision defects).
     max_instances : refuse (ConfigError) when the target users have more background-
         knowledge instances than this in total, sum over targets of C(n, min(k, n)) with n
-        a user's records (distinct locations for unique_location/frequency); None = no
+        a user's records (distinct locations for the VECTOR_ATTACKS); None = no
         limit.  The count is an upper bound of the work (a user's enumeration stops once
         their risk reaches 1); the computation can be interrupted with Ctrl-C.
 
@@ -522,7 +566,7 @@ def privacy_risk(
         big = int(np.argmax(counts))
         big_uid = uids[tg[big]]
         big_uid = big_uid.item() if isinstance(big_uid, np.generic) else big_uid
-        what = "distinct locations" if attack in ("unique_location", "frequency") else "records"
+        what = "distinct locations" if attack in VECTOR_ATTACKS else "records"
         raise ConfigError(
             f"privacy_risk({attack!r}, knowledge_length={k}) would enumerate {_fmt_count(total)} "
             f"background-knowledge instances (sum over {len(tg):,} target users of C(n, min(k, n)), n = a user's "
@@ -533,7 +577,8 @@ def privacy_risk(
             "the count is an upper bound and Ctrl-C interrupts the computation)."
         )
     mode = {"location": _M_LOCATION, "location_time": _M_LOCATION, "location_sequence": _M_SEQUENCE,
-            "unique_location": _M_UNIQUE, "frequency": _M_FREQUENCY, "home_work": _M_HOMEWORK}[attack]
+            "unique_location": _M_UNIQUE, "frequency": _M_FREQUENCY, "home_work": _M_HOMEWORK,
+            "location_probability": _M_PROBABILITY, "location_proportion": _M_PROPORTION}[attack]
     out = _run(tg, counts, mode, k, float(tolerance), d)
     return pd.DataFrame({"uid": np.asarray(uids)[tg], "risk": out})
 
@@ -561,6 +606,16 @@ def unique_location_risk(df, knowledge_length=2, **kw):
 def frequency_risk(df, knowledge_length=2, tolerance=0.0, **kw):
     """skmob ``LocationFrequencyAttack`` equivalent."""
     return privacy_risk(df, "frequency", knowledge_length=knowledge_length, tolerance=tolerance, **kw)
+
+
+def location_probability_risk(df, knowledge_length=2, tolerance=0.0, **kw):
+    """skmob ``LocationProbabilityAttack(knowledge_length, tolerance)`` equivalent."""
+    return privacy_risk(df, "location_probability", knowledge_length=knowledge_length, tolerance=tolerance, **kw)
+
+
+def location_proportion_risk(df, knowledge_length=2, tolerance=0.0, **kw):
+    """skmob ``LocationProportionAttack(knowledge_length, tolerance)`` equivalent."""
+    return privacy_risk(df, "location_proportion", knowledge_length=knowledge_length, tolerance=tolerance, **kw)
 
 
 def home_work_risk(df, **kw):
