@@ -89,7 +89,7 @@ def _json_default(o):
 #: Entries reidsim writes into an output folder (a dataset, or a run's derived outputs).
 #: Only these are ever replaced or removed; anything else in the folder is the user's.
 DATASET_ENTRIES = ("world", "truth", "pings", "register.parquet", "manifest.json")
-DERIVED_ENTRIES = ("calibration.json", "inferred.parquet", "inferred.csv", "inferred_by_day.parquet",
+DERIVED_ENTRIES = ("calibration.json", "inferred", "inferred.parquet", "inferred.csv", "inferred_by_day.parquet",
                    "inferred_by_day.csv", "attacks", "defenses", "figures", "report.html", "report.md",
                    "run.json")
 #: Prefix of reidsim's staging folders inside an output folder (left behind only by a kill).

@@ -366,3 +366,33 @@ def load_release(directory, *, verify_hashes: bool | None = None) -> Traces:
     world = World.load(d / "world")
     return release_to_traces(read_pings_table(d / "pings"), world.crs, man["utc_offset_s"],
                              start_s=man["start_s"], n_days=man["n_days"])
+
+
+# ------------------------------------------------------------------ part by part
+def read_release_part(directory, part: str, manifest: dict) -> Traces:
+    """One part file of a checked release (``part``: a file name the manifest lists) as
+    Traces, projected with the manifest's ``crs`` and carrying its ``utc_offset_s``,
+    ``start_s`` and ``n_days``.
+
+    Only that part is read, so memory is bounded by the part, not the release.  The
+    caller has run :func:`check_dataset` (which returned ``manifest``); a dataset written
+    by ``reidsim generate`` holds every pseudonym in exactly one part (parts are device
+    blocks), so the traces of a part are whole traces.
+    """
+    listed = [r["file"] for r in manifest.get("parts", [])]
+    if part not in listed:
+        raise InputError(f"{part!r} is not a part file of {str(directory)!r} (its manifest lists "
+                         f"{listed[:3]}{'...' if len(listed) > 3 else ''}); pass a listed part.")
+    table = read_pings_table(Path(directory) / "pings" / part)
+    return release_to_traces(table, manifest["crs"], manifest["utc_offset_s"], start_s=manifest["start_s"],
+                             n_days=manifest["n_days"])
+
+
+def iter_release_parts(directory, *, verify_hashes: bool | None = None):
+    """Iterate a generated release part by part: yields ``(part_name, Traces)`` in the
+    manifest's part order, after :func:`check_dataset` (:func:`read_release_part` for
+    each part).  Peak memory is one part's, never the whole release's."""
+    d = Path(directory)
+    man = check_dataset(d, verify_hashes=verify_hashes)
+    for rec in man["parts"]:
+        yield rec["file"], read_release_part(d, rec["file"], man)

@@ -1,0 +1,307 @@
+"""Out-of-core home/work inference: the release part by part, in-process or on Dask.
+
+A release written by ``reidsim generate`` is a folder of ``pings/part-*.parquet`` files,
+each holding whole pseudonyms (parts are blocks of devices; a pseudonym belongs to one
+device).  Inference is per pseudonym, so inferring every part on its own gives exactly
+the rows of inferring the whole release at once (:func:`sim.infer.infer_home_work` of
+:func:`sim.release.dataset.load_release`), while peak memory is bounded by the largest
+part rather than the release.
+
+:func:`infer_streaming` writes, into ``OUT`` (the dataset folder by default)::
+
+    inferred/part-XXXXX.parquet (+ .csv)   one table per release part (same number),
+                                           rows sorted by pseudonym, dataset_id recorded
+    inferred/summary.json                  dataset_id, parts, rows, window, parameters
+    inferred.parquet (+ .csv)              all parts concatenated in part order, when the
+                                           total is at most ``concat_max_rows`` rows
+
+Everything is written to a staging folder first and committed at the end (the
+``inferred`` folder moves in whole), so an interrupted run leaves no partial
+``inferred/`` and does not touch earlier outputs; a killed run leaves only a
+``.reidsim-staging-*`` folder, which the next run removes.
+
+Backends: ``"local"`` infers the parts one after another in this process (the kernel
+uses numba threads); ``"dask"`` runs the same per-part function (:func:`infer_part`) on
+a Dask LocalCluster (:func:`sim.generate.engine.local_cluster`, loopback only) or the
+scheduler at ``scheduler``; each worker reads its part by path and writes its own output
+file, so the workers must see the dataset folder at the same path (no fsspec URLs yet).
+Both backends give identical tables.
+
+Only inference streams so far: attacks, defenses and ``reidsim run`` still load the
+whole release into memory.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sim.core.errors import ConfigError, InputError
+from sim.core.files import (
+    DATASET_ID_KEY,
+    atomic_path,
+    check_output_path,
+    clean_stale_staging,
+    commit_staged,
+    is_staging_name,
+    new_staging_dir,
+    read_dataset_id,
+    write_json,
+    write_table,
+)
+from sim.infer import INFERRED_COLUMNS, InferenceParams, infer_home_work
+from sim.release.dataset import check_dataset, read_manifest, read_release_part
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CONCAT_MAX_ROWS", "INFERRED_DIR", "infer_part", "infer_streaming", "read_inferred"]
+
+#: name of the folder of per-part inferred tables
+INFERRED_DIR = "inferred"
+#: ``inferred.parquet`` (all parts in one table) is written when the total is at most this
+#: many rows (pseudonyms); above it only the per-part tables are
+CONCAT_MAX_ROWS = 5_000_000
+#: entries :func:`infer_streaming` writes into its output folder
+OWN_ENTRIES = (INFERRED_DIR, "inferred.parquet", "inferred.csv")
+
+_FLOAT_COLS = ("home_x_m", "home_y_m", "home_lat_deg", "home_lon_deg", "work_x_m", "work_y_m",
+               "work_lat_deg", "work_lon_deg")
+
+
+def _schema():
+    import pyarrow as pa
+
+    return pa.schema([(c, pa.string() if c == "pseudonym" else pa.float64() if c in _FLOAT_COLS
+                       else pa.int64()) for c in INFERRED_COLUMNS])
+
+
+# ------------------------------------------------------------------ one part
+def infer_part(directory, part: str, out_stem, manifest: dict, days=None, params=None) -> dict:
+    """Infer home/work for one release part and write it to ``out_stem`` (.parquet and
+    .csv, via :func:`sim.core.files.write_table` with the manifest's dataset_id).
+
+    The unit of work of both backends (a Dask worker runs exactly this).  Returns the
+    part's figures: rows, pings read, pings in the window, known homes/works, window
+    days, wall and CPU seconds, and the sorted 64-bit hashes of its pseudonyms (used to
+    check that no pseudonym spans two parts).
+    """
+    t0, c0 = time.perf_counter(), time.process_time()
+    traces = read_release_part(directory, part, manifest)
+    pings = int(traces.n_pings)
+    if days is not None:
+        traces = traces.prefix(days)
+    inf = infer_home_work(traces, **(params or {}))
+    write_table(inf, Path(out_stem), dataset_id=manifest["dataset_id"])
+    hashes = np.unique(pd.util.hash_array(np.asarray(traces.pseudonym, dtype=object)).astype(np.uint64))
+    out = {
+        "part": part, "rows": len(inf), "pings": pings, "pings_in_window": int(traces.n_pings),
+        "known_home": int(inf["home_x_m"].notna().sum()), "known_work": int(inf["work_x_m"].notna().sum()),
+        "window_days": int(traces.n_days), "seconds": round(time.perf_counter() - t0, 3),
+        "cpu_s": round(time.process_time() - c0, 3), "pseudonym_hashes": hashes,
+    }
+    del traces, inf
+    return out
+
+
+# ------------------------------------------------------------------ driver
+def infer_streaming(directory, out_dir=None, days=None, backend: str = "local", scheduler: str | None = None,
+                    n_workers: int = 2, infer_params: dict | None = None, *,
+                    concat_max_rows: int = CONCAT_MAX_ROWS, verify_hashes: bool | None = None) -> dict:
+    """Infer home and work of every pseudonym of a generated release, part by part.
+
+    Parameters
+    ----------
+    directory : a folder written by ``reidsim generate`` (checked with
+        :func:`sim.release.dataset.check_dataset` first).
+    out_dir : the folder that receives ``inferred/`` (and ``inferred.parquet``); default
+        the dataset folder.  Another folder must be new, empty, or hold only these
+        entries.
+    days : use only the first ``days`` days of the window (``Traces.prefix``), > 0.
+    backend : ``"local"`` (in-process, part after part) or ``"dask"``.
+    scheduler : a Dask scheduler address; default a LocalCluster of ``n_workers``
+        single-threaded workers on the loopback interface.
+    infer_params : keyword arguments of :func:`sim.infer.infer_home_work`
+        (:class:`sim.infer.InferenceParams` fields).
+    concat_max_rows : also write ``inferred.parquet``/``.csv`` (all parts, in part
+        order, streamed part by part) when the total is at most this many rows; 0 never.
+        Otherwise stale ``inferred.parquet``/``.csv`` in ``out_dir`` are removed.
+    verify_hashes : as :func:`check_dataset` (default: hash parts when the release is
+        at most 2 GiB).
+
+    Returns
+    -------
+    dict
+        dataset_id, backend, parts, rows, pings, pings_in_window, known_home,
+        known_work, window_days, seconds, largest_part_pings, inferred_dir,
+        inferred_file (None when not written), params and ``per_part`` (one record per
+        part: rows, pings, seconds, cpu_s, ...).  The same record (without the
+        per-part hashes) is written to ``inferred/summary.json``.
+
+    Rows equal ``infer_home_work(load_release(directory))`` (or of its ``prefix(days)``)
+    row for row once both are sorted by pseudonym: each part's table is sorted by
+    pseudonym, the parts follow the manifest's order.
+    """
+    t0 = time.perf_counter()
+    if backend not in ("local", "dask"):
+        raise ConfigError(f"backend must be 'local' or 'dask', got {backend!r}.")
+    if isinstance(n_workers, bool) or not isinstance(n_workers, (int, np.integer)) or n_workers < 1:
+        raise ConfigError(f"n_workers must be an integer >= 1, got {n_workers!r}; use e.g. 2 (one per core).")
+    if days is not None:
+        try:
+            days = float(days)
+        except (TypeError, ValueError):
+            days = math.nan
+        if not math.isfinite(days) or days <= 0:
+            raise ConfigError("days must be a finite number of days > 0 (e.g. 7 or 0.5), or None for the "
+                              "whole window.")
+    params = InferenceParams.make(**(infer_params or {})).as_dict()
+    d = Path(directory)
+    man = check_dataset(d, verify_hashes=verify_hashes)
+    did = man["dataset_id"]
+    out = _claim(d, out_dir)
+    clean_stale_staging(out)
+    stage = new_staging_dir(out)
+    try:
+        (stage / INFERRED_DIR).mkdir()
+        parts = [r["file"] for r in man["parts"]]
+        tasks = [dict(directory=str(d.resolve()), part=p, out_stem=str((stage / INFERRED_DIR / Path(p).stem).resolve()),
+                      manifest=man, days=days, params=params) for p in parts]
+        if backend == "local":
+            results = []
+            for kw in tasks:
+                results.append(infer_part(**kw))
+                log.info("inferred %s: %d pseudonyms in %.1f s", kw["part"], results[-1]["rows"],
+                         results[-1]["seconds"])
+        else:
+            results = _run_dask(tasks, scheduler, int(n_workers))
+        _check_disjoint(d, results)
+        for r in results:
+            r.pop("pseudonym_hashes", None)
+        rows = sum(r["rows"] for r in results)
+        concat = rows <= int(concat_max_rows) and int(concat_max_rows) > 0
+        if concat:
+            _concatenate(stage / INFERRED_DIR, [Path(p).stem for p in parts], stage / "inferred", did)
+        window = (results[0]["window_days"] if results else
+                  int(math.ceil(min(days, man["n_days"]))) if days is not None else int(man["n_days"]))
+        summary = {
+            "dataset_id": did, "backend": backend, "n_workers": int(n_workers) if backend == "dask" else 1,
+            "scheduler": scheduler, "parts": len(parts), "rows": rows,
+            "pings": sum(r["pings"] for r in results),
+            "pings_in_window": sum(r["pings_in_window"] for r in results),
+            "known_home": sum(r["known_home"] for r in results),
+            "known_work": sum(r["known_work"] for r in results),
+            "days": days, "window_days": window,
+            "largest_part_pings": max((r["pings"] for r in results), default=0),
+            "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()},
+            "inferred_dir": str(out / INFERRED_DIR),
+            "inferred_file": str(out / "inferred.parquet") if concat else None,
+            "per_part": results,
+        }
+        summary["seconds"] = round(time.perf_counter() - t0, 3)
+        write_json(summary, stage / INFERRED_DIR / "summary.json")
+        commit_staged(stage, out, marker="inferred.parquet",
+                      remove=() if concat else ("inferred.parquet", "inferred.csv"))
+        summary["seconds"] = round(time.perf_counter() - t0, 3)
+        return summary
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _claim(dataset: Path, out_dir) -> Path:
+    """The output folder: the dataset's own, or one that is new, empty or only ours."""
+    if out_dir is None or Path(out_dir).resolve() == dataset.resolve():
+        return dataset
+    out = check_output_path(out_dir, "out_dir")
+    if out.is_dir():
+        other = sorted(e.name for e in out.iterdir() if e.name not in OWN_ENTRIES and not is_staging_name(e.name))
+        if other:
+            raise InputError(f"out_dir {str(out)!r} holds {other[:3]}, which streaming inference did not write; "
+                             f"choose a new or empty folder (it writes only {', '.join(OWN_ENTRIES)}).")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _check_disjoint(directory: Path, results: list) -> None:
+    """Refuse a release where a pseudonym has pings in two parts (per-part inference
+    would then differ from whole-release inference)."""
+    hashes = [r["pseudonym_hashes"] for r in results if len(r["pseudonym_hashes"])]
+    if len(hashes) < 2:
+        return
+    allh = np.concatenate(hashes)
+    n_dup = len(allh) - len(np.unique(allh))
+    if n_dup:
+        raise InputError(
+            f"{n_dup} pseudonym(s) of {str(directory)!r} have pings in more than one part file, so the "
+            "parts cannot be inferred one by one; write the release with each pseudonym in one part "
+            "(as `reidsim generate` does) or use sim.infer.infer_home_work(load_release(DIR)).")
+
+
+def _concatenate(part_dir: Path, stems: list, stem: Path, did: str) -> None:
+    """``stem``.parquet/.csv: the part tables in order, streamed one part at a time."""
+    import pyarrow.parquet as pq
+
+    schema = _schema().with_metadata({DATASET_ID_KEY: str(did).encode()})
+    with atomic_path(stem.with_suffix(".parquet")) as tmp_pq, atomic_path(stem.with_suffix(".csv")) as tmp_csv:
+        with pq.ParquetWriter(tmp_pq, schema) as w, open(tmp_csv, "w", newline="") as fcsv:
+            for i, s in enumerate(stems):
+                t = pq.read_table(part_dir / f"{s}.parquet").select(list(INFERRED_COLUMNS)).cast(_schema())
+                w.write_table(t.replace_schema_metadata(schema.metadata))
+                t.to_pandas().to_csv(fcsv, index=False, header=(i == 0))
+            if not stems:
+                _schema().empty_table().to_pandas().to_csv(fcsv, index=False)
+
+
+def _run_dask(tasks: list, scheduler, n_workers: int) -> list:
+    from dask.distributed import Client, as_completed
+
+    from sim.generate.engine import local_cluster
+
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = local_cluster(n_workers)
+        client = Client(cluster)
+    try:
+        futs = {client.submit(infer_part, pure=False, **kw): i for i, kw in enumerate(tasks)}
+        results = [None] * len(tasks)
+        for f in as_completed(futs):
+            results[futs[f]] = f.result()
+        return results
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# ------------------------------------------------------------------ reading back
+def read_inferred(directory, *, columns=None) -> pd.DataFrame:
+    """All per-part inferred tables of ``directory/inferred/`` as one DataFrame (in part
+    order; in memory, so for small releases or a column subset).  Refuses tables of
+    another dataset or a folder whose summary does not list them."""
+    import json
+
+    d = Path(directory)
+    folder = d / INFERRED_DIR
+    sp = folder / "summary.json"
+    if not sp.is_file():
+        raise InputError(f"{str(folder)!r} has no summary.json; run `reidsim infer {d}` first.")
+    summary = json.loads(sp.read_text())
+    man = read_manifest(d) if (d / "manifest.json").exists() else {"dataset_id": summary["dataset_id"]}
+    if summary["dataset_id"] != man.get("dataset_id"):
+        raise InputError(f"{str(folder)!r} was computed from another dataset; re-run `reidsim infer {d}`.")
+    frames = []
+    for rec in summary["per_part"]:
+        p = folder / f"{Path(rec['part']).stem}.parquet"
+        if read_dataset_id(p) != summary["dataset_id"]:
+            raise InputError(f"{str(p)!r} was computed from another dataset; re-run `reidsim infer {d}`.")
+        frames.append(pd.read_parquet(p, columns=columns))
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in (columns or INFERRED_COLUMNS)})
+    return pd.concat(frames, ignore_index=True)
