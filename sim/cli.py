@@ -140,25 +140,22 @@ def cmd_validate(a):
 
 
 def cmd_infer(a):
-    from sim.release.dataset import load_release, read_manifest
-    from sim.infer import infer_home_work
-    from sim.core.files import write_table
+    import pandas as pd
 
-    rel = load_release(a.dir)
-    did = read_manifest(a.dir)["dataset_id"]
-    if a.days is not None:
-        rel = rel.prefix(a.days)
-    inf = infer_home_work(rel)
-    write_table(inf, Path(a.dir) / "inferred", dataset_id=did)
-    known_h = int(inf["home_x_m"].notna().sum())
-    known_w = int(inf["work_x_m"].notna().sum())
-    print(f"inferred home for {known_h:,} and work for {known_w:,} of {len(inf):,} pseudonyms "
-          f"(window {rel.n_days} days) -> {Path(a.dir) / 'inferred.parquet'}")
+    from sim.pipeline.stream import infer_streaming, read_inferred
+
+    # always part by part (peak memory ~ the largest part); DIR/inferred/part-*.parquet, plus
+    # DIR/inferred.parquet (all parts) when it has at most 5 M rows
+    s = infer_streaming(a.dir, days=a.days, backend=a.backend, scheduler=a.scheduler, n_workers=a.workers)
+    where = s["inferred_file"] or f"{s['inferred_dir']}/ ({s['parts']} part files)"
+    print(f"inferred home for {s['known_home']:,} and work for {s['known_work']:,} of {s['rows']:,} pseudonyms "
+          f"(window {s['window_days']} days, {s['parts']} part(s), {s['backend']}) -> {where}")
     if a.score:
         from sim.release.dataset import load
         from sim.metrics.score import score_inference
 
-        simulation = load(a.dir)
+        inf = pd.read_parquet(s["inferred_file"]) if s["inferred_file"] else read_inferred(a.dir)
+        simulation = load(a.dir)  # scoring needs the truth: the whole dataset in memory
         sc = score_inference(inf, simulation.pseudonyms, simulation.persons, world=simulation.world)
         print(sc if not hasattr(sc, "to_string") else sc.to_string())
     return 0
@@ -212,6 +209,47 @@ def cmd_cite(a):
     return 0
 
 
+def cmd_classroom(a):
+    from sim.pipeline.classroom import check_page_path, classroom_scenario, write_classroom
+
+    check_page_path(a.out, a.overwrite)
+    scn = classroom_scenario(a.config, devices=a.devices, seed=a.seed)
+    _check_memory(scn, what="simulating this classroom scenario")
+    info = write_classroom(a.out, scenario=scn, overwrite=a.overwrite)
+    story = (f"named after {info['named_day']} of {info['days']} days" if info["story_named"]
+             else "never named in this scenario (the page says so)")
+    print(f"wrote {info['path']} ({info['bytes'] / 1024:,.0f} kB): phone {info['device']} {story}; "
+          "open it in any browser, no internet needed")
+    return 0
+
+
+def cmd_audit(a):
+    from sim.pipeline.audit import run_audit
+
+    def say(msg):
+        if not a.quiet:
+            print(f"reidsim audit: {msg}", file=sys.stderr)
+
+    res = run_audit(a.pings, a.out, format=a.format, id=a.id, time=a.time, lat=a.lat, lon=a.lon,
+                    accuracy=a.accuracy, tz=a.tz, crs=a.crs, defenses=a.defense or (), register=a.register,
+                    overwrite=a.overwrite, progress=say, k=a.k, seed=a.seed)
+    c = res["counts"]
+    dropped = ", ".join(f"{n:,} {r.replace('_', ' ')}" for r, n in c["dropped"].items() if n) or "none"
+    print(f"read {c['rows_read']:,} rows, kept {c['rows_kept']:,} (dropped: {dropped}); {c['users']:,} users; "
+          f"method {res['info']['method']}")
+    u = res["uniqueness"]
+    for attack, setting, words in (("unicity", "p=4, 500 m, 1 h", "4 random points (500 m, 1 h)"),
+                                   ("top_n_cells", "N=2, 500 m cells", "top-2 cells (500 m)"),
+                                   ("home_work_pair", "500 m cells", "inferred (home, work) cells (500 m)")):
+        r = u[(u["attack"] == attack) & (u["setting"] == setting)]
+        if len(r) and r["n"].iloc[0] > 0:
+            r = r.iloc[0]
+            print(f"unique by {words}: {100 * r['value']:.1f}% (95% CI {100 * r['ci_low']:.1f}-"
+                  f"{100 * r['ci_high']:.1f}%, n={int(r['n'])})")
+    print(f"report: {res['paths']['html']} (and audit.md; aggregate tables under {res['paths']['tables']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reidsim", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -241,7 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("infer", help="infer home and work of every pseudonym of a generated folder")
     c.add_argument("dir")
     c.add_argument("--days", type=_positive_days, help="use only the first D days of the window (D > 0)")
-    c.add_argument("--score", action="store_true", help="also score against the truth")
+    c.add_argument("--score", action="store_true", help="also score against the truth (loads the whole dataset)")
+    c.add_argument("--backend", choices=["local", "dask"], default="local",
+                   help="infer the release's parts in-process (local) or on Dask")
+    c.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
+    c.add_argument("--workers", type=_positive_int, default=2,
+                   help="LocalCluster workers for --backend dask (>= 1, default 2)")
     c.set_defaults(func=cmd_infer)
 
     c = sub.add_parser("attack", help="run the re-identification attacks on a generated folder")
@@ -269,6 +312,37 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--results", default="benchmarks/results",
                    help="folder of the named scenarios' results (default benchmarks/results)")
     c.set_defaults(func=cmd_cite)
+
+    c = sub.add_parser("classroom", help="write a self-contained classroom page (one HTML file that runs "
+                                         "offline in any browser)")
+    c.add_argument("--out", required=True, help="the HTML file to write, e.g. lesson.html")
+    c.add_argument("--config", help="scenario TOML (default: a small classroom city)")
+    c.add_argument("--seed", type=int, help="root seed")
+    c.add_argument("--devices", type=int, help="phones in the panel (default 1500 without --config)")
+    c.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    c.set_defaults(func=cmd_classroom)
+
+    c = sub.add_parser("audit", help="audit real pings (CSV, Parquet, GeoLife): share of users singled out, "
+                                     "aggregate-only report")
+    c.add_argument("pings", help="a CSV or Parquet file, a folder of them, or a GeoLife root folder")
+    c.add_argument("--out", required=True, help="report folder (new, empty, or a previous audit with --overwrite)")
+    c.add_argument("--format", choices=["auto", "csv", "parquet", "geolife"], default="auto")
+    c.add_argument("--id", help="user id column (default: detected, e.g. uid, user_id, user, id)")
+    c.add_argument("--time", help="time column: Unix time or ISO text, naive = UTC (default: detected)")
+    c.add_argument("--lat", help="latitude column, degrees (default: detected)")
+    c.add_argument("--lon", help="longitude column, degrees (default: detected)")
+    c.add_argument("--accuracy", help="horizontal accuracy column, metres (optional)")
+    c.add_argument("--tz", help="IANA time zone of local time, e.g. Asia/Shanghai (default: solar time of the data)")
+    c.add_argument("--crs", help="projected CRS for distances (default: the UTM zone of the data)")
+    c.add_argument("--defense", action="append", metavar="NAME:k=v",
+                   help="apply a defense before auditing, e.g. grid:cell_m=500 (repeatable, applied in order)")
+    c.add_argument("--register", help="a register CSV to link against (not supported yet)")
+    c.add_argument("--k", type=_positive_int, default=5,
+                   help="density cells with fewer than k distinct users are suppressed (default 5)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the random draws (default 0)")
+    c.add_argument("--overwrite", action="store_true", help="replace the previous audit in --out")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    c.set_defaults(func=cmd_audit)
     return p
 
 
