@@ -9,6 +9,7 @@ and manifest.  Output content depends only on the scenario (seed included), neve
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -452,16 +453,26 @@ def local_cluster(n_workers: int):
                         env={"NUMBA_NUM_THREADS": "1"})
 
 
-def _run_dask(scn, syn, blocks, stage, scheduler, n_workers, bar):
-    from dask.distributed import Client, as_completed
+@contextlib.contextmanager
+def dask_client(scheduler: str | None, n_workers: int):
+    """A Dask ``Client`` of the scheduler at ``scheduler``, or of a :func:`local_cluster`
+    of ``n_workers`` workers (closed with the client on exit)."""
+    from dask.distributed import Client
 
-    cluster = None
-    if scheduler:
-        client = Client(scheduler)
-    else:
-        cluster = local_cluster(n_workers)
-        client = Client(cluster)
+    cluster = None if scheduler else local_cluster(n_workers)
+    client = Client(scheduler) if scheduler else Client(cluster)
     try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _run_dask(scn, syn, blocks, stage, scheduler, n_workers, bar):
+    from dask.distributed import as_completed
+
+    with dask_client(scheduler, n_workers) as client:
         world_dir = str((stage / "world").resolve())
         sd = scn.to_dict()
         futs = {}
@@ -475,10 +486,6 @@ def _run_dask(scn, syn, blocks, stage, scheduler, n_workers, bar):
             g0, g1 = blocks[bi]
             bar.update(g1 - g0)
         return results
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def package_versions() -> dict:

@@ -44,7 +44,8 @@ _REACH = 3  # grid cells scanned either side (cell side eps/2 needs 2; +1 absorb
 
 # --------------------------------------------------------------------------- union-find
 @jit
-def _find(parent, i):
+def find_root(parent, i):
+    """Root of ``i`` in the union-find forest ``parent`` (with path halving)."""
     while parent[i] != i:
         parent[i] = parent[parent[i]]
         i = parent[i]
@@ -52,9 +53,10 @@ def _find(parent, i):
 
 
 @jit
-def _union(parent, a, b):
-    ra = _find(parent, a)
-    rb = _find(parent, b)
+def union_roots(parent, a, b):
+    """Join the sets of ``a`` and ``b``; the smaller root becomes the parent."""
+    ra = find_root(parent, a)
+    rb = find_root(parent, b)
     if ra < rb:
         parent[rb] = ra
     elif rb < ra:
@@ -179,7 +181,7 @@ def _link_cores(xs, ys, core, cell_start, cell_keys, ny, eps2):
                 if first_core[c] < 0:
                     first_core[c] = p
                 else:
-                    _union(parent, first_core[c], p)
+                    union_roots(parent, first_core[c], p)
     for c in range(ncell):
         if first_core[c] < 0:
             continue
@@ -188,10 +190,10 @@ def _link_cores(xs, ys, core, cell_start, cell_keys, ny, eps2):
             for c2 in range(rlo[r], rhi[r]):
                 if c2 <= c or first_core[c2] < 0:
                     continue
-                if _find(parent, first_core[c]) == _find(parent, first_core[c2]):
+                if find_root(parent, first_core[c]) == find_root(parent, first_core[c2]):
                     continue
                 if _cores_touch(xs, ys, core, cell_start, c, c2, eps2):
-                    _union(parent, first_core[c], first_core[c2])
+                    union_roots(parent, first_core[c], first_core[c2])
     return parent
 
 
@@ -257,7 +259,7 @@ def _canonical_labels(order, owner, parent, labels):
         if owner[p] < 0:
             labels[i] = NOISE
             continue
-        root = _find(parent, owner[p])
+        root = find_root(parent, owner[p])
         if root_label[root] < 0:
             root_label[root] = nc
             nc += 1

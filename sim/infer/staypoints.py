@@ -90,6 +90,7 @@ import pandas as pd
 
 from sim.core.constants import DAY_S
 from sim.core.errors import ConfigError, CRSError, InputError
+from sim.infer._kernels import find_root, union_roots
 from sim.core.jit import jit, pjit, prange
 from sim.core.traces import Traces
 from sim.infer import INFERRED_COLUMNS, InferenceParams, infer_home_work
@@ -226,14 +227,6 @@ def _stays_kernel(off, t, x, y, d2, time_s, gap_s, use_gap, labels, depart, n_st
 
 
 @jit
-def _find(parent, i):
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]
-        i = parent[i]
-    return i
-
-
-@jit
 def locations_one(x, y, eps2, out):
     """Single-linkage groups (distance^2 <= eps2) of one trace's stays, numbered by their
     earliest stay; returns the number of locations."""
@@ -244,16 +237,11 @@ def locations_one(x, y, eps2, out):
             dx = x[b] - x[a]
             dy = y[b] - y[a]
             if dx * dx + dy * dy <= eps2:
-                ra = _find(parent, a)
-                rb = _find(parent, b)
-                if ra < rb:
-                    parent[rb] = ra
-                elif rb < ra:
-                    parent[ra] = rb
+                union_roots(parent, a, b)
     nl = 0
     num = np.full(m, -1, dtype=np.int64)
     for a in range(m):
-        r = _find(parent, a)
+        r = find_root(parent, a)
         if num[r] < 0:
             num[r] = nl
             nl += 1

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sim.generate.engine import dask_client
 from sim.core.errors import ConfigError, InputError
 from sim.core.files import (
     DATASET_ID_KEY,
@@ -258,26 +259,14 @@ def _concatenate(part_dir: Path, stems: list, stem: Path, did: str) -> None:
 
 
 def _run_dask(tasks: list, scheduler, n_workers: int) -> list:
-    from dask.distributed import Client, as_completed
+    from dask.distributed import as_completed
 
-    from sim.generate.engine import local_cluster
-
-    cluster = None
-    if scheduler:
-        client = Client(scheduler)
-    else:
-        cluster = local_cluster(n_workers)
-        client = Client(cluster)
-    try:
+    with dask_client(scheduler, n_workers) as client:
         futs = {client.submit(infer_part, pure=False, **kw): i for i, kw in enumerate(tasks)}
         results = [None] * len(tasks)
         for f in as_completed(futs):
             results[futs[f]] = f.result()
         return results
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 # ------------------------------------------------------------------ reading back

@@ -16,18 +16,15 @@ everything is staged first and moved into place with the marker last
 """
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import html
-import io
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from sim.report.page import Doc, png, render_html, render_md
 from sim.core.errors import InputError
 from sim.core.files import (check_output_path, clean_stale_staging, commit_staged, is_staging_name,
                             new_staging_dir, write_json, write_table)
@@ -39,7 +36,6 @@ __all__ = ["AUDIT_MARKER", "AUDIT_ENTRIES", "claim_audit_dir", "is_audit_folder"
 
 AUDIT_MARKER = "audit.json"
 AUDIT_ENTRIES = (AUDIT_MARKER, "audit.html", "audit.md", "figures", "tables")
-_DPI = 110
 
 #: words for each measure in tables and figures
 ATTACK_LABELS = {
@@ -256,135 +252,9 @@ def plot_audit_defenses(tab: pd.DataFrame):
     return fig
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI, metadata={"Software": None})
-    return buf.getvalue()
-
-
-# ============================================================================ document
-class _Blocks:
-    """Blocks rendered to Markdown and HTML, so both say the same thing."""
-
-    def __init__(self):
-        self.blocks = []
-
-    def h(self, level, text, anchor=None):
-        self.blocks.append(("h", (level, text, anchor)))
-
-    def p(self, text):
-        self.blocks.append(("p", text))
-
-    def headline(self, text):
-        self.blocks.append(("headline", text))
-
-    def ul(self, items):
-        self.blocks.append(("ul", [i for i in items if i]))
-
-    def table(self, header, rows, note=None):
-        self.blocks.append(("table", (header, [r for r in rows if r], note)))
-
-    def fig(self, name, title, caption):
-        self.blocks.append(("fig", (name, title, caption)))
-
-    def code(self, text):
-        self.blocks.append(("code", text))
-
-
-def _md(doc: _Blocks, fig_paths: dict) -> str:
-    out = []
-    for kind, x in doc.blocks:
-        if kind == "h":
-            out.append("#" * x[0] + " " + x[1])
-        elif kind == "p":
-            out.append(x)
-        elif kind == "headline":
-            out.append("> **" + x + "**")
-        elif kind == "ul":
-            out.append("\n".join(f"- {i}" for i in x))
-        elif kind == "table":
-            header, rows, note = x
-            cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-            t = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-            t += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
-            out.append("\n".join(t))
-            if note:
-                out.append(f"*{note}*")
-        elif kind == "fig":
-            name, title, caption = x
-            if name in fig_paths:
-                out.append(f"![{title}]({fig_paths[name]})")
-            out.append(f"*{caption}*")
-        elif kind == "code":
-            out.append("```\n" + x.rstrip("\n") + "\n```")
-    return "\n\n".join(out) + "\n"
-
-
-_CSS = """
-body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:60rem;margin:2rem auto;
-padding:0 1.2rem;color:#1d2433;line-height:1.5;background:#fff}
-h1{font-size:1.7rem;margin-bottom:.3rem}h2{font-size:1.3rem;margin-top:2.2rem;border-bottom:1px solid #dde;
-padding-bottom:.2rem}h3{font-size:1.08rem;margin-top:1.6rem}
-.headline{background:#fdf3e7;border-left:5px solid #d9822b;padding:.8rem 1rem;font-size:1.08rem;
-font-weight:600;margin:1rem 0}
-table{border-collapse:collapse;margin:.8rem 0;font-size:.9rem;width:100%}
-th,td{border:1px solid #d7dbe3;padding:.3rem .5rem;text-align:left;vertical-align:top}
-th{background:#f1f3f7}tr:nth-child(even) td{background:#fafbfc}
-td.num{text-align:right;white-space:nowrap}
-figure{margin:1rem 0 1.6rem}figure img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption{font-size:.95rem;color:#333;margin-top:.4rem}
-.note{font-size:.85rem;color:#555}
-pre{background:#f5f6f8;padding:.7rem;overflow-x:auto;font-size:.82rem;border:1px solid #e3e5ea}
-nav ul{columns:2;font-size:.92rem}
-"""
-_NUMERIC = re.compile(r"^[\s\d.,%–\-−+±n/a]+$")
-
-
-def _html(doc: _Blocks, pngs: dict, title: str) -> str:
-    e = html.escape
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>{e(title)}</title><style>{_CSS}</style></head><body>"]
-    toc = [(x[2], x[1]) for k, x in doc.blocks if k == "h" and x[0] == 2 and x[2]]
-    toc_done = False
-    for kind, x in doc.blocks:
-        if kind == "h":
-            level, text, anchor = x
-            if level == 2 and not toc_done and toc:
-                out.append("<nav><strong>Contents</strong><ul>" + "".join(
-                    f'<li><a href="#{e(a)}">{e(t)}</a></li>' for a, t in toc) + "</ul></nav>")
-                toc_done = True
-            aid = f' id="{e(anchor)}"' if anchor else ""
-            out.append(f"<h{level}{aid}>{e(text)}</h{level}>")
-        elif kind == "p":
-            out.append(f"<p>{e(x)}</p>")
-        elif kind == "headline":
-            out.append(f'<div class="headline">{e(x)}</div>')
-        elif kind == "ul":
-            out.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in x) + "</ul>")
-        elif kind == "table":
-            header, rows, note = x
-            t = ["<table><thead><tr>" + "".join(f"<th>{e(str(h))}</th>" for h in header) + "</tr></thead><tbody>"]
-            num_cls = ' class="num"'
-            for r in rows:
-                t.append("<tr>" + "".join(
-                    f"<td{num_cls if j > 0 and _NUMERIC.match(str(c)) else ''}>{e(str(c))}</td>"
-                    for j, c in enumerate(r)) + "</tr>")
-            t.append("</tbody></table>")
-            out.append("".join(t))
-            if note:
-                out.append(f'<p class="note">{e(note)}</p>')
-        elif kind == "fig":
-            name, title_, caption = x
-            img = ""
-            if name in pngs:
-                b64 = base64.b64encode(pngs[name]).decode("ascii")
-                img = f'<img src="data:image/png;base64,{b64}" alt="{e(title_)}">'
-            out.append(f"<figure>{img}<figcaption>{e(caption)}</figcaption></figure>")
-        elif kind == "code":
-            out.append(f"<pre>{e(x)}</pre>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
+def _figure_png(fig) -> bytes:
+    """PNG bytes without the "Software" tag (no version string in the outputs)."""
+    return png(fig, metadata={"Software": None})
 
 
 # ============================================================================ content
@@ -443,10 +313,10 @@ def _definitions(info) -> list:
     ]
 
 
-def _build(res, counts, k) -> tuple[_Blocks, dict]:
+def _build(res, counts, k) -> tuple[Doc, dict]:
     info = res["info"]
     data = res["data"].set_index("item")["value"]
-    doc = _Blocks()
+    doc = Doc()
     doc.h(1, "Re-identification risk audit")
     doc.p(f"Written by reidsim audit on {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC. Aggregate only: "
           "shares and counts of users, and density grids with cells of fewer than "
@@ -505,7 +375,7 @@ def _build(res, counts, k) -> tuple[_Blocks, dict]:
     pngs = {}
     u = res["uniqueness"]
     doc.h(2, "How many users are singled out", "uniqueness")
-    pngs["uniqueness"] = _png(plot_audit_uniqueness(u))
+    pngs["uniqueness"] = _figure_png(plot_audit_uniqueness(u))
     doc.fig("uniqueness", "Share of users singled out",
             "Share of users singled out by each attack (bars; whiskers: 95% interval; n: users it rests on). "
             "Blue: reidsim's attacks; red: scikit-mobility's, share with risk 1.")
@@ -522,13 +392,13 @@ def _build(res, counts, k) -> tuple[_Blocks, dict]:
                    "or N cells), without an inferred home (and work), or (skmob) not assessed because their "
                    "background-knowledge instances exceeded the budget (a seeded random subset is assessed).")
     if (u["attack"] == "unicity").any():
-        pngs["unicity"] = _png(plot_audit_unicity(u))
+        pngs["unicity"] = _figure_png(plot_audit_unicity(u))
         doc.fig("unicity", "Unicity of p random points",
                 "Unicity against the number of points known, per cell size and time bin (95% intervals).")
 
     doc.h(2, "Risk against days observed", "days")
     bd = res["risk_by_days"]
-    pngs["risk_by_days"] = _png(plot_audit_days(bd))
+    pngs["risk_by_days"] = _figure_png(plot_audit_days(bd))
     doc.fig("risk_by_days", "Risk against days observed",
             "The headline measures computed on each user's first d local days only (95% bands).")
     if bd is not None and not bd.empty:
@@ -576,7 +446,7 @@ def _build(res, counts, k) -> tuple[_Blocks, dict]:
     dens = res["density"]
     n_sup = int(data.get("density_cells_suppressed", 0) or 0)
     n_tot = int(data.get("density_cells_total", 0) or 0)
-    pngs["density"] = _png(plot_audit_density(dens, k, n_sup))
+    pngs["density"] = _figure_png(plot_audit_density(dens, k, n_sup))
     doc.fig("density", "Density of users",
             f"Distinct users per {info['settings'].get('density_cell_m', 1000) / 1000:g} km cell; {n_sup:,} of "
             f"{n_tot:,} cells hold fewer than k = {k} users and are suppressed. Axes are kilometres from an "
@@ -586,7 +456,7 @@ def _build(res, counts, k) -> tuple[_Blocks, dict]:
     if info.get("defenses"):
         doc.h(2, "What the defenses changed", "defenses")
         doc.ul([f"{d['name']}: " + ", ".join(f"{k_}={v}" for k_, v in d["params"].items()) for d in info["defenses"]])
-        pngs["defenses"] = _png(plot_audit_defenses(dt))
+        pngs["defenses"] = _figure_png(plot_audit_defenses(dt))
         doc.fig("defenses", "Before and after the defenses", "Headline measures on the data as read (grey) and after "
                                                                "the defenses (green), 95% intervals.")
         rows = []
@@ -660,8 +530,8 @@ def write_audit(out_dir, res: dict, *, counts: dict | None = None, overwrite: bo
         for name, b in pngs.items():
             (stage / "figures" / f"{name}.png").write_bytes(b)
             fig_paths[name] = f"figures/{name}.png"
-        (stage / "audit.md").write_text(_md(doc, fig_paths), encoding="utf-8")
-        (stage / "audit.html").write_text(_html(doc, pngs, "reidsim audit"), encoding="utf-8")
+        (stage / "audit.md").write_text(render_md(doc, fig_paths), encoding="utf-8")
+        (stage / "audit.html").write_text(render_html(doc, pngs, "reidsim audit"), encoding="utf-8")
         for name in ("data", "uniqueness", "risk_by_days", "inference", "density", "defenses"):
             write_table(res[name].reset_index(drop=True), stage / "tables" / name)
         counts_ok = {k_: v for k_, v in (counts or {}).items()}

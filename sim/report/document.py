@@ -24,13 +24,9 @@ local projection on the maps, pseudonyms only shortened.
 """
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import logging
 import math
-import re
 import time
 from pathlib import Path
 
@@ -44,6 +40,7 @@ from sim.core.fmt import NA, count, is_finite, num, num_auto, num_range, pct, pc
 from sim.metrics.calibration import SANE_RANGES
 from sim.release.dataset import check_derived, load
 from sim.report import plots
+from sim.report.page import DPI, Doc, png, render_html, render_md
 from sim.report.plots import KEY_LABELS, local_str, params_label
 
 log = logging.getLogger(__name__)
@@ -67,7 +64,6 @@ FIGURES = {
 
 #: minimum pings of the device shown on the trail map
 TRAIL_MIN_PINGS = 50
-_DPI = 110
 
 
 # ============================================================================ loading
@@ -211,12 +207,6 @@ def pick_trail_device(linkage_per_device, inferred, level="building", key="home_
     return sorted(inf["pseudonym"])[0]
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI)
-    return buf.getvalue()
-
-
 def _ttid_level_key(data):
     """(level, key) of the time-to-identification curve: from its table, else the run's
     attack settings."""
@@ -239,41 +229,41 @@ def _render_figures(data) -> tuple[dict, dict]:
 
     pngs, facts = {}, {}
     if data["ladder"] is not None and len(data["ladder"]):
-        pngs["ladder"] = _png(plots.plot_ladder(data["ladder"]))
+        pngs["ladder"] = png(plots.plot_ladder(data["ladder"]))
     if data["waterfall"] is not None and len(data["waterfall"]):
         ceil = (data["run"].get("headline_figures") or {}).get("ceilings")
-        pngs["waterfall"] = _png(plots.plot_waterfall(data["waterfall"], ceil))
+        pngs["waterfall"] = png(plots.plot_waterfall(data["waterfall"], ceil))
     if data["sensitivity"] is not None and len(data["sensitivity"]):
-        pngs["sensitivity"] = _png(plots.plot_sensitivity(data["sensitivity"], "named",
+        pngs["sensitivity"] = png(plots.plot_sensitivity(data["sensitivity"], "named",
                                                           "share of devices named uniquely and correctly"))
     if data["unicity_panel"] is not None and len(data["unicity_panel"]):
-        pngs["unicity_panel"] = _png(plots.plot_panel_curve(data["unicity_panel"]))
+        pngs["unicity_panel"] = png(plots.plot_panel_curve(data["unicity_panel"]))
     if data["time_to_identification"] is not None:
-        pngs["time_to_identification"] = _png(plots.plot_time_to_identification(data["time_to_identification"]))
+        pngs["time_to_identification"] = png(plots.plot_time_to_identification(data["time_to_identification"]))
     if data["linkage"] is not None:
-        pngs["anonymity_sets"] = _png(plots.plot_anonymity_sets(data["linkage"], data["linkage_per_device"]))
+        pngs["anonymity_sets"] = png(plots.plot_anonymity_sets(data["linkage"], data["linkage_per_device"]))
     if data["unicity"] is not None:
-        pngs["unicity"] = _png(plots.plot_unicity(data["unicity"], data["unicity_power_law"]))
+        pngs["unicity"] = png(plots.plot_unicity(data["unicity"], data["unicity_power_law"]))
     simulation = data["sim"]
     if simulation is not None and data["inferred"] is not None and simulation.release.n_traces:
         level, key = _ttid_level_key(data)
         ps = pick_trail_device(data["linkage_per_device"], data["inferred"], level, key)
         if ps is not None:
-            pngs["device_trail"] = _png(plots.plot_device_trail(
+            pngs["device_trail"] = png(plots.plot_device_trail(
                 simulation.release, data["inferred"], simulation.world, ps, simulation.register, data["linkage_per_device"],
                 level=level, key=key, night_hours=_night_hours(data)))
             facts["device_trail"] = _trail_facts(data, ps, level, key)
     gm = data["geofence_meta"]
     if simulation is not None and gm and data["geofence_per_pseudonym"] is not None:
         poly = shapely.from_wkt(gm["polygon_wkt"])
-        pngs["geofence"] = _png(plots.plot_geofence(simulation.release, poly, int(gm["t_start_s"]), int(gm["t_end_s"]),
+        pngs["geofence"] = png(plots.plot_geofence(simulation.release, poly, int(gm["t_start_s"]), int(gm["t_end_s"]),
                                                     data["geofence_per_pseudonym"], data["inferred"], simulation.world))
         facts["geofence"] = {"radius_m": math.sqrt(poly.area / math.pi),
                              "utc_offset_s": simulation.release.utc_offset_s, **gm}
     if data["privacy"] is not None and data["utility"] is not None:
-        pngs["privacy_utility"] = _png(plots.plot_privacy_utility(data["privacy"], data["utility"]))
+        pngs["privacy_utility"] = png(plots.plot_privacy_utility(data["privacy"], data["utility"]))
     if data["calibration"]:
-        pngs["calibration"] = _png(plots.plot_calibration(data["calibration"]))
+        pngs["calibration"] = png(plots.plot_calibration(data["calibration"]))
     return pngs, facts
 
 
@@ -306,137 +296,6 @@ def _trail_facts(data, ps, level, key):
         out["home_nights"] = int(row["home_nights"].iloc[-1]) if "home_nights" in row.columns else None
         out["work_days"] = int(row["work_days"].iloc[-1]) if "work_days" in row.columns else None
     return out
-
-
-# ======================================================================== document
-class _Doc:
-    """Blocks rendered to Markdown and HTML: (kind, payload)."""
-
-    def __init__(self):
-        self.blocks = []
-
-    def h(self, level, text, anchor=None):
-        self.blocks.append(("h", (level, text, anchor)))
-
-    def p(self, text):
-        self.blocks.append(("p", text))
-
-    def headline(self, text):
-        self.blocks.append(("headline", text))
-
-    def ul(self, items):
-        self.blocks.append(("ul", [i for i in items if i]))
-
-    def table(self, header, rows, note=None):
-        self.blocks.append(("table", (header, [r for r in rows if r], note)))
-
-    def fig(self, name, title, caption):
-        self.blocks.append(("fig", (name, title, caption)))
-
-    def code(self, text):
-        self.blocks.append(("code", text))
-
-
-def _md_cell(s):
-    return str(s).replace("|", "\\|").replace("\n", " ")
-
-
-def _render_md(doc: _Doc, fig_paths: dict) -> str:
-    out = []
-    for kind, x in doc.blocks:
-        if kind == "h":
-            out.append("#" * x[0] + " " + x[1])
-        elif kind == "p":
-            out.append(x)
-        elif kind == "headline":
-            out.append("> **" + x + "**")
-        elif kind == "ul":
-            out.append("\n".join(f"- {i}" for i in x))
-        elif kind == "table":
-            header, rows, note = x
-            t = ["| " + " | ".join(_md_cell(h) for h in header) + " |",
-                 "|" + "|".join("---" for _ in header) + "|"]
-            t += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
-            out.append("\n".join(t))
-            if note:
-                out.append(f"*{note}*")
-        elif kind == "fig":
-            name, title, caption = x
-            if name in fig_paths:
-                out.append(f"![{title}]({fig_paths[name]})")
-            out.append(f"*{caption}*")
-        elif kind == "code":
-            out.append("```\n" + x.rstrip("\n") + "\n```")
-    return "\n\n".join(out) + "\n"
-
-
-_CSS = """
-body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:60rem;margin:2rem auto;
-padding:0 1.2rem;color:#1d2433;line-height:1.5;background:#fff}
-h1{font-size:1.7rem;margin-bottom:.3rem}h2{font-size:1.3rem;margin-top:2.2rem;border-bottom:1px solid #dde;
-padding-bottom:.2rem}h3{font-size:1.08rem;margin-top:1.6rem}
-.headline{background:#fdf3e7;border-left:5px solid #d9822b;padding:.8rem 1rem;font-size:1.08rem;
-font-weight:600;margin:1rem 0}
-table{border-collapse:collapse;margin:.8rem 0;font-size:.9rem;width:100%}
-th,td{border:1px solid #d7dbe3;padding:.3rem .5rem;text-align:left;vertical-align:top}
-th{background:#f1f3f7}tr:nth-child(even) td{background:#fafbfc}
-td.num{text-align:right;white-space:nowrap}
-figure{margin:1rem 0 1.6rem}figure img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption{font-size:.95rem;color:#333;margin-top:.4rem}
-.note{font-size:.85rem;color:#555}
-pre{background:#f5f6f8;padding:.7rem;overflow-x:auto;font-size:.82rem;border:1px solid #e3e5ea}
-nav ul{columns:2;font-size:.92rem}
-"""
-
-_NUMERIC = re.compile(r"^[\s\d.,%–\-−+±n/a]+$")
-
-
-def _render_html(doc: _Doc, pngs: dict, title: str) -> str:
-    e = html.escape
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>{e(title)}</title><style>{_CSS}</style></head><body>"]
-    toc = [(x[2], x[1]) for k, x in doc.blocks if k == "h" and x[0] == 2 and x[2]]
-    toc_done = False
-    for kind, x in doc.blocks:
-        if kind == "h":
-            level, text, anchor = x
-            if level == 2 and not toc_done and toc:
-                out.append("<nav><strong>Contents</strong><ul>" + "".join(
-                    f'<li><a href="#{e(a)}">{e(t)}</a></li>' for a, t in toc) + "</ul></nav>")
-                toc_done = True
-            aid = f' id="{e(anchor)}"' if anchor else ""
-            out.append(f"<h{level}{aid}>{e(text)}</h{level}>")
-        elif kind == "p":
-            out.append(f"<p>{e(x)}</p>")
-        elif kind == "headline":
-            out.append(f'<div class="headline">{e(x)}</div>')
-        elif kind == "ul":
-            out.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in x) + "</ul>")
-        elif kind == "table":
-            header, rows, note = x
-            t = ["<table><thead><tr>" + "".join(f"<th>{e(str(h))}</th>" for h in header) + "</tr></thead><tbody>"]
-            for r in rows:
-                cells = []
-                for j, c in enumerate(r):
-                    cls = ' class="num"' if j > 0 and _NUMERIC.match(str(c)) else ""
-                    cells.append(f"<td{cls}>{e(str(c))}</td>")
-                t.append("<tr>" + "".join(cells) + "</tr>")
-            t.append("</tbody></table>")
-            out.append("".join(t))
-            if note:
-                out.append(f'<p class="note">{e(note)}</p>')
-        elif kind == "fig":
-            name, title_, caption = x
-            img = ""
-            if name in pngs:
-                b64 = base64.b64encode(pngs[name]).decode("ascii")
-                img = f'<img src="data:image/png;base64,{b64}" alt="{e(title_)}">'
-            out.append(f"<figure>{img}<figcaption>{e(caption)}</figcaption></figure>")
-        elif kind == "code":
-            out.append(f"<pre>{e(x)}</pre>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
 
 
 # ============================================================================ content
@@ -860,10 +719,10 @@ def _reproduce(data):
     return cmd, py, toml
 
 
-def _build(data, pngs, facts) -> _Doc:
+def _build(data, pngs, facts) -> Doc:
     run, man = data["run"], data["manifest"]
     s = run.get("scenario") or {}
-    doc = _Doc()
+    doc = Doc()
     name = s.get("name", "scenario")
     doc.h(1, f"Re-identification risk of \"anonymized\" location pings — scenario \"{name}\"")
     doc.headline(run.get("headline") or "No headline: the time-to-identification step did not run.")
@@ -1209,19 +1068,19 @@ def write_report(out_dir, *, simulation=None) -> dict:
     t0 = time.perf_counter()
     data = _load(d, simulation)
     t1 = time.perf_counter()
-    with matplotlib.rc_context({"figure.dpi": 100, "savefig.dpi": _DPI, "font.size": 10}):
+    with matplotlib.rc_context({"figure.dpi": 100, "savefig.dpi": DPI, "font.size": 10}):
         pngs, facts = _render_figures(data)
     t2 = time.perf_counter()
     doc = _build(data, pngs, facts)
     fig_rel = {name: f"figures/{name}.png" for name in pngs}
-    md = _render_md(doc, fig_rel)
+    md = render_md(doc, fig_rel)
     name = (data["run"].get("scenario") or {}).get("name", "scenario")
-    page = _render_html(doc, pngs, f"reidsim report — {name}")
+    page = render_html(doc, pngs, f"reidsim report — {name}")
     paths = {}
-    for fname, png in pngs.items():
+    for fname, data_png in pngs.items():
         p = d / fig_rel[fname]
         with atomic_path(p) as tmp:
-            Path(tmp).write_bytes(png)
+            Path(tmp).write_bytes(data_png)
         paths[f"figure_{fname}"] = p
     for key, fname, text in (("report_md", "report.md", md), ("report_html", "report.html", page)):
         with atomic_path(d / fname) as tmp:
