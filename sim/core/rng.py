@@ -35,6 +35,7 @@ TAG_BOOT = 12       # bootstrap resampling
 SUB_SAMPLE_RELEASE = 99     # the seeded sample of pseudonyms defenses are evaluated on
 SUB_MEMBERSHIP_TARGETS = 98  # the target devices of membership inference
 SUB_CLASSROOM = 0xC1A55     # the classroom page's demo device and attendee samples
+SUB_CONTEXT_SAMPLE = 97     # the device sample a large run's context figures are measured on
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)

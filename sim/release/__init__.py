@@ -10,12 +10,14 @@ from sim.release.dataset import (
     dataset_digest,
     load,
     load_release,
+    load_sample,
+    sample_devices,
     read_manifest,
     read_pings_table,
     release_to_traces,
 )
 from sim.release.defenses import REGISTRY, BrokerContext, apply_defense, apply_defenses, defense_table
 
-__all__ = ["Simulation", "load", "load_release", "read_manifest", "read_pings_table",
+__all__ = ["Simulation", "load", "load_sample", "sample_devices", "load_release", "read_manifest", "read_pings_table",
            "release_to_traces", "dataset_digest", "REGISTRY", "BrokerContext", "apply_defense",
            "apply_defenses", "defense_table"]

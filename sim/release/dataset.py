@@ -388,6 +388,83 @@ def read_release_part(directory, part: str, manifest: dict) -> Traces:
                              n_days=manifest["n_days"])
 
 
+def _filter_part(table, keep_names: np.ndarray):
+    """Rows of a pings table whose pseudonym is in ``keep_names`` (sorted object array),
+    decided on each chunk's dictionary (no decoding of the whole column)."""
+    import pyarrow as pa
+
+    col = table.column("pseudonym")
+    masks = []
+    for chunk in col.chunks:
+        if pa.types.is_dictionary(chunk.type):
+            values = chunk.dictionary.to_numpy(zero_copy_only=False).astype(object)
+            keep_v = np.isin(values, keep_names)
+            idx = chunk.indices.to_numpy(zero_copy_only=False)
+            masks.append(keep_v[idx] if len(idx) else np.zeros(0, dtype=bool))
+        else:
+            masks.append(np.isin(chunk.to_numpy(zero_copy_only=False).astype(object), keep_names))
+    mask = np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
+    return table.filter(pa.array(mask))
+
+
+def sample_devices(device_idx, n_devices: int, seed: int) -> np.ndarray:
+    """A seeded random sample of ``n_devices`` of the distinct ``device_idx`` values
+    (sorted), independent of the input's order (stream ``SUB_CONTEXT_SAMPLE``)."""
+    from sim.core.rng import SUB_CONTEXT_SAMPLE, TAG_ATTACK, seed_sequence
+
+    dev = np.unique(np.asarray(device_idx, dtype=np.int64))
+    if n_devices >= len(dev):
+        return dev
+    rng = seed_sequence(seed, TAG_ATTACK, SUB_CONTEXT_SAMPLE)
+    return np.sort(rng.choice(dev, size=int(n_devices), replace=False))
+
+
+def load_sample(directory, n_devices: int | None, *, seed: int | None = None,
+                verify_hashes: bool | None = None) -> Simulation:
+    """Like :func:`load`, but the release holds only the pings of a seeded random sample
+    of ``n_devices`` devices (every pseudonym of each), read part by part so memory is
+    one part plus the sample, never the whole release.
+
+    ``None`` or at least the number of devices gives exactly :func:`load`'s Simulation.
+    The truth tables and the register stay whole (the attacker's register does not
+    shrink with the sample).  ``seed`` defaults to the scenario's.  ``meta["sample"]``
+    records ``devices``, ``of`` (devices in the release) and ``seed``; on the whole
+    release it is absent.
+    """
+    import pyarrow as pa
+
+    d = Path(directory)
+    if n_devices is not None and (isinstance(n_devices, bool) or not isinstance(n_devices, (int, np.integer))
+                                  or n_devices < 1):
+        raise InputError(f"n_devices must be a whole number >= 1 or None (all devices), got {n_devices!r}.")
+    man = check_dataset(d, verify_hashes=verify_hashes)
+    truth = d / "truth"
+    for f in ("persons", "devices", "pseudonyms"):
+        if not (truth / f"{f}.parquet").exists():
+            raise InputError(f"{str(truth / (f + '.parquet'))!r} is missing; regenerate the dataset.")
+    pseud = pd.read_parquet(truth / "pseudonyms.parquet")
+    n_all = int(pseud["device_idx"].nunique())
+    if n_devices is None or n_devices >= n_all:
+        return load(d, verify_hashes=False)
+    scn = Scenario.from_dict(man["scenario"])
+    seed = scn.seed if seed is None else int(seed)
+    chosen = sample_devices(pseud["device_idx"].to_numpy(), int(n_devices), seed)
+    names = np.sort(pseud.loc[pseud["device_idx"].isin(chosen), "pseudonym"].astype(str).to_numpy(dtype=object))
+    world = World.load(d / "world")
+    tables = [_filter_part(read_pings_table(d / "pings" / r["file"]), names) for r in man["parts"]]
+    tables = [t for t in tables if t.num_rows] or tables[:1]
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    release = release_to_traces(table, world.crs, man["utc_offset_s"], start_s=man["start_s"],
+                                n_days=man["n_days"])
+    meta = {**man, "sample": {"devices": int(len(chosen)), "of": n_all, "seed": seed}}
+    return Simulation(
+        scenario=scn, world=world,
+        persons=pd.read_parquet(truth / "persons.parquet"),
+        devices=pd.read_parquet(truth / "devices.parquet"),
+        pseudonyms=pseud, register=pd.read_parquet(d / "register.parquet"), release=release, meta=meta,
+    )
+
+
 def iter_release_parts(directory, *, verify_hashes: bool | None = None):
     """Iterate a generated release part by part: yields ``(part_name, Traces)`` in the
     manifest's part order, after :func:`check_dataset` (:func:`read_release_part` for

@@ -1,0 +1,63 @@
+"""``load_sample``: a seeded device sample of a release, read part by part."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim.core.errors import InputError
+from sim.release.dataset import load, load_sample, sample_devices
+
+
+def _rows(traces):
+    """Every ping as a sortable record array (pseudonym, t_s, x, y)."""
+    tr = traces.trace_index()
+    return sorted(zip(traces.pseudonym[tr].astype(str), traces.t_s.tolist(), traces.x_m.tolist(),
+                      traces.y_m.tolist()))
+
+
+def test_sample_holds_exactly_the_sampled_devices_pings(small_dataset):
+    folder, man = small_dataset
+    assert len(man["parts"]) >= 3  # the sample is read across several parts
+    full = load(folder)
+    s = load_sample(folder, 40)
+    chosen = sample_devices(full.pseudonyms["device_idx"].to_numpy(), 40, full.scenario.seed)
+    assert len(chosen) == 40 and s.meta["sample"] == {"devices": 40, "of": int(full.pseudonyms["device_idx"]
+                                                                              .nunique()), "seed": full.scenario.seed}
+    want = set(full.pseudonyms.loc[full.pseudonyms["device_idx"].isin(chosen), "pseudonym"].astype(str))
+    got = set(s.release.pseudonym.astype(str))
+    present = set(full.release.pseudonym[full.release.lengths > 0].astype(str))
+    assert got == want & present
+    # the same pings as selecting those traces from the whole release
+    idx = np.flatnonzero(np.isin(full.release.pseudonym.astype(str), sorted(got)))
+    assert _rows(s.release) == _rows(full.release.take(idx))
+    # everything but the release is whole
+    assert len(s.register) == len(full.register) and len(s.persons) == len(full.persons)
+    assert s.release.crs == full.release.crs and s.release.start_s == full.release.start_s
+    assert s.release.n_days == full.release.n_days
+
+
+def test_sample_is_seeded_and_order_free(small_dataset):
+    folder, _ = small_dataset
+    a, b = load_sample(folder, 25), load_sample(folder, 25)
+    assert list(a.release.pseudonym) == list(b.release.pseudonym)
+    c = load_sample(folder, 25, seed=1)
+    assert list(c.release.pseudonym) != list(a.release.pseudonym)
+    dev = np.arange(100)
+    assert np.array_equal(sample_devices(dev, 10, 3), sample_devices(dev[::-1].copy(), 10, 3))
+    assert np.array_equal(sample_devices(dev, 200, 3), dev)
+
+
+def test_whole_sample_is_load(small_dataset):
+    folder, _ = small_dataset
+    full = load(folder)
+    for n in (None, 10**6):
+        s = load_sample(folder, n)
+        assert "sample" not in s.meta
+        assert _rows(s.release) == _rows(full.release)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "10"])
+def test_bad_sample_size(small_dataset, bad):
+    folder, _ = small_dataset
+    with pytest.raises(InputError, match="n_devices"):
+        load_sample(folder, bad)
