@@ -61,3 +61,22 @@ def test_bad_sample_size(small_dataset, bad):
     folder, _ = small_dataset
     with pytest.raises(InputError, match="n_devices"):
         load_sample(folder, bad)
+
+
+def test_sample_truth_tables_and_calibration(small_dataset):
+    from sim.metrics.calibration import calibration_stats
+
+    folder, _ = small_dataset
+    s = load_sample(folder, 30)
+    assert s.devices["device_idx"].nunique() == 30 == len(s.devices)
+    assert set(s.pseudonyms["device_idx"]) <= set(s.devices["device_idx"])
+    cal = calibration_stats(s)
+    assert cal["devices"] == 30
+    # the same statistics as a Simulation built by hand from the whole one, restricted
+    full = load(folder)
+    keep = full.devices["device_idx"].isin(s.devices["device_idx"])
+    idx = np.flatnonzero(np.isin(full.release.pseudonym.astype(str), s.release.pseudonym.astype(str)))
+    import dataclasses
+    manual = dataclasses.replace(full, devices=full.devices[keep].reset_index(drop=True),
+                                 release=full.release.take(idx))
+    assert calibration_stats(manual) == cal

@@ -58,6 +58,7 @@ import numpy as np
 import pandas as pd
 
 from sim.core.constants import DAY_S
+from sim.core.errors import InputError
 from sim.core.rng import TAG_BOOT, seed_sequence
 
 #: statistic -> (low, high) inclusive bounds a realistic broker-like panel should meet
@@ -284,6 +285,17 @@ def commute_duration_estimate(commutes: pd.DataFrame, ping_seconds_of_day, *, st
             "transit_pings": int(commutes["n_transit"].sum())}
 
 
+def device_rows(simulation) -> np.ndarray:
+    """Row of each release trace's device in the devices table sorted by ``device_idx``
+    (a sampled Simulation, :func:`sim.release.dataset.load_sample`, holds some devices only)."""
+    tr = simulation.release
+    dev = simulation.pseudonyms.set_index("pseudonym").loc[tr.pseudonym, "device_idx"].to_numpy()
+    rows = pd.Index(np.sort(simulation.devices["device_idx"].to_numpy())).get_indexer(dev)
+    if (rows < 0).any():
+        raise InputError("the release holds pseudonyms of devices missing from the devices table.")
+    return rows.astype(np.int64)
+
+
 def commute_statistics(simulation, *, radius_m: float = COMMUTE_RADIUS_M,
                        max_accuracy_m: float = COMMUTE_MAX_ACCURACY_M, n_boot: int = 1000,
                        seed: int = 0, return_commutes: bool = False):
@@ -307,8 +319,7 @@ def commute_statistics(simulation, *, radius_m: float = COMMUTE_RADIUS_M,
     out = {"commute_minutes_model": float(np.mean(g.trip_overhead_min + hw[has] / 1000.0 / g.travel_speed_kmh * 60.0))
            if has.any() else float("nan"), "commute_radius_m": float(radius_m)}
     commuter = (p["schedule"].to_numpy() == "day") & has & (hw > 2 * radius_m)
-    dev_of_trace = simulation.pseudonyms.set_index("pseudonym").loc[tr.pseudonym, "device_idx"].to_numpy()
-    dev = np.repeat(dev_of_trace.astype(np.int64), tr.lengths)
+    dev = np.repeat(device_rows(simulation), tr.lengths)
     keep = commuter[dev] & (tr.weekday() < 5) & (np.asarray(tr.accuracy_m) <= max_accuracy_m)
     c = observed_commutes(dev[keep], tr.t_s[keep], tr.x_m[keep], tr.y_m[keep], tr.day()[keep], hx, hy, wx, wy,
                           radius_m=radius_m)
@@ -336,9 +347,7 @@ def calibration_stats(simulation, cell_m: float = 250.0, *, commute_radius_m: fl
     """
     tr = simulation.release
     days = tr.n_days
-    h = simulation.pseudonyms
-    dev_of_trace = h.set_index("pseudonym").loc[tr.pseudonym, "device_idx"].to_numpy()
-    dev_of_ping = np.repeat(dev_of_trace, tr.lengths)
+    dev_of_ping = np.repeat(device_rows(simulation), tr.lengths)
     day = tr.day()
     n_dev = len(simulation.devices)
     dd = np.bincount(dev_of_ping * days + day, minlength=n_dev * days).reshape(n_dev, days)

@@ -426,8 +426,9 @@ def load_sample(directory, n_devices: int | None, *, seed: int | None = None,
     one part plus the sample, never the whole release.
 
     ``None`` or at least the number of devices gives exactly :func:`load`'s Simulation.
-    The truth tables and the register stay whole (the attacker's register does not
-    shrink with the sample).  ``seed`` defaults to the scenario's.  ``meta["sample"]``
+    The ``devices`` and ``pseudonyms`` truth tables hold the sampled devices only (their
+    ``device_idx`` values unchanged); ``persons`` and the register stay whole (the
+    attacker's register does not shrink with the sample).  ``seed`` defaults to the scenario's.  ``meta["sample"]``
     records ``devices``, ``of`` (devices in the release) and ``seed``; on the whole
     release it is absent.
     """
@@ -457,11 +458,13 @@ def load_sample(directory, n_devices: int | None, *, seed: int | None = None,
     release = release_to_traces(table, world.crs, man["utc_offset_s"], start_s=man["start_s"],
                                 n_days=man["n_days"])
     meta = {**man, "sample": {"devices": int(len(chosen)), "of": n_all, "seed": seed}}
+    devices = pd.read_parquet(truth / "devices.parquet")
     return Simulation(
         scenario=scn, world=world,
         persons=pd.read_parquet(truth / "persons.parquet"),
-        devices=pd.read_parquet(truth / "devices.parquet"),
-        pseudonyms=pseud, register=pd.read_parquet(d / "register.parquet"), release=release, meta=meta,
+        devices=devices[devices["device_idx"].isin(chosen)].reset_index(drop=True),
+        pseudonyms=pseud[pseud["device_idx"].isin(chosen)].reset_index(drop=True),
+        register=pd.read_parquet(d / "register.parquet"), release=release, meta=meta,
     )
 
 
