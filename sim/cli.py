@@ -195,8 +195,10 @@ def cmd_sweep(a):
 
     plan = load_sweep(a.file, max_cells=a.max_cells)
     check_output_path(a.out)
-    _check_memory(plan["base"], what="each replicate of this sweep")
-    res = run_sweep(plan, a.out, progress=not a.quiet)
+    local_workers = a.workers if a.backend == "dask" and not a.scheduler else 0
+    _check_memory(plan["base"], workers=local_workers, what="each replicate of this sweep")
+    res = run_sweep(plan, a.out, progress=not a.quiet, backend=a.backend, scheduler=a.scheduler,
+                    n_workers=a.workers)
     print(f"{res['cells_done']} cells computed, {res['cells_skipped']} already done; "
           f"table: {res['table']}")
     return 0
@@ -304,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("file", help="sweep TOML file")
     c.add_argument("--out", required=True)
     c.add_argument("--max-cells", type=_positive_int, default=None, help="refuse grids larger than this (>= 1)")
+    c.add_argument("--backend", choices=["local", "dask"], default="local",
+                   help="evaluate cells in this process (local) or as Dask tasks (dask)")
+    c.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
+    c.add_argument("--workers", type=_positive_int, default=2,
+                   help="LocalCluster workers for --backend dask (>= 1, default 2)")
     c.add_argument("-q", "--quiet", action="store_true")
     c.set_defaults(func=cmd_sweep)
     c = sub.add_parser("cite", help="print a benchmark figure as a sentence with its interval, how to "

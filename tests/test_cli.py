@@ -69,6 +69,11 @@ def test_sweep(tmp_path, capsys):
     assert "2 cells computed" in capsys.readouterr().out
     assert main(["sweep", str(f), "--out", str(tmp_path / "o"), "-q"]) == 0
     assert "0 cells computed, 2 already done" in capsys.readouterr().out
+    # the Dask backend computes the same cells (tested in detail in test_sweep.py)
+    assert main(["sweep", str(f), "--out", str(tmp_path / "d"), "-q", "--backend", "dask", "--workers", "1"]) == 0
+    assert "2 cells computed" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "d" / "cells").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "o" / "cells").iterdir())
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -192,3 +192,24 @@ def test_weakening_never_improves_privacy(small_sim, name, weak_to_strong):
         assert strong <= weak
     # and the defenses do bite somewhere in the range tested
     assert len(exposures[-1]) < len(exposures[0]) or len(recalls[-1]) < len(recalls[0])
+
+
+def test_dask_backend_gives_the_same_cells(full_run, tmp_path):
+    """One task per cell on a 2-worker LocalCluster; the client writes the cells."""
+    plan, out_full, _ = full_run
+    res = run_sweep(plan, tmp_path, progress=False, backend="dask", n_workers=2)
+    assert res["backend"] == "dask" and res["cells_done"] == plan["n_cells"]
+    assert sorted(p.name for p in (tmp_path / "cells").iterdir()) == \
+        sorted(p.name for p in (out_full / "cells").iterdir())
+    for p in (out_full / "cells").iterdir():
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "cells" / p.name), pd.read_parquet(p))
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "results.parquet"),
+                                  pd.read_parquet(out_full / "results.parquet"))
+
+
+@pytest.mark.parametrize("kw, match", [({"backend": "spark"}, "backend"), ({"n_workers": 0}, "n_workers")])
+def test_bad_backend_settings(full_run, tmp_path, kw, match):
+    plan, _, _ = full_run
+    with pytest.raises(ConfigError, match=match):
+        run_sweep(plan, tmp_path, progress=False, **kw)
+    assert not (tmp_path / "cells").exists()

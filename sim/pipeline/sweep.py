@@ -33,6 +33,10 @@ unreadable, e.g. after a full disk, is not done: it is computed again).  The tid
 replicate × metric, with every parameter and the config hash; ``OUT/results_pooled``
 has one row per figure pooled over replicate seeds (mean and Student-t interval).  One privacy-utility
 figure per attack goes to ``OUT/figures/``.
+
+Backends: ``"local"`` (cells in this process) or ``"dask"`` (one task per cell,
+:func:`evaluate_cell`, on a LocalCluster or the scheduler at ``scheduler``; results are
+returned to this process, which writes the cell files).  Both write identical cells.
 """
 from __future__ import annotations
 
@@ -152,44 +156,96 @@ def cell_key(scn: Scenario, name: str, params: dict, attacks) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def run_sweep(path_or_plan, out_dir, *, progress: bool = True, max_cells: int | None = None) -> dict:
-    """Run (or resume) a sweep; returns counts and the path of the tidy table."""
+#: per-process cache of the last replicate's Simulation (a Dask worker evaluates many
+#: cells of one replicate; each replicate is simulated at most once per process)
+_SIMULATION_CACHE: dict = {}
+
+
+def _replicate(scn: Scenario):
+    """(Simulation, true residents per tract) of one replicate scenario, cached per process."""
+    key = scn.config_hash()
+    if key not in _SIMULATION_CACHE:
+        _SIMULATION_CACHE.clear()
+        simulation = simulate(config=scn)
+        _SIMULATION_CACHE[key] = (simulation, true_residents(simulation.persons, "tract"))
+    return _SIMULATION_CACHE[key]
+
+
+def evaluate_cell(scenario: dict, name: str, params: dict, attacks, plan_meta: dict) -> pd.DataFrame:
+    """The tidy rows of one sweep cell (the unit of work of both backends; a Dask worker
+    runs exactly this).  ``scenario`` is the replicate's ``Scenario.to_dict()``;
+    ``plan_meta`` holds the plan's ``name`` and ``replicates``."""
+    scn = Scenario.from_dict(scenario)
+    simulation, truth_res = _replicate(scn)
+    priv, util, _ = evaluate_defense(simulation, name, params, attack_config={"attacks": tuple(attacks)},
+                                     truth_residents=truth_res)
+    return _tidy(priv, util, plan_meta, scn, scn.seed, name, params)
+
+
+def _write_cell(cells_dir: Path, key: str, rows: pd.DataFrame) -> None:
+    with atomic_path(cells_dir / f"{key}.parquet") as tmp:
+        rows.to_parquet(tmp, index=False)
+
+
+def run_sweep(path_or_plan, out_dir, *, progress: bool = True, max_cells: int | None = None,
+              backend: str = "local", scheduler: str | None = None, n_workers: int = 2) -> dict:
+    """Run (or resume) a sweep; returns counts and the path of the tidy table.
+
+    ``backend="local"`` evaluates the cells one after another in this process;
+    ``"dask"`` submits one task per cell (:func:`evaluate_cell`) to a LocalCluster of
+    ``n_workers`` loopback-only workers or to the scheduler at ``scheduler``, cells of
+    one replicate in a row so each worker simulates a replicate at most once.  Workers
+    return the rows and this process writes every cell file, so workers need no shared
+    disk.  Both backends give identical cell files (each cell is a pure function of its
+    scenario, defense, parameters and attacks).
+    """
     from tqdm.auto import tqdm
 
+    if backend not in ("local", "dask"):
+        raise ConfigError(f"backend must be 'local' or 'dask', got {backend!r}.")
+    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
+        raise ConfigError(f"n_workers must be an integer >= 1, got {n_workers!r}; use e.g. 2 (one per core).")
     plan = path_or_plan if isinstance(path_or_plan, dict) else load_sweep(path_or_plan, max_cells=max_cells)
     out = check_output_path(out_dir, "sweep output")
     check_output_path(out / "cells", "sweep output")
     cells_dir = out / "cells"
     cells_dir.mkdir(parents=True, exist_ok=True)
-    done, skipped = 0, 0
+    meta = {"name": plan["name"], "replicates": list(plan["replicates"])}
+    skipped = 0
     bar = tqdm(total=plan["n_cells"], desc="sweep", unit="cell", disable=not progress)
+    todo = []  # (key, scenario dict, name, params), replicate by replicate
     for rep in plan["replicates"]:
         scn = plan["base"].replace(seed=rep)
-        todo = []
         for name, params in plan["settings"]:
             key = cell_key(scn, name, params, plan["attacks"])
             if read_cell(cells_dir / f"{key}.parquet") is not None:
                 skipped += 1
                 bar.update(1)
             else:
-                todo.append((key, name, params))
-        if not todo:
-            continue
-        simulation = simulate(config=scn)
-        truth_res = true_residents(simulation.persons, "tract")
-        for key, name, params in todo:
-            priv, util, _ = evaluate_defense(simulation, name, params, attack_config={"attacks": plan["attacks"]},
-                                             truth_residents=truth_res)
-            rows = _tidy(priv, util, plan, scn, rep, name, params)
-            with atomic_path(cells_dir / f"{key}.parquet") as tmp:
-                rows.to_parquet(tmp, index=False)
-            done += 1
-            bar.update(1)
+                todo.append((key, scn.to_dict(), name, params))
+    if backend == "local":
+        try:
+            for key, sd, name, params in todo:
+                _write_cell(cells_dir, key, evaluate_cell(sd, name, params, plan["attacks"], meta))
+                bar.update(1)
+        finally:
+            _SIMULATION_CACHE.clear()
+    elif todo:
+        from dask.distributed import as_completed
+
+        from sim.generate.engine import dask_client
+
+        with dask_client(scheduler, n_workers) as client:
+            futs = {client.submit(evaluate_cell, sd, name, params, list(plan["attacks"]), meta, pure=False): key
+                    for key, sd, name, params in todo}
+            for f in as_completed(futs):
+                _write_cell(cells_dir, futs[f], f.result())
+                bar.update(1)
     bar.close()
     table = collect(plan, out)
     figs = sweep_figures(table, out / "figures")
-    return {"cells_done": done, "cells_skipped": skipped, "table": str(out / "results.parquet"),
-            "figures": [str(f) for f in figs], "rows": len(table)}
+    return {"cells_done": len(todo), "cells_skipped": skipped, "table": str(out / "results.parquet"),
+            "figures": [str(f) for f in figs], "rows": len(table), "backend": backend}
 
 
 def _tidy(priv, util, plan, scn, rep, name, params) -> pd.DataFrame:
