@@ -139,6 +139,17 @@ def cmd_validate(a):
     return 0
 
 
+def cmd_defend(a):
+    from sim.pipeline.defend import defend_streaming
+
+    m = defend_streaming(a.dir, a.out, a.defense or [], backend=a.backend, scheduler=a.scheduler,
+                         n_workers=a.workers, overwrite=a.overwrite)
+    steps = ", ".join(f"{d['name']}({', '.join(f'{k}={v}' for k, v in d['params'].items())})" for d in m["defenses"])
+    print(f"defended {m['rows']['pings']:,} pings of {m['rows']['pseudonyms']:,} pseudonyms with {steps}, "
+          f"{len(m['parts'])} part(s), {m['backend']} -> {a.out} (dataset_id {m['dataset_id']})")
+    return 0
+
+
 def cmd_infer(a):
     import pandas as pd
 
@@ -277,6 +288,20 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="calibration statistics of a generated folder")
     v.add_argument("dir")
     v.set_defaults(func=cmd_validate)
+
+    c = sub.add_parser("defend", help="apply broker safeguards to a generated release, part by part, "
+                                      "into a new dataset folder")
+    c.add_argument("dir", help="a folder written by reidsim generate")
+    c.add_argument("--defense", action="append", metavar="NAME:param=value",
+                   help="a trace defense, e.g. grid:cell_m=500 or rotate:period_days=1 (repeat to chain)")
+    c.add_argument("--out", required=True, help="the defended dataset (new, empty, or a reidsim dataset with "
+                                                "--overwrite)")
+    c.add_argument("--overwrite", action="store_true", help="replace the reidsim dataset in --out")
+    c.add_argument("--backend", choices=["local", "dask"], default="local")
+    c.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
+    c.add_argument("--workers", type=_positive_int, default=2,
+                   help="LocalCluster workers for --backend dask (>= 1, default 2)")
+    c.set_defaults(func=cmd_defend)
 
     c = sub.add_parser("infer", help="infer home and work of every pseudonym of a generated folder")
     c.add_argument("dir")

@@ -187,6 +187,13 @@ HASH_ON_LOAD_MAX_BYTES = 2 * 1024**3
 T_SLACK_S = 2 * DAY_S
 
 
+def duplicate_policy(manifest: dict) -> str:
+    """``duplicates`` argument of :func:`release_to_traces` for a dataset: ``"keep"`` when
+    its manifest says a pseudonym may have two pings at one second (a defended release
+    after time coarsening, ``duplicate_times``), else ``"error"``."""
+    return "keep" if manifest.get("duplicate_times") else "error"
+
+
 def check_dataset(directory, *, verify_hashes: bool | None = None) -> dict:
     """Check a generated folder before anything reads it; returns its manifest.
 
@@ -344,7 +351,7 @@ def load(directory, *, verify_hashes: bool | None = None) -> Simulation:
     world = World.load(d / "world")
     table = read_pings_table(d / "pings")
     release = release_to_traces(table, world.crs, man["utc_offset_s"], start_s=man["start_s"],
-                                n_days=man["n_days"])
+                                n_days=man["n_days"], duplicates=duplicate_policy(man))
     truth = d / "truth"
     for f in ("persons", "devices", "pseudonyms"):
         if not (truth / f"{f}.parquet").exists():
@@ -365,7 +372,7 @@ def load_release(directory, *, verify_hashes: bool | None = None) -> Traces:
     man = check_dataset(d, verify_hashes=verify_hashes)
     world = World.load(d / "world")
     return release_to_traces(read_pings_table(d / "pings"), world.crs, man["utc_offset_s"],
-                             start_s=man["start_s"], n_days=man["n_days"])
+                             start_s=man["start_s"], n_days=man["n_days"], duplicates=duplicate_policy(man))
 
 
 # ------------------------------------------------------------------ part by part
@@ -385,7 +392,7 @@ def read_release_part(directory, part: str, manifest: dict) -> Traces:
                          f"{listed[:3]}{'...' if len(listed) > 3 else ''}); pass a listed part.")
     table = read_pings_table(Path(directory) / "pings" / part)
     return release_to_traces(table, manifest["crs"], manifest["utc_offset_s"], start_s=manifest["start_s"],
-                             n_days=manifest["n_days"])
+                             n_days=manifest["n_days"], duplicates=duplicate_policy(manifest))
 
 
 def _filter_part(table, keep_names: np.ndarray):
@@ -456,7 +463,7 @@ def load_sample(directory, n_devices: int | None, *, seed: int | None = None,
     tables = [t for t in tables if t.num_rows] or tables[:1]
     table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
     release = release_to_traces(table, world.crs, man["utc_offset_s"], start_s=man["start_s"],
-                                n_days=man["n_days"])
+                                n_days=man["n_days"], duplicates=duplicate_policy(man))
     meta = {**man, "sample": {"devices": int(len(chosen)), "of": n_all, "seed": seed}}
     devices = pd.read_parquet(truth / "devices.parquet")
     return Simulation(

@@ -593,6 +593,42 @@ def defense_table() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _spec_value(text: str):
+    t = text.strip()
+    low = t.lower()
+    if low in ("none", "null"):
+        return None
+    if low in ("inf", "+inf", "infinity"):
+        return math.inf
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(t)
+        except ValueError:
+            pass
+    return t
+
+
+def parse_defense_spec(spec: str) -> tuple[str, dict]:
+    """``"grid:cell_m=500"`` -> ``("grid", {"cell_m": 500})``, validated
+    (:func:`validate_defense`); several parameters are separated by commas
+    (``"night_suppression:duration_h=8,end_h=6"``); values parse as int, float,
+    ``inf``, ``true``/``false``, ``none`` or text."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"--defense needs NAME:param=value, e.g. grid:cell_m=500; got {spec!r}.")
+    name, _, rest = spec.strip().partition(":")
+    name = name.strip()
+    params = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        k, eq, v = part.partition("=")
+        if not eq or not k.strip():
+            raise ConfigError(f"--defense {spec!r}: {part!r} is not param=value; e.g. grid:cell_m=500.")
+        params[k.strip()] = _spec_value(v)
+    validate_defense(name, params)  # names and ranges, before any work
+    return name, params
+
+
 def validate_defense(name: str, params: dict) -> tuple[DefenseSpec, dict]:
     """Check a defense name and its parameters; return the spec and the full parameters."""
     if name not in REGISTRY:
