@@ -18,6 +18,17 @@ LARGE_RUN_DEVICES = 1_000_000
 
 
 # ------------------------------------------------------------------ up-front checks
+def _nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return v
+
+
 def _positive_int(text):
     """argparse type of --workers: an integer >= 1."""
     from sim.core.config import validate_workers
@@ -121,10 +132,16 @@ def cmd_generate(a):
 
 
 def cmd_validate(a):
-    from sim.release.dataset import load
     from sim.metrics.calibration import calibration_stats, check_calibration
+    from sim.release.dataset import load_sample
 
-    st = calibration_stats(load(a.dir))
+    # a seeded device sample bounds memory on large releases (0: every device)
+    simulation = load_sample(a.dir, a.sample_devices or None)
+    st = calibration_stats(simulation)
+    if "sample" in simulation.meta:
+        st["sample"] = simulation.meta["sample"]
+        print(f"calibration on a seeded sample of {st['sample']['devices']:,} of {st['sample']['of']:,} devices "
+              "(--sample-devices 0 for all)")
     bad = check_calibration(st)
     print(json.dumps({k: v for k, v in st.items() if not isinstance(v, list)}, indent=2))
     out = Path(a.dir) / "calibration.json"
@@ -287,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="calibration statistics of a generated folder")
     v.add_argument("dir")
+    v.add_argument("--sample-devices", type=_nonnegative_int, default=20_000, metavar="N",
+                   help="measure on a seeded sample of N devices, read part by part (default 20000; 0: all)")
     v.set_defaults(func=cmd_validate)
 
     c = sub.add_parser("defend", help="apply broker safeguards to a generated release, part by part, "

@@ -40,6 +40,21 @@ def test_validate(dataset, capsys):
     bad = check_calibration(stats)
     assert rc == (1 if bad else 0)
     assert ("outside sane ranges" in out) == bool(bad)
+    assert "sample" not in stats  # 150 devices: below the default sample size, all are measured
+
+
+def test_validate_on_a_device_sample(dataset, capsys):
+    from sim.metrics.calibration import calibration_stats
+    from sim.release.dataset import load_sample
+
+    main(["validate", str(dataset), "--sample-devices", "40"])
+    out = capsys.readouterr().out
+    assert "seeded sample of 40 of 150 devices" in out
+    stats = json.loads((dataset / "calibration.json").read_text())
+    assert stats["devices"] == 40 and stats["sample"]["devices"] == 40
+    want = calibration_stats(load_sample(dataset, 40))
+    assert stats["pings"] == want["pings"] and stats["pings_per_device_day_mean"] == want["pings_per_device_day_mean"]
+    assert main(["validate", str(dataset), "--sample-devices", "-1"]) == 2
 
 
 def test_infer_with_prefix_and_score(dataset, capsys):
