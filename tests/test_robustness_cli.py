@@ -197,7 +197,7 @@ def test_os_errors_end_in_a_message_not_a_traceback(monkeypatch, capsys):
     def denied(*a, **k):
         raise PermissionError(13, "Permission denied", "DIR/calibration.json")
 
-    monkeypatch.setattr(sim.release.dataset, "load", denied)
+    monkeypatch.setattr(sim.release.dataset, "load_sample", denied)
     rc, err = _run(capsys, ["validate", "DIR"])
     assert rc == 2
     assert err.startswith("reidsim: error: cannot access 'DIR/calibration.json': Permission denied;")
