@@ -260,9 +260,11 @@ def cmd_audit(a):
         if not a.quiet:
             print(f"reidsim audit: {msg}", file=sys.stderr)
 
+    reg_cols = {role: getattr(a, f"register_{role}") for role in ("name", "home_lat", "home_lon", "work_lat",
+                                                                  "work_lon", "age", "user")}
     res = run_audit(a.pings, a.out, format=a.format, id=a.id, time=a.time, lat=a.lat, lon=a.lon,
                     accuracy=a.accuracy, tz=a.tz, crs=a.crs, defenses=a.defense or (), register=a.register,
-                    overwrite=a.overwrite, progress=say, k=a.k, seed=a.seed)
+                    register_columns=reg_cols, overwrite=a.overwrite, progress=say, k=a.k, seed=a.seed)
     c = res["counts"]
     dropped = ", ".join(f"{n:,} {r.replace('_', ' ')}" for r, n in c["dropped"].items() if n) or "none"
     print(f"read {c['rows_read']:,} rows, kept {c['rows_kept']:,} (dropped: {dropped}); {c['users']:,} users; "
@@ -276,6 +278,22 @@ def cmd_audit(a):
             r = r.iloc[0]
             print(f"unique by {words}: {100 * r['value']:.1f}% (95% CI {100 * r['ci_low']:.1f}-"
                   f"{100 * r['ci_high']:.1f}%, n={int(r['n'])})")
+    reg = res["info"].get("register")
+    if reg:
+        rc = res.get("register_counts") or {}
+        rdrop = ", ".join(f"{n:,} {r.replace('_', ' ')}" for r, n in (rc.get("dropped") or {}).items() if n) or "none"
+        print(f"register: read {rc.get('rows_read', reg['persons']):,} rows, kept {reg['persons']:,} persons "
+              f"(dropped: {rdrop}); {100 * (reg['with_work_share'] or 0):.1f}% with an employer"
+              + (f"; owners of {reg['listed']:,} of {reg['users']:,} users listed" if reg["truth"] else ""))
+        metric = "named" if reg["truth"] else "single_candidate"
+        words = "named correctly" if reg["truth"] else "left with one candidate"
+        for cell in reg["cells_m"]:
+            r = u[u["attack"].str.startswith("register_") & (u["cell_m"] == cell) & (u["metric"] == metric)]
+            if len(r):
+                parts = [f"{a_[len('register_'):].replace('_', ' ')} {100 * v:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}%)"
+                         for a_, v, lo, hi in zip(r["attack"], r["value"], r["ci_low"], r["ci_high"])]
+                print(f"linked to the register on {cell:g} m cells, {words}: " + ", ".join(parts)
+                      + f" (95% CI; n={int(r['n'].iloc[0])})")
     print(f"report: {res['paths']['html']} (and audit.md; aggregate tables under {res['paths']['tables']})")
     return 0
 
@@ -387,7 +405,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--crs", help="projected CRS for distances (default: the UTM zone of the data)")
     c.add_argument("--defense", action="append", metavar="NAME:k=v",
                    help="apply a defense before auditing, e.g. grid:cell_m=500 (repeatable, applied in order)")
-    c.add_argument("--register", help="a register CSV to link against (not supported yet)")
+    c.add_argument("--register", metavar="FILE",
+                   help="your register of people (CSV or Parquet: name, home lat/lon, optional work lat/lon, age) to "
+                        "link the users to with the attacker ladder; aggregate results only")
+    for role, words in (("name", "name column (default: detected, e.g. name, full_name)"),
+                        ("home-lat", "home latitude column, degrees (default: detected, e.g. home_lat, lat)"),
+                        ("home-lon", "home longitude column, degrees (default: detected, e.g. home_lon, lon)"),
+                        ("work-lat", "employer latitude column (optional; default: detected, e.g. work_lat)"),
+                        ("work-lon", "employer longitude column (optional; default: detected, e.g. work_lon)"),
+                        ("age", "age column, years (optional; default: detected, age)"),
+                        ("user", "column holding each person's user id in PINGS, when known (ground truth: the "
+                                 "linkage is then scored; never detected)")):
+        c.add_argument(f"--register-{role}", metavar="COLUMN", help=f"register {words}")
     c.add_argument("--k", type=_positive_int, default=5,
                    help="density cells with fewer than k distinct users are suppressed (default 5)")
     c.add_argument("--seed", type=int, default=0, help="seed of the random draws (default 0)")

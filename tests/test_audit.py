@@ -206,7 +206,8 @@ def test_bad_rows_counted_in_report(tmp_path, capsys):
     (["--defense", "zone_centroid:level=block"], "zone geography"),
     (["--defense", "grid:size=5"], "unknown parameter"),
     (["--defense", "teleport:x=1"], "unknown defense"),
-    (["--register", "people.csv"], "--register"),
+    (["--register", "people.csv"], "no such register file: 'people.csv'; check the --register path"),
+    (["--register-name", "who"], "no register was given"),
     (["--crs", "EPSG:4326"], "geographic"),
     (["--id", "nope"], "--id 'nope' is not a column"),
 ])

@@ -45,6 +45,23 @@ reported before and after, with the share of fixes and users kept.
 Density grid (``density``): distinct users per cell of ``density_cell_m`` metres; cells
 with fewer than ``k`` users are suppressed (not returned); cell numbers are relative to
 an arbitrary origin, never coordinates.
+
+Linking to a register (``register=``, :mod:`sim.attacks.register_ladder`)
+-------------------------------------------------------------------------
+With the data holder's own register of people (:func:`sim.release.register_file.read_register`:
+listed home, optionally employer address, age and the ping-file user id of a person),
+the attacker ladder (exact, hierarchical, home_adults when ages are given, ranked) links
+each user's inferred home and work to the register on square grid cells of every size in
+``register_cells_m`` (:class:`sim.world.grid.GridZones`).  Rows ``register_<rung>`` of
+the ``uniqueness`` table, setting ``"<cell> cells"``: ``single_candidate``,
+``at_most_5`` and ``no_candidate`` (what the attacker sees; single/at_most_5 for the set
+rungs), and, when the register has a ``user`` column, ``named``, ``wrong`` and
+``narrowed_5`` scored against it.  ``n`` counts every user of the traces (a user with
+no inferred home has no candidate; one whose id no register row names can never be
+named).  The hierarchical rung at 250 m joins the headline measures (``risk_by_days``,
+``defenses``): ``named`` with truth, ``single_candidate`` without.  After a defense that
+changes the identifiers each new pseudonym is scored against the owner of the input
+user it came from (``apply_defenses``' mapping), per pseudonym.
 """
 from __future__ import annotations
 
@@ -63,15 +80,18 @@ from sim.core.rng import stable_uid64
 from sim.core.traces import Traces
 from sim.attacks import skmob as S
 from sim.attacks.known_points import known_points_attack
+from sim.attacks.ladder import RUNG_NAMES
+from sim.attacks.register_ladder import owners_from_register, register_ladder, register_rungs
 from sim.attacks.topn import signature_set_sizes
 from sim.attacks.unicity import unicity_attack
 from sim.infer.staypoints import METHODS, StayParams, choose_method, infer_auto, staypoint_table
 from sim.release.defenses import REGISTRY, BrokerContext, apply_defenses, validate_defense
+from sim.release.register_file import REGISTER_ROLES, check_register_frame, peek_register, read_register
 
 log = logging.getLogger(__name__)
 
 __all__ = ["AuditConfig", "audit", "run_audit", "parse_defense", "grid_top_cells", "UNIQUENESS_COLUMNS",
-           "HEADLINE", "NO_TRUTH_DEFENSES"]
+           "HEADLINE", "NO_TRUTH_DEFENSES", "REGISTER_HEADLINE"]
 
 #: columns of the ``uniqueness`` and ``risk_by_days`` tables (the latter adds ``days``)
 UNIQUENESS_COLUMNS = ["attack", "setting", "p", "cell_m", "h_h", "noise_m", "metric", "value", "ci_low",
@@ -96,6 +116,7 @@ class AuditConfig:
     known_sigma_m: tuple = (0.0, 100.0)
     known_jitter_s: float = 600.0
     homework_cells_m: tuple = (100.0, 500.0, 2000.0)
+    register_cells_m: tuple = (100.0, 250.0, 500.0)
     skmob_k: int = 2
     skmob_cell_m: float = 500.0
     skmob_max_instances: int = 2_000_000
@@ -111,7 +132,7 @@ class AuditConfig:
         if self.method not in METHODS:
             raise ConfigError(f"method must be one of {METHODS}, got {self.method!r}.")
         StayParams.split(**dict(self.inference))  # validates names and values
-        for name in ("unicity_v_m", "topn_cells_m", "homework_cells_m"):
+        for name in ("unicity_v_m", "topn_cells_m", "homework_cells_m", "register_cells_m"):
             v = getattr(self, name)
             if not v or any(not (isinstance(x, (int, float)) and math.isfinite(x) and x > 0) for x in v):
                 raise ConfigError(f"{name} must be a non-empty list of cell sizes in metres > 0, got {v!r}.")
@@ -132,6 +153,8 @@ HEADLINE = (
     ("home_work_pair", "500 m cells"),
     ("skmob_location", "k=2, 500 m cells"),
 )
+#: the register measure added to the headline when a register is given: (rung, cell_m)
+REGISTER_HEADLINE = ("hierarchical", 250.0)
 
 
 # ============================================================================ defenses
@@ -202,12 +225,12 @@ def _apply_defenses(traces: Traces, defenses, seed: int):
         check_audit_defense(name)
         steps.append((name, params))
     if not steps:
-        return traces, []
+        return traces, [], None
     ctx = BrokerContext(maid=np.asarray(traces.pseudonym, dtype=object).astype(str),
                         home_x_m=np.full(traces.n_traces, np.nan), home_y_m=np.full(traces.n_traces, np.nan),
                         seed=seed, world=None)
-    out, _, _ = apply_defenses(traces, ctx, steps)
-    return out, steps
+    out, mapping, _ = apply_defenses(traces, ctx, steps)
+    return out, steps, mapping
 
 
 # ============================================================================ helpers
@@ -418,6 +441,88 @@ def _skmob_rows(traces, cfg, method, attacks=None):
     return rows
 
 
+# ============================================================================ register
+@dataclass(frozen=True)
+class _RegisterLink:
+    """The register an audit links to: the checked frame (person_id, home/work metres,
+    age, user), whether it carries truth (a ``user`` column) and, after a defense that
+    changed the identifiers, each new pseudonym's input user id (``source``)."""
+
+    frame: pd.DataFrame
+    truth: bool
+    source: pd.Series | None = None
+
+    def owners(self, pseud, defended: bool):
+        """person_id of the owner of each pseudonym (-1 not listed), or None without truth."""
+        if not self.truth:
+            return None
+        ids = np.asarray(pseud, dtype=object)
+        if defended and self.source is not None:
+            ids = self.source.reindex(pd.Index(ids)).to_numpy(dtype=object)
+        return owners_from_register(self.frame, ids)
+
+
+def _users_table(traces: Traces, inferred: pd.DataFrame) -> pd.DataFrame:
+    """The inferred table with one row per user with a fix (NaN places where none)."""
+    pseud = np.asarray(traces.pseudonym, dtype=object)[traces.lengths > 0]
+    cols = ["home_x_m", "home_y_m", "work_x_m", "work_y_m"]
+    pos = pd.Index(inferred["pseudonym"].to_numpy(dtype=object)).get_indexer(pd.Index(pseud))
+    out = pd.DataFrame({"pseudonym": pseud})
+    for c in cols:
+        v = inferred[c].to_numpy(dtype=np.float64)
+        out[c] = np.where(pos >= 0, v[np.maximum(pos, 0)] if len(v) else np.nan, np.nan)
+    return out
+
+
+def _register_rows(traces, inferred, link: _RegisterLink, cells, *, defended: bool, rungs=None, keep=None):
+    """``register_<rung>`` rows of the uniqueness table (module docstring)."""
+    users = _users_table(traces, inferred)
+    owner = link.owners(users["pseudonym"].to_numpy(dtype=object), defended)
+    tab = register_ladder(users, link.frame, cells, owner=owner, rungs=rungs)
+    rows = []
+    for r in tab.itertuples(index=False):
+        if keep is not None and (r.rung, r.metric) not in keep:
+            continue
+        rows.append(_row(f"register_{r.rung}", f"{_m(r.cell_m)} cells", r.metric, r._asdict(), cell_m=r.cell_m))
+    return rows
+
+
+def _register_headline_rows(traces, inferred, link, defended):
+    rung, cell = REGISTER_HEADLINE
+    upto = RUNG_NAMES[:RUNG_NAMES.index(rung) + 1]  # the cumulative ladder: earlier rungs shape the set
+    metric = "named" if link.truth else "single_candidate"
+    return _register_rows(traces, inferred, link, (cell,), defended=defended, rungs=upto, keep={(rung, metric)})
+
+
+def _register_info(link: _RegisterLink, traces: Traces, cells, register_counts, dropped_no_home) -> dict:
+    """info["register"]: counts and shares only (no name, id or position)."""
+    users = np.asarray(traces.pseudonym, dtype=object)[traces.lengths > 0]
+    n_users = len(users)
+    f = link.frame
+    out = {"persons": int(len(f)), "with_work": int(np.isfinite(f["work_x_m"].to_numpy(float)).sum()),
+           "with_age": int(f["age"].notna().sum()) if "age" in f.columns else 0,
+           "rows_without_home_dropped": int(dropped_no_home), "truth": bool(link.truth),
+           "rungs": list(register_rungs(f)), "cells_m": [float(c) for c in cells], "users": int(n_users)}
+    out["with_work_share"] = out["with_work"] / out["persons"] if out["persons"] else None
+    if link.truth:
+        owner = link.owners(users, True)
+        listed = int((owner >= 0).sum())
+        out.update(listed=listed, not_listed=int(n_users - listed),
+                   listed_share=listed / n_users if n_users else None,
+                   users_given=int(f["user"].notna().sum()))
+        out["scoring"] = ("per pseudonym: a defense changed the identifiers, and each new pseudonym is scored "
+                          "against the owner of the input user it came from" if link.source is not None else
+                          "per user")
+    else:
+        out["scoring"] = ("none: the register has no user column, so only what the attacker sees is reported "
+                          "(single_candidate, at_most_5, no_candidate), not whether the candidate is right")
+    if register_counts:
+        out["reader"] = {k: register_counts.get(k) for k in (
+            "rows_read", "rows_kept", "rows_dropped", "dropped", "bad_work", "with_work", "bad_age", "with_age",
+            "users_given", "duplicate_user", "columns", "format")}
+    return out
+
+
 def _resolved_inference(overrides: dict) -> dict:
     """Every home/work and stay-point parameter in force (defaults + ``overrides``)."""
     sp, ip = StayParams.split(**dict(overrides))
@@ -454,31 +559,38 @@ def _density(traces: Traces, cell_m: float, k: int):
 
 
 # ============================================================================ the audit
-def _measure(traces: Traces, cfg: AuditConfig, method: str):
+def _measure(traces: Traces, cfg: AuditConfig, method: str, link: _RegisterLink | None = None,
+             defended: bool = False):
     inferred, _ = infer_auto(traces, method, **cfg.inference)
     rows = []
     rows += _unicity_rows(traces, cfg)
     rows += _topn_rows(traces, cfg)
     rows += _known_rows(traces, cfg)
     rows += _home_rows(inferred, cfg.homework_cells_m)
+    if link is not None:
+        rows += _register_rows(traces, inferred, link, cfg.register_cells_m, defended=defended)
     rows += _skmob_rows(traces, cfg, method)
     return pd.DataFrame(rows, columns=UNIQUENESS_COLUMNS), inferred
 
 
-def _headline_rows(traces, cfg, method) -> list:
-    """The HEADLINE measures only (for days observed and defenses)."""
+def _headline_rows(traces, cfg, method, link: _RegisterLink | None = None, defended: bool = False) -> list:
+    """The HEADLINE measures only (for days observed and defenses), and the register's
+    :data:`REGISTER_HEADLINE` measure when ``link`` is given."""
     inferred, _ = infer_auto(traces, method, **cfg.inference)
     rows = _unicity_rows(traces, cfg, (4,), (500.0,), (1.0,))
     rows += _topn_rows(traces, cfg, (2,), (500.0,))
     rows += _known_rows(traces, cfg, (2,), (100.0,))
     rows += [r for r in _home_rows(inferred, (500.0,))]
     rows += [r for r in _skmob_rows(traces, cfg, method, ("location",)) if r["metric"] == "risk_1"]
+    if link is not None:
+        rows += _register_headline_rows(traces, inferred, link, defended)
     rows += [dict(attack="inference", setting="home known", p=np.nan, cell_m=np.nan, h_h=np.nan, noise_m=np.nan,
                   metric="home_known", **stats.rate(inferred["home_x_m"].notna().to_numpy()), n_short=0)]
     return rows
 
 
-def audit(traces: Traces, *, defenses=(), counts: dict | None = None, progress=None, **config) -> dict:
+def audit(traces: Traces, *, defenses=(), counts: dict | None = None, register: pd.DataFrame | None = None,
+          register_counts: dict | None = None, progress=None, **config) -> dict:
     """Audit ``traces`` (real data): a dict of aggregate tables.
 
     Parameters
@@ -490,6 +602,14 @@ def audit(traces: Traces, *, defenses=(), counts: dict | None = None, progress=N
         or a World are refused.
     counts : dict, optional
         The reader's counts, copied into the ``data`` table.
+    register : DataFrame, optional
+        The data holder's register, projected to ``traces.crs``
+        (:func:`sim.release.register_file.read_register`: person_id, home_x_m, home_y_m,
+        optionally work_x_m, work_y_m, age and user — the ping-file user id, ground
+        truth); links users to it (module docstring, "Linking to a register").
+    register_counts : dict, optional
+        :func:`~sim.release.register_file.read_register`'s counts, copied into ``data``
+        and ``info["register"]`` (counts only, no names).
     progress : callable(str), optional
         Called with a short message before each step.
     **config
@@ -502,7 +622,8 @@ def audit(traces: Traces, *, defenses=(), counts: dict | None = None, progress=N
     value, ci_low, ci_high, n), ``density`` (cell_m, ix, iy, n_users; cells with at
     least k users), ``defenses`` (attack, setting, metric, stage, value, ci_low,
     ci_high, n) and ``info`` (a JSON-able dict: settings, method, sampling statistics,
-    timings).
+    timings; with a register ``info["register"]``: persons, with_work(_share), truth,
+    rungs, users, listed / not_listed / listed_share with truth, scoring, reader counts).
     """
     unknown = sorted(set(config) - {f.name for f in fields(AuditConfig)})
     if unknown:
@@ -514,11 +635,18 @@ def audit(traces: Traces, *, defenses=(), counts: dict | None = None, progress=N
     traces = traces.validate()
     if traces.n_pings == 0:
         raise InputError("the traces hold no fix; nothing to audit.")
+    link, no_home = None, 0
+    if register is not None:
+        frame, no_home = check_register_frame(register)
+        link = _RegisterLink(frame=frame, truth="user" in frame.columns)
     say = progress or (lambda msg: None)
     timings = {}
     t0 = time.perf_counter()
     original = traces
-    defended, steps = _apply_defenses(traces, defenses, cfg.seed)
+    defended, steps, mapping = _apply_defenses(traces, defenses, cfg.seed)
+    if link is not None and mapping is not None:
+        link = _RegisterLink(frame=link.frame, truth=link.truth,
+                             source=mapping.set_index("pseudonym")["source_pseudonym"])
     method, samp = (cfg.method, {}) if cfg.method != "auto" else (None, None)
     m_auto, samp_auto = choose_method(original)
     if method is None:
@@ -529,7 +657,7 @@ def audit(traces: Traces, *, defenses=(), counts: dict | None = None, progress=N
 
     say(f"measuring uniqueness ({method})")
     t = time.perf_counter()
-    uniq, inferred = _measure(defended, cfg, method)
+    uniq, inferred = _measure(defended, cfg, method, link, defended=True)
     timings["uniqueness"] = time.perf_counter() - t
 
     say("risk against days observed")
@@ -538,7 +666,7 @@ def audit(traces: Traces, *, defenses=(), counts: dict | None = None, progress=N
     by_days = []
     for d in days:
         sub = _user_prefix(defended, d)
-        for r in _headline_rows(sub, cfg, method):
+        for r in _headline_rows(sub, cfg, method, link, defended=True):
             by_days.append({"days": d, **r})
     risk_by_days = pd.DataFrame(by_days, columns=["days"] + UNIQUENESS_COLUMNS)
     timings["risk_by_days"] = time.perf_counter() - t
@@ -549,7 +677,7 @@ def audit(traces: Traces, *, defenses=(), counts: dict | None = None, progress=N
         t = time.perf_counter()
         rows = []
         for stage, tr_ in (("before", original), ("after", defended)):
-            for r in _headline_rows(tr_, cfg, method):
+            for r in _headline_rows(tr_, cfg, method, link, defended=stage == "after"):
                 rows.append({"stage": stage, **{k: r[k] for k in ("attack", "setting", "metric", "value", "ci_low",
                                                                     "ci_high", "n")}})
             kept = dict(attack="data", ci_low=np.nan, ci_high=np.nan)
@@ -585,6 +713,21 @@ def audit(traces: Traces, *, defenses=(), counts: dict | None = None, progress=N
         ("median_fixes_per_active_day", samp.get("median_fixes_per_day")),
         ("density_cells_total", n_cells), ("density_cells_suppressed", n_suppressed),
     ]
+    reg_info = None
+    if link is not None:
+        reg_info = _register_info(link, defended, cfg.register_cells_m, register_counts, no_home)
+        rc = register_counts or {}
+        if rc:
+            data_items += [("register_rows_read", rc.get("rows_read")), ("register_rows_kept", rc.get("rows_kept"))]
+            data_items += [(f"register_dropped_{k}", v) for k, v in (rc.get("dropped") or {}).items()]
+            data_items += [("register_bad_work", rc.get("bad_work")), ("register_bad_age", rc.get("bad_age")),
+                           ("register_duplicate_user", rc.get("duplicate_user"))]
+        data_items += [("register_persons", reg_info["persons"]), ("register_with_work", reg_info["with_work"]),
+                       ("register_with_work_share", reg_info["with_work_share"])]
+        if link.truth:
+            data_items += [("register_users_listed", reg_info["listed"]),
+                           ("register_users_not_listed", reg_info["not_listed"]),
+                           ("register_users_listed_share", reg_info["listed_share"])]
     data = pd.DataFrame(data_items, columns=["item", "value"])
     data["value"] = pd.to_numeric(data["value"], errors="coerce").astype(float)
     timings["total"] = time.perf_counter() - t0
@@ -601,23 +744,38 @@ def audit(traces: Traces, *, defenses=(), counts: dict | None = None, progress=N
     if counts:
         info["reader"] = {k: counts.get(k) for k in ("format", "files", "columns", "crs_source", "tz", "tz_source",
                                                       "tz_offset_varies", "time_unit", "has_accuracy")}
+    if reg_info is not None:
+        info["register"] = reg_info
     return {"data": data, "uniqueness": uniq, "risk_by_days": risk_by_days, "inference": inf_tab,
             "density": density, "defenses": defense_tab, "info": info}
 
 
 def run_audit(source, out, *, format: str = "auto", id=None, time=None, lat=None, lon=None, accuracy=None,
-              tz=None, crs=None, defenses=(), register=None, overwrite: bool = False, progress=None,
-              **config) -> dict:
+              tz=None, crs=None, defenses=(), register=None, register_columns: dict | None = None,
+              overwrite: bool = False, progress=None, **config) -> dict:
     """Read ``source`` (:func:`sim.release.readers.read_pings`), :func:`audit` it and write
     the report folder ``out`` (:func:`sim.report.audit.write_audit`).  Returns the audit
-    dict plus ``paths`` and ``counts`` (the reader's, no identifiers)."""
+    dict plus ``paths``, ``counts`` (the reader's, no identifiers) and, with a register,
+    ``register_counts``.
+
+    ``register`` — a register file (CSV or Parquet) or DataFrame of people with lat/lon
+    degrees, read with :func:`sim.release.register_file.read_register` in the traces' CRS;
+    ``register_columns`` — its column names by role (``name``, ``home_lat``, ``home_lon``,
+    ``work_lat``, ``work_lon``, ``age``, ``user``; default: detected).
+    """
     from sim.core.files import check_output_path
     from sim.release.readers import read_pings
     from sim.report.audit import claim_audit_dir, write_audit
 
+    reg_cols = dict(register_columns or {})
+    bad = sorted(set(reg_cols) - set(REGISTER_ROLES))
+    if bad:
+        raise ConfigError(f"unknown register column role(s) {bad}; expected some of {list(REGISTER_ROLES)}.")
+    if register is None and any(v is not None for v in reg_cols.values()):
+        raise ConfigError("register columns were named (--register-name, --register-home-lat, ...) but no register "
+                          "was given; pass --register FILE too, or drop them.")
     if register is not None:
-        raise ConfigError("--register (linking an audited release to a register of names and addresses) is not "
-                          "supported by this version of reidsim audit; run the audit without it.")
+        peek_register(register, **reg_cols)  # the file and its columns, before the (long) work
     check_output_path(out)
     claim_audit_dir(out, overwrite=overwrite, create=False)  # refuse before the (long) work
     for d in defenses:
@@ -627,8 +785,16 @@ def run_audit(source, out, *, format: str = "auto", id=None, time=None, lat=None
     say("reading pings")
     traces, counts = read_pings(source, format=format, id=id, time=time, lat=lat, lon=lon, accuracy=accuracy,
                                 tz=tz, crs=crs)
-    res = audit(traces, defenses=defenses, counts=counts, progress=progress, **config)
+    reg, reg_counts = None, None
+    if register is not None:
+        say("reading the register")
+        reg, reg_counts = read_register(register, crs=traces.crs, **reg_cols)
+    res = audit(traces, defenses=defenses, counts=counts, register=reg, register_counts=reg_counts,
+                progress=progress, **config)
+    del reg
     say("writing the report")
     res["paths"] = write_audit(out, res, counts=counts, overwrite=overwrite)
     res["counts"] = counts
+    if reg_counts is not None:
+        res["register_counts"] = reg_counts
     return res

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ from sim.core.fmt import count, num, pct, pct_range
 
 __all__ = ["AUDIT_MARKER", "AUDIT_ENTRIES", "claim_audit_dir", "is_audit_folder", "write_audit",
            "plot_audit_uniqueness", "plot_audit_days", "plot_audit_unicity", "plot_audit_density",
-           "plot_audit_defenses", "ATTACK_LABELS"]
+           "plot_audit_defenses", "plot_audit_register", "ATTACK_LABELS", "REGISTER_METRIC_LABELS"]
 
 AUDIT_MARKER = "audit.json"
 AUDIT_ENTRIES = (AUDIT_MARKER, "audit.html", "audit.md", "figures", "tables")
@@ -53,9 +54,33 @@ ATTACK_LABELS = {
     "skmob_home_work": "skmob HomeWorkAttack",
     "skmob_location_probability": "skmob LocationProbabilityAttack",
     "skmob_location_proportion": "skmob LocationProportionAttack",
+    "register_exact": "register: exact (home, work) cells",
+    "register_hierarchical": "register: hierarchical",
+    "register_home_adults": "register: home adults",
+    "register_ranked": "register: ranked",
+}
+#: words for the register-linkage metrics (sim.attacks.register_ladder)
+REGISTER_METRIC_LABELS = {
+    "single_candidate": "one candidate left",
+    "at_most_5": "1–5 candidates",
+    "no_candidate": "no candidate",
+    "named": "named (the right person)",
+    "wrong": "wrongly named",
+    "narrowed_5": "≤ 5 candidates, owner among them",
 }
 _METRIC_LABELS = {"unique": "unique", "success": "singled out", "risk_1": "risk = 1", "mean_risk": "mean risk",
-                  "home_known": "home inferred"}
+                  "home_known": "home inferred", **REGISTER_METRIC_LABELS}
+_REGISTER_RUNG_WORDS = {
+    "exact": "exact: register persons whose listed home cell and employer cell are the inferred home and work "
+             "cells (no inferred work: no candidate)",
+    "hierarchical": "hierarchical: the persons listed in the inferred home cell; if a workplace is inferred, those "
+                    "listed at an employer in its cell, if any; else those with no employer listed, if any; else "
+                    "all of them",
+    "home_adults": "home adults: of those, the adults (age 18 or more; a missing age counts as adult)",
+    "ranked": "ranked: a list of persons — the home cell's residents first (earlier rungs' candidates first, then "
+              "by employer match and distance), then everyone else by distance from the inferred home; the first "
+              "one is named",
+}
 
 
 # ============================================================================ folder
@@ -252,6 +277,41 @@ def plot_audit_defenses(tab: pd.DataFrame):
     return fig
 
 
+def plot_audit_register(uniq: pd.DataFrame, metric: str = "named"):
+    """Register linkage: share of users per rung (bars) and cell size (groups), 95 %
+    whiskers; ``metric`` is ``"named"`` (with truth) or ``"single_candidate"``."""
+    fig, axes = _figure((7.5, 3.8))
+    ax = axes[0, 0]
+    t = uniq[uniq["attack"].str.startswith("register_") & (uniq["metric"] == metric)] \
+        if uniq is not None and not uniq.empty else None
+    if t is None or t.empty:
+        _no_data(ax, "no register linked")
+        return fig
+    cells = sorted(t["cell_m"].unique())
+    rungs = list(dict.fromkeys(t["attack"]))
+    width = 0.8 / len(rungs)
+    x = np.arange(len(cells))
+    colors = ["#4C72B0", "#55A868", "#8172B2", "#C44E52"]
+    for i, a in enumerate(rungs):
+        g = t[t["attack"] == a].set_index("cell_m")
+        v = np.array([100 * float(g.loc[c, "value"]) if c in g.index else np.nan for c in cells])
+        lo = np.array([100 * float(g.loc[c, "ci_low"]) if c in g.index else np.nan for c in cells])
+        hi = np.array([100 * float(g.loc[c, "ci_high"]) if c in g.index else np.nan for c in cells])
+        off = (i - (len(rungs) - 1) / 2) * width
+        ax.bar(x + off, np.nan_to_num(v), width=width * 0.95, color=colors[i % len(colors)],
+               label=ATTACK_LABELS.get(a, a).replace("register: ", ""))
+        ax.errorbar(x + off, v, yerr=[np.nan_to_num(v - lo), np.nan_to_num(hi - v)], fmt="none", ecolor="0.2",
+                    capsize=2, lw=1)
+    ax.set_xticks(x, [f"{c / 1000:g} km cells" if c >= 1000 else f"{c:g} m cells" for c in cells])
+    ax.set_ylabel("users (%)")
+    ax.set_ylim(0, 102)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(frameon=False, fontsize="small", title="attacker", title_fontsize="small")
+    words = REGISTER_METRIC_LABELS.get(metric, metric)
+    ax.set_title(f"Linked to your register: users {words}", fontsize="medium")
+    return fig
+
+
 def _figure_png(fig) -> bytes:
     """PNG bytes without the "Software" tag (no version string in the outputs)."""
     return png(fig, metadata={"Software": None})
@@ -284,9 +344,115 @@ def _headline_text(res) -> str:
         if r is not None and r["n"] > 0:
             parts.append(f"{pct(r['value'])} (95% interval {pct_range(r['ci_low'], r['ci_high'])}, n={count(r['n'])}) "
                          f"are singled out by {words}")
+    reg = (res.get("info") or {}).get("register")
+    if reg:
+        r = _register_headline(u, reg)
+        if r is not None:
+            rung, cell, metric, row = r
+            what = ("are named correctly" if metric == "named" else "are left with a single person")
+            parts.append(f"{pct(row['value'])} (95% interval {pct_range(row['ci_low'], row['ci_high'])}, "
+                         f"n={count(row['n'])}) {what} when linked to your register ({rung} attacker, "
+                         f"{cell:g} m cells)")
     if not parts:
         return f"{users:,} users audited; no measure could be computed."
     return f"Of {users:,} users, " + "; ".join(parts) + "."
+
+
+def _register_headline(u, reg):
+    """(rung, cell_m, metric, row) of the register measure of the headline, or None."""
+    metric = "named" if reg.get("truth") else "single_candidate"
+    for rung, cell in (("hierarchical", 250.0),):
+        r = _find(u, f"register_{rung}", f"{cell:g} m cells", metric)
+        if r is not None:
+            return rung, cell, metric, r
+    r = u[u["attack"].str.startswith("register_") & (u["metric"] == metric)] if u is not None and not u.empty \
+        else None
+    if r is None or r.empty:
+        return None
+    r = r.iloc[0]
+    return r["attack"][len("register_"):], float(r["cell_m"]), metric, r
+
+
+def _register_section(doc: Doc, u: pd.DataFrame, reg: dict, n_users: int) -> dict:
+    """The "Linking to your register" section; returns its figure's PNG."""
+    truth = bool(reg.get("truth"))
+    doc.h(2, "Linking to your register", "register")
+    rd = reg.get("reader") or {}
+    head = _register_headline(u, reg)
+    if head is not None:
+        rung, cell, metric, r = head
+        if truth:
+            summary = (f"Linked to your register on {cell:g} m cells, the {rung} attacker named "
+                       f"{pct(r['value'])} (95% interval {pct_range(r['ci_low'], r['ci_high'])}) of the "
+                       f"{count(r['n'])} users correctly; the owners of {pct(reg.get('listed_share'))} of the users "
+                       "are in the register, the most a register-based attacker can name.")
+        else:
+            summary = (f"Linked to your register on {cell:g} m cells, the {rung} attacker is left with a single "
+                       f"person for {pct(r['value'])} (95% interval {pct_range(r['ci_low'], r['ci_high'])}) of the "
+                       f"{count(r['n'])} users; whether that person is the right one needs the register's user "
+                       "column (--register-user), which was not given.")
+        doc.headline(summary)
+    doc.p("Each user's inferred home (and work) is looked up in your register: the candidates are the persons "
+          "listed in the same square grid cell, narrowed as each attacker does (below). Figures are shares of all "
+          f"{count(reg.get('users'))} users; a user without an inferred home has no candidate. "
+          + (f"Named, wrongly named and narrowed are scored against the register's user column, "
+             f"{reg.get('scoring')}." if truth else
+             "Without the register's user column only what the attacker sees is reported: how many candidates "
+             "are left, not whether the right person is among them."))
+    rows = []
+    if rd:
+        rows.append(["rows read", count(rd.get("rows_read"))])
+        for reason, words in (("missing_name", "no name"), ("missing_home", "no home latitude or longitude"),
+                              ("bad_home", "home position not a number or out of range")):
+            rows.append([f"dropped: {words}", count((rd.get("dropped") or {}).get(reason, 0))])
+        rows.append(["rows kept (persons)", count(rd.get("rows_kept"))])
+        if rd.get("bad_work"):
+            rows.append(["employer position unusable (kept, no employer listed)", count(rd["bad_work"])])
+        if rd.get("bad_age"):
+            rows.append(["age unusable (kept, age unknown)", count(rd["bad_age"])])
+        if rd.get("duplicate_user"):
+            rows.append(["user id repeated on a later row (removed there)", count(rd["duplicate_user"])])
+    else:
+        rows.append(["persons", count(reg.get("persons"))])
+    rows.append(["persons with an employer listed", f"{count(reg.get('with_work'))} "
+                                                     f"({pct(reg.get('with_work_share'))})"])
+    if reg.get("with_age"):
+        rows.append(["persons with an age", count(reg.get("with_age"))])
+    if truth:
+        rows.append(["users whose owner is listed (user column)", f"{count(reg.get('listed'))} of "
+                                                                   f"{count(reg.get('users'))} "
+                                                                   f"({pct(reg.get('listed_share'))})"])
+        rows.append(["users not listed (can never be named)", count(reg.get("not_listed"))])
+    doc.table(["register", "count"], rows, note="Names are only checked to be present, then discarded; no name, "
+                                                  "address or user id of the register appears in this report.")
+    metric = "named" if truth else "single_candidate"
+    pngs = {"register": _figure_png(plot_audit_register(u, metric))}
+    doc.fig("register", "Linked to your register",
+            f"Share of users {REGISTER_METRIC_LABELS[metric]} by each attacker, per grid cell size (95% intervals, "
+            f"n = {count(reg.get('users'))} users).")
+    t = u[u["attack"].str.startswith("register_")]
+    metrics = ["single_candidate", "at_most_5", "no_candidate"] + (["named", "wrong", "narrowed_5"] if truth else [])
+    rows = []
+    for (cell, attack), g in t.groupby(["cell_m", "attack"], sort=False):
+        gi = g.set_index("metric")
+        row = [f"{cell:g} m", ATTACK_LABELS.get(attack, attack).replace("register: ", "")]
+        for m in metrics:
+            if m in gi.index:
+                r = gi.loc[m]
+                row.append(f"{pct(r['value'])} ({pct_range(r['ci_low'], r['ci_high'])})")
+            else:
+                row.append("–")
+        row.append(count(g["n"].iloc[0]))
+        rows.append(row)
+    doc.table(["cells", "attacker"] + [REGISTER_METRIC_LABELS[m] for m in metrics] + ["n"], rows,
+              note="Share of users (95% Wilson interval). The ranked attacker always has a list, so 'one candidate' "
+                   "and '1–5 candidates' do not apply to it (–); it names the first person of its list.")
+    doc.ul([_REGISTER_RUNG_WORDS[r] for r in reg.get("rungs", []) if r in _REGISTER_RUNG_WORDS] + [
+        "Grid cells: squares of the stated size anchored at the projection's origin. A home near a cell edge falls "
+        "in the neighbour cell and is compared with that cell's residents; the ranked attacker falls back on "
+        "distances, which have no edges.",
+    ])
+    return pngs
 
 
 def _definitions(info) -> list:
@@ -380,7 +546,7 @@ def _build(res, counts, k) -> tuple[Doc, dict]:
             "Share of users singled out by each attack (bars; whiskers: 95% interval; n: users it rests on). "
             "Blue: reidsim's attacks; red: scikit-mobility's, share with risk 1.")
     rows = []
-    for _, r in u.iterrows():
+    for _, r in u[~u["attack"].str.startswith("register_")].iterrows():
         rows.append([ATTACK_LABELS.get(r["attack"], r["attack"]), r["setting"],
                      _METRIC_LABELS.get(r["metric"], r["metric"]),
                      pct(r["value"]) if r["metric"] != "mean_risk" else num(r["value"], 3),
@@ -395,6 +561,9 @@ def _build(res, counts, k) -> tuple[Doc, dict]:
         pngs["unicity"] = _figure_png(plot_audit_unicity(u))
         doc.fig("unicity", "Unicity of p random points",
                 "Unicity against the number of points known, per cell size and time bin (95% intervals).")
+
+    if info.get("register"):
+        pngs.update(_register_section(doc, u, info["register"], n_users))
 
     doc.h(2, "Risk against days observed", "days")
     bd = res["risk_by_days"]
@@ -476,9 +645,12 @@ def _build(res, counts, k) -> tuple[Doc, dict]:
     doc.h(2, "Definitions and limits", "definitions")
     doc.ul(_definitions(info) + [
         "Days observed: each user's first d local days, counted from the local midnight before their first fix.",
-        "No register: without names and addresses this audit measures how many users are singled out within the "
-        "dataset, the first step of re-identification; whether a singled-out trace can be named depends on what "
-        "else an attacker holds (reidsim run simulates that step).",
+        ("Register: the linkage above uses your register as the attacker's auxiliary data; a real attacker's "
+         "register (people-search sites, voter files) may list more or fewer people, and other addresses."
+         if info.get("register") else
+         "No register: without names and addresses this audit measures how many users are singled out within the "
+         "dataset, the first step of re-identification; whether a singled-out trace can be named depends on what "
+         "else an attacker holds (reidsim audit --register links to your own register; reidsim run simulates it)."),
     ])
     doc.h(2, "Reproduce", "reproduce")
     opts = []
@@ -490,6 +662,13 @@ def _build(res, counts, k) -> tuple[Doc, dict]:
         opts.append(f"--crs {info.get('crs')}")
     for d in info.get("defenses", []):
         opts.append("--defense " + d["name"] + ":" + ",".join(f"{k_}={v}" for k_, v in d["params"].items()))
+    reg = info.get("register")
+    if reg:
+        opts.append("--register REGISTER")
+        cols = (reg.get("reader") or {}).get("columns") or {}
+        for role, col in cols.items():
+            if col is not None:
+                opts.append(f"--register-{role.replace('_', '-')} {shlex.quote(str(col))}")
     opts.append(f"--k {k}")
     seed = info.get("settings", {}).get("seed", 0)
     if seed:
