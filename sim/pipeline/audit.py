@@ -85,7 +85,7 @@ from sim.attacks.register_ladder import owners_from_register, register_ladder, r
 from sim.attacks.topn import signature_set_sizes
 from sim.attacks.unicity import unicity_attack
 from sim.infer.staypoints import METHODS, StayParams, choose_method, infer_auto, staypoint_table
-from sim.release.defenses import REGISTRY, BrokerContext, apply_defenses, validate_defense
+from sim.release.defenses import REGISTRY, BrokerContext, apply_defenses, parse_defense_spec
 from sim.release.register_file import REGISTER_ROLES, check_register_frame, peek_register, read_register
 
 log = logging.getLogger(__name__)
@@ -158,41 +158,13 @@ REGISTER_HEADLINE = ("hierarchical", 250.0)
 
 
 # ============================================================================ defenses
-def _value(text: str):
-    t = text.strip()
-    low = t.lower()
-    if low in ("none", "null"):
-        return None
-    if low in ("inf", "+inf", "infinity"):
-        return math.inf
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        return int(t)
-    except ValueError:
-        pass
-    try:
-        return float(t)
-    except ValueError:
-        return t
-
-
 def parse_defense(spec: str) -> tuple[str, dict]:
-    """``"grid:cell_m=500"`` -> ``("grid", {"cell_m": 500})``; several parameters are
-    separated by commas (``"night_suppression:duration_h=8,end_h=6"``)."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"--defense needs NAME:param=value, e.g. grid:cell_m=500; got {spec!r}.")
-    name, _, rest = spec.strip().partition(":")
-    name = name.strip()
-    params = {}
-    for part in filter(None, (p.strip() for p in rest.split(","))):
-        k, eq, v = part.partition("=")
-        if not eq or not k.strip():
-            raise ConfigError(f"--defense {spec!r}: {part!r} is not param=value; e.g. grid:cell_m=500.")
-        params[k.strip()] = _value(v)
-    check_audit_defense(name)
-    validate_defense(name, params)  # parameter names and ranges, before any work
-    return name, params
+    """``"grid:cell_m=500"`` -> ``("grid", {"cell_m": 500})``
+    (:func:`sim.release.defenses.parse_defense_spec`), refusing the defenses an audit of
+    real data cannot apply (:func:`check_audit_defense`)."""
+    if isinstance(spec, str) and spec.strip():
+        check_audit_defense(spec.strip().partition(":")[0].strip())
+    return parse_defense_spec(spec)
 
 
 def check_audit_defense(name: str) -> None:
