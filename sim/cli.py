@@ -179,25 +179,36 @@ def cmd_infer(a):
     print(f"inferred home for {s['known_home']:,} and work for {s['known_work']:,} of {s['rows']:,} pseudonyms "
           f"(window {s['window_days']} days, {s['parts']} part(s), {s['backend']}) -> {where}")
     if a.score:
-        from sim.release.dataset import load
         from sim.metrics.score import score_inference
+        from sim.world.model import World
 
         inf = pd.read_parquet(s["inferred_file"]) if s["inferred_file"] else read_inferred(a.dir)
-        simulation = load(a.dir)  # scoring needs the truth: the whole dataset in memory
-        sc = score_inference(inf, simulation.pseudonyms, simulation.persons, world=simulation.world)
+        truth = Path(a.dir) / "truth"  # scoring reads the truth tables, not the pings
+        sc = score_inference(inf, pd.read_parquet(truth / "pseudonyms.parquet"),
+                             pd.read_parquet(truth / "persons.parquet"), world=World.load(Path(a.dir) / "world"))
         print(sc if not hasattr(sc, "to_string") else sc.to_string())
     return 0
 
 
 def cmd_attack(a):
-    from sim.release.dataset import load
-    from sim.pipeline.main import attack_step, headline_sentence, infer_step
+    from sim.pipeline.main import MAIN_ATTACK_CONFIG, headline_sentence
 
-    simulation = load(a.dir)
-    ibd, _ = infer_step(simulation, Path(a.dir))
-    tables, _ = attack_step(simulation, Path(a.dir), ibd)
+    if a.in_memory:  # the whole release in memory (sim.attacks.run_attacks): the same tables
+        from sim.release.dataset import load
+        from sim.pipeline.main import attack_step, infer_step
 
-    print(headline_sentence(tables, simulation.scenario.register.profile)[0])
+        simulation = load(a.dir)
+        ibd, _ = infer_step(simulation, Path(a.dir))
+        tables, _ = attack_step(simulation, Path(a.dir), ibd)
+        profile = simulation.scenario.register.profile
+    else:  # part by part (peak memory ~ the largest part, plus per-pseudonym tables)
+        from sim.pipeline.stream_attacks import attack_streaming, dataset_attack_config
+
+        res = attack_streaming(a.dir, config=dataset_attack_config(a.dir, MAIN_ATTACK_CONFIG), backend=a.backend,
+                               scheduler=a.scheduler, n_workers=a.workers)
+        tables, profile = res["tables"], res["register_profile"]
+        log.info("attacked %d part(s) on %s in %.1f s", res["parts"], res["backend"], res["seconds"])
+    print(headline_sentence(tables, profile)[0])
     print(f"tables and summary.json written to {Path(a.dir) / 'attacks'}")
     return 0
 

@@ -282,3 +282,22 @@ def test_report_stage_imports_no_later_stage_nor_defaults():
                 assert not m.startswith(("sim.pipeline", "sim.api", "sim.cli")), (path.name, m)
         assert "InferenceParams" not in src and "MAIN_ATTACK_CONFIG" not in src and "Scenario()" not in src, \
             path.name
+
+
+def test_report_of_a_large_release_draws_a_device_sample(written, tmp_path, monkeypatch):
+    """Above DEFAULT_SAMPLE_DEVICES the report reads a seeded device sample part by part;
+    the maps draw sampled devices only and say so, the figures are the tables'."""
+    import sim.report.document as doc
+    from sim.release.dataset import load_sample
+
+    d, _ = written
+    monkeypatch.setattr(doc, "DEFAULT_SAMPLE_DEVICES", 60)
+    data = doc._load(d)
+    assert data["sim"].meta["sample"]["devices"] == 60
+    held = set(data["sim"].release.pseudonym)
+    assert held == set(load_sample(d, 60).release.pseudonym)
+    pngs, facts = doc._render_figures(data)
+    assert facts["device_trail"]["pseudonym"] in held and "device_trail" in pngs
+    assert facts["geofence"]["sample"] == {"devices": 60, "of": data["sim"].meta["sample"]["of"],
+                                           "seed": data["sim"].meta["sample"]["seed"]}
+    assert "seeded sample of 60" in doc._cap_geofence(data, facts["geofence"])

@@ -414,6 +414,11 @@ def _filter_part(table, keep_names: np.ndarray):
     return table.filter(pa.array(mask))
 
 
+#: device sample of the figures that need pings in memory on a large release (calibration,
+#: the report's maps, the main job's context figures and defenses); at or below it, all
+DEFAULT_SAMPLE_DEVICES = 20_000
+
+
 def sample_devices(device_idx, n_devices: int, seed: int) -> np.ndarray:
     """A seeded random sample of ``n_devices`` of the distinct ``device_idx`` values
     (sorted), independent of the input's order (stream ``SUB_CONTEXT_SAMPLE``)."""

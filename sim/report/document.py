@@ -38,7 +38,7 @@ from sim.attacks.ladder import RUNGS
 from sim.core.files import atomic_path, read_dataset_id
 from sim.core.fmt import NA, count, is_finite, num, num_auto, num_range, pct, pct_ci, pct_range
 from sim.metrics.calibration import SANE_RANGES
-from sim.release.dataset import check_derived, load
+from sim.release.dataset import DEFAULT_SAMPLE_DEVICES, check_derived, load_sample
 from sim.report import plots
 from sim.report.page import DPI, Doc, png, render_html, render_md
 from sim.report.plots import KEY_LABELS, local_str, params_label
@@ -130,7 +130,8 @@ def _load(d: Path, simulation=None) -> dict:
     data["utility"] = _read_table(d / "defenses" / "utility.parquet", did)
     data["inferred"] = _read_table(d / "inferred.parquet", did)
     if simulation is None and (d / "pings").exists() and (d / "world").exists():
-        simulation = load(d)
+        # the maps need pings in memory: a seeded device sample on a large release
+        simulation = load_sample(d, DEFAULT_SAMPLE_DEVICES)
     data["sim"] = simulation
     return data
 
@@ -245,9 +246,17 @@ def _render_figures(data) -> tuple[dict, dict]:
     if data["unicity"] is not None:
         pngs["unicity"] = png(plots.plot_unicity(data["unicity"], data["unicity_power_law"]))
     simulation = data["sim"]
+    # a sampled Simulation (sim.release.dataset.load_sample) holds some devices' pings: the
+    # maps show those devices only
+    held = None if simulation is None or "sample" not in simulation.meta else \
+        pd.Index(simulation.release.pseudonym, dtype=object)
+
+    def held_rows(t):
+        return t if held is None or t is None else t[t["pseudonym"].isin(held)]
+
     if simulation is not None and data["inferred"] is not None and simulation.release.n_traces:
         level, key = _ttid_level_key(data)
-        ps = pick_trail_device(data["linkage_per_device"], data["inferred"], level, key)
+        ps = pick_trail_device(held_rows(data["linkage_per_device"]), data["inferred"], level, key)
         if ps is not None:
             pngs["device_trail"] = png(plots.plot_device_trail(
                 simulation.release, data["inferred"], simulation.world, ps, simulation.register, data["linkage_per_device"],
@@ -257,9 +266,12 @@ def _render_figures(data) -> tuple[dict, dict]:
     if simulation is not None and gm and data["geofence_per_pseudonym"] is not None:
         poly = shapely.from_wkt(gm["polygon_wkt"])
         pngs["geofence"] = png(plots.plot_geofence(simulation.release, poly, int(gm["t_start_s"]), int(gm["t_end_s"]),
-                                                    data["geofence_per_pseudonym"], data["inferred"], simulation.world))
+                                                    held_rows(data["geofence_per_pseudonym"]), data["inferred"],
+                                                    simulation.world))
         facts["geofence"] = {"radius_m": math.sqrt(poly.area / math.pi),
                              "utc_offset_s": simulation.release.utc_offset_s, **gm}
+        if held is not None:
+            facts["geofence"]["sample"] = simulation.meta["sample"]
     if data["privacy"] is not None and data["utility"] is not None:
         pngs["privacy_utility"] = png(plots.plot_privacy_utility(data["privacy"], data["utility"]))
     if data["calibration"]:
@@ -1015,7 +1027,11 @@ def _cap_geofence(data, f):
         gl = str(gf["level"].iloc[0]) if "level" in gf.columns else "building"
         txt += (f", and {pct(lc['value'], 0)} (95% CI {pct_range(lc['ci_low'], lc['ci_high'], 0)}) were named "
                 f"correctly from their inferred {_GEOFENCE_KEY.get(gk, gk)} ({gl} level)")
-    return txt + "."
+    txt += "."
+    if f.get("sample"):
+        txt += (f" The map draws the trails of the devices among a seeded sample of {f['sample']['devices']:,} of "
+                f"{f['sample']['of']:,}; the figures count every device.")
+    return txt
 
 
 _GEOFENCE_KEY = {"home": "home alone", "home_work": "home and workplace"}
