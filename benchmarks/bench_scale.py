@@ -1,5 +1,5 @@
-"""Scale benchmark: generation and streaming inference from 10k to 1M devices, with a
-cost model extrapolated to 12M devices x 120 days.
+"""Scale benchmark: generation, streaming inference and streaming attacks from 10k to 1M
+devices, with a cost model extrapolated to 12M devices x 120 days.
 
 For each size, in fresh processes (so wall time, CPU time and peak RSS are the stage's own):
   * ``generate``: ``reidsim generate --devices N --days D --block-devices 50000`` (run
@@ -9,23 +9,30 @@ For each size, in fresh processes (so wall time, CPU time and peak RSS are the s
   * ``stream``: ``sim.pipeline.stream.infer_streaming`` (local backend, part after part,
     per-part Parquet+CSV and the concatenated table as ``reidsim infer`` writes them);
   * ``whole`` (only up to ``--whole-max-devices``): ``load_release`` + ``infer_home_work``
-    + ``write_table``, the in-memory path, for comparison.
+    + ``write_table``, the in-memory path, for comparison;
+  * ``attack``: ``sim.pipeline.stream_attacks.attack_streaming`` with the settings of
+    ``reidsim attack`` (the main job's: every attack, inference of every window, a picked
+    geofence; local backend), writing what ``reidsim attack`` writes;
+  * ``attack_whole`` (only up to ``--whole-max-devices``): ``reidsim attack --in-memory``'s
+    path (``load`` + ``infer_step`` + ``attack_step``), for comparison.
 Readers skip part hashing (``verify_hashes=False``) so every size does the same work
 (``reidsim infer`` hashes releases up to 2 GiB).  Peak RSS is the child's VmHWM
 (``/proc/self/status``), which unlike ``ru_maxrss`` is not inherited from the parent.
 
 Cost model: per stage, the slope of log(wall time) against log(devices x days) (1 =
 linear); memory: peak RSS against the pings of the largest part (streaming) or of the
-release (whole) or residents (generate), linear fits.  The prediction for 12M devices x
-120 days on N workers assumes the per-part stages are perfectly parallel over parts,
-generation's synthesis (world, population, register: one process) is serial, a part
-size chosen so a part holds what a 50,000-device x 30-day part holds, no I/O limit
-beyond what was measured on local disk, and no global attack step (unicity and linkage
-need a map-then-reduce pass that does not exist yet).
+release (whole) or residents (generate), linear fits; for the streaming attack, what it
+holds above streaming inference at the same size, linear in pseudonyms.  The prediction
+for 12M devices x 120 days on N workers assumes the per-part stages are perfectly
+parallel over parts, generation's synthesis (world, population, register: one process)
+and the streaming attack's reduce (the per-device attacks, in the driver) are serial, a
+part size chosen so a part holds what a 50,000-device x 30-day part holds, and no I/O
+limit beyond what was measured on local disk.
 
-    python benchmarks/bench_scale.py --quick            # 2k/10k/50k devices x 7 days (~2 min)
-    python benchmarks/bench_scale.py                    # 10k/100k/1M devices x 30 days (~20 min)
-    python benchmarks/bench_scale.py --max-devices 100000
+    python benchmarks/bench_scale.py --quick            # 2k/10k/50k devices x 7 days (~3 min)
+    python benchmarks/bench_scale.py                    # 10k/100k/1M devices x 30 days
+    python benchmarks/bench_scale.py --max-devices 100000 --merge   # keep the 1M rows already measured
+    python benchmarks/bench_scale.py --stages attack --max-devices 100000 --merge
 
 Results: benchmarks/results/scale.json (scale_quick.json with --quick), saved after every
 stage, and a log-log plot scale.png (scale_quick.png).
@@ -52,7 +59,11 @@ from _common import RESULTS, machine, save  # noqa: E402
 BLOCK = 50_000
 TARGET_DEVICES, TARGET_DAYS = 12_000_000, 120
 PREDICT_WORKERS = (1, 2, 8, 32, 128)
-STAGES = ("generate", "largest_part", "stream", "whole")
+STAGES = ("generate", "largest_part", "stream", "whole", "attack", "attack_whole")
+#: the stages' names in the plot
+LABELS = {"generate": "generate", "largest_part": "infer the largest part", "stream": "inference (streaming)",
+          "whole": "inference (whole release)", "attack": "attack (streaming)",
+          "attack_whole": "attack (whole release)"}
 
 PRELUDE = """
 import json, resource, sys, time
@@ -101,6 +112,30 @@ _t0, _r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
 s = infer_streaming({d!r}, out_dir={out!r}, verify_hashes=False)
 res = dict(pings=s['pings'], rows=s['rows'], parts=s['parts'], concatenated=s['inferred_file'] is not None,
            part_seconds_max=max(p['seconds'] for p in s['per_part']))
+"""
+
+ATTACK = """
+from sim.pipeline.main import MAIN_ATTACK_CONFIG
+from sim.pipeline.stream_attacks import attack_streaming, dataset_attack_config
+_t0, _r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+s = attack_streaming({d!r}, out_dir={out!r}, config=dataset_attack_config({d!r}, MAIN_ATTACK_CONFIG),
+                     verify_hashes=False)
+res = dict(pings=s['pings'], rows=s['pseudonyms'], parts=s['parts'],
+           passes={{k: v['seconds'] for k, v in s['passes'].items()}},
+           part_map_seconds_max=max(p['map_seconds'] for p in s['per_part']),
+           part_count_seconds_max=max(p['count_seconds'] or 0 for p in s['per_part']),
+           inferred_written=s['inferred_written'], tables=len(s['tables']))
+"""
+
+ATTACK_WHOLE = """
+from pathlib import Path
+from sim.release.dataset import load
+from sim.pipeline.main import attack_step, infer_step
+_t0, _r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+sim = load({d!r}, verify_hashes=False)
+ibd, _ = infer_step(sim, Path({out!r}))
+tables, _ = attack_step(sim, Path({out!r}), ibd)
+res = dict(pings=int(sim.release.n_pings), rows=int(sim.release.n_traces), tables=len(tables))
 """
 
 WHOLE = """
@@ -183,6 +218,21 @@ def model(rows: list) -> dict:
     if by["whole"]:
         w0, w1 = linear([r["pings"] for r in by["whole"]], [r["peak_rss_mb"] for r in by["whole"]])
         out["memory"]["whole_mb"] = {"formula": "c0 + c1 * pings of the release", "c0": w0, "c1_per_ping": w1}
+    # the streaming attack: a part's pings (as streaming inference) plus the driver's per-pseudonym tables;
+    # measured as the bytes per pseudonym above streaming inference's peak at the same size
+    stream_at = {r["devices"]: r for r in by["stream"]}
+    above = [(r["rows"], r["peak_rss_mb"] - stream_at[r["devices"]]["peak_rss_mb"])
+             for r in by["attack"] if r["devices"] in stream_at and r.get("rows")]
+    a0, a1 = linear([x for x, _ in above], [y for _, y in above])
+    if by["attack"]:
+        out["memory"]["attack_mb"] = {
+            "model": "peak of streaming inference at the same size (one part) + c0 + c1 * pseudonyms: what the "
+                     "driver holds beyond a part (inferred tables of every window, observed span, register and "
+                     "truth tables, the per-device attacks' working memory), fitted across sizes",
+            "c0": a0, "c1_per_pseudonym": a1,
+            "above_stream_mb": {str(r["devices"]): round(y) for r, (_, y) in zip(by["attack"], above)},
+            "peak_mb": {str(r["devices"]): round(r["peak_rss_mb"]) for r in by["attack"]},
+            "whole_release_peak_mb": {str(r["devices"]): round(r["peak_rss_mb"]) for r in by["attack_whole"]}}
     # prediction
     dd = TARGET_DEVICES * TARGET_DAYS
     pings = dd * pings_per_dd
@@ -204,6 +254,22 @@ def model(rows: list) -> dict:
     ping_stage_1w = scaled({"wall_s": big["timings"]["pings"], "device_days": big["device_days"]},
                            slope=gen_slope)
     stream_1w = scaled(stream_big, slope=out["slopes"]["stream"]["wall_vs_device_days"]) if stream_big else None
+    attack_big = max(by["attack"], key=lambda r: r["device_days"]) if by["attack"] else None
+    attack_par_1w = attack_ser = attack_driver_mb = None
+    if attack_big:  # passes over parts run in parallel; the reduce (per-device attacks) is serial
+        from sim.pipeline.evaluate import observation_days
+
+        ser = attack_big["passes"].get("reduce", 0.0)
+        slope = out["slopes"]["attack"]["wall_vs_device_days"]
+        attack_par_1w = scaled({"wall_s": attack_big["wall_s"] - ser, "device_days": attack_big["device_days"]},
+                               slope=slope)
+        # the reduce works on one row per pseudonym and observation window: linear in both
+        ps_per_device = attack_big["rows"] / attack_big["devices"]
+        windows = len(observation_days(TARGET_DAYS)) / len(observation_days(attack_big["days"]))
+        rows_ratio = windows * TARGET_DEVICES * ps_per_device / attack_big["rows"]
+        attack_ser = ser * rows_ratio
+        if a1 is not None:
+            attack_driver_mb = round(a0 + a1 * windows * TARGET_DEVICES * ps_per_device)
     cpu_stream_1w = scaled(stream_big, "cpu_s", slope=out["slopes"]["stream"]["cpu_vs_device_days"]) \
         if stream_big else None
     threads = os.cpu_count() or 1
@@ -219,6 +285,7 @@ def model(rows: list) -> dict:
         "whole_release_memory_mb": (round(out["memory"]["whole_mb"]["c0"] + out["memory"]["whole_mb"][
             "c1_per_ping"] * pings) if "whole_mb" in out["memory"] and out["memory"]["whole_mb"]["c1_per_ping"]
             is not None else None),
+        "attack_driver_memory_mb": attack_driver_mb,
         "measured_on_threads": threads,
         "per_workers": [],
     }
@@ -229,6 +296,7 @@ def model(rows: list) -> dict:
             "generate_s": round(synth_s + ping_stage_1w / n),
             "stream_infer_s": round(stream_1w / n) if stream_1w else None,
             "stream_infer_cpu_s_total": round(cpu_stream_1w) if cpu_stream_1w else None,
+            "stream_attack_s": round(attack_par_1w / n + attack_ser) if attack_par_1w is not None else None,
         })
     out["prediction"] = pred
     out["assumptions"] = [
@@ -244,8 +312,11 @@ def model(rows: list) -> dict:
         "worker's memory stays at the measured per-part level",
         "I/O as measured on this machine's local disk; the release is written and read once; no shared or "
         "object storage (workers read parts by path)",
-        "no global attack step: unicity and linkage need a map-then-reduce pass over all parts that is "
-        "not implemented; attacks, defenses and `reidsim run` still load the whole release",
+        "the streaming attack's passes over parts (gathering, map incl. inference, count) are perfectly "
+        "parallel; its reduce (the per-device attacks on the per-pseudonym tables) runs serially in the "
+        "driver, linear in pseudonyms x observation windows; the driver's memory above one part grows the "
+        "same way (attack_mb: c0 + c1 x pseudonyms, fitted across the measured sizes, scaled by the "
+        "windows); `reidsim run` still loads the whole release",
     ]
     return out
 
@@ -263,8 +334,8 @@ def plot(rows: list, path: Path) -> None:
         if not rs:
             continue
         x = [r["device_days"] for r in rs]
-        ax1.plot(x, [r["wall_s"] for r in rs], "o-", label=s)
-        ax2.plot(x, [r["peak_rss_mb"] / 1024 for r in rs], "o-", label=s)
+        ax1.plot(x, [r["wall_s"] for r in rs], "o-", label=LABELS.get(s, s))
+        ax2.plot(x, [r["peak_rss_mb"] / 1024 for r in rs], "o-", label=LABELS.get(s, s))
     for ax, yl in ((ax1, "wall time (s)"), (ax2, "peak RSS (GiB)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -290,7 +361,16 @@ def main():
                     help="run the whole-release comparison only up to this many devices")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per child process")
     ap.add_argument("--workdir", default=None, help="where datasets go (default a temporary folder)")
+    ap.add_argument("--stages", default=",".join(STAGES),
+                    help=f"comma-separated stages to run (default all: {','.join(STAGES)}; generate always runs)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of the existing results file for the sizes and stages this run does not "
+                         "measure (same window and part size), so a partial run updates it")
     a = ap.parse_args()
+    stages = {x.strip() for x in a.stages.split(",") if x.strip()} | {"generate"}
+    unknown = sorted(stages - set(STAGES))
+    if unknown:
+        ap.error(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
     sizes = [2_000, 10_000, 50_000] if a.quick else [10_000, 100_000, 1_000_000]
     days = a.days or (7 if a.quick else 30)
     if a.max_devices:
@@ -298,36 +378,47 @@ def main():
     name = "scale_quick" if a.quick else "scale"
     block = a.block_devices or (10_000 if a.quick else BLOCK)
     tmp = Path(tempfile.mkdtemp(prefix="reidsim-scale-", dir=a.workdir))
-    rows, payload = [], {}
+    kept = []
+    if a.merge and (RESULTS / f"{name}.json").exists():
+        prior = json.loads((RESULTS / f"{name}.json").read_text())
+        if prior.get("days") == days and prior.get("block_devices") == block:
+            kept = [r for r in prior.get("rows", []) if not (r["devices"] in sizes and r["stage"] in stages)]
+        else:
+            print(f"not merging: {name}.json was measured with another window or part size", file=sys.stderr)
+    rows, payload = list(kept), {}
+    command = "python benchmarks/bench_scale.py " + " ".join(sys.argv[1:])
 
     def record(row):
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "timings"}), flush=True)
-        payload.update(benchmark="scale", machine=machine(), days=days, sizes=sizes, block_devices=block,
-                       rows=rows, model=model(rows), complete=False,
-                       command="python benchmarks/bench_scale.py" + (" --quick" if a.quick else ""))
+        all_sizes = sorted({r["devices"] for r in rows} | set(sizes))
+        payload.update(benchmark="scale", machine=machine(), days=days, sizes=all_sizes, block_devices=block,
+                       rows=sorted(rows, key=lambda r: (r["devices"], STAGES.index(r["stage"]))),
+                       model=model(rows), complete=False, command=command.strip(),
+                       merged_rows=len(kept))
         save(name, payload)
 
     try:
         child(GEN.format(n=200, days=2, block=BLOCK, out=str(tmp / "warm")), a.timeout)  # numba cache
         child(STREAM.format(d=str(tmp / "warm"), out=str(tmp / "warm-o")), a.timeout)
-        shutil.rmtree(tmp / "warm", ignore_errors=True)
-        shutil.rmtree(tmp / "warm-o", ignore_errors=True)
+        if stages & {"attack", "attack_whole"}:
+            child(ATTACK.format(d=str(tmp / "warm"), out=str(tmp / "warm-a")), a.timeout)
+        for w in ("warm", "warm-o", "warm-a"):
+            shutil.rmtree(tmp / w, ignore_errors=True)
         for n in sizes:
             d = tmp / f"d{n}"
             common = {"devices": n, "days": days, "device_days": n * days}
             g = child(GEN.format(n=n, days=days, block=block, out=str(d)), a.timeout)
             record({"stage": "generate", **common, **g, "estimate_mb": round(estimate_mb(n, days, block))})
             extra = {"largest_part_pings": g["largest_part_pings"], "persons": g["persons"]}
-            r = child(PART.format(d=str(d)), a.timeout)
-            record({"stage": "largest_part", **common, **extra, **r})
-            r = child(STREAM.format(d=str(d), out=str(tmp / f"o{n}")), a.timeout)
-            record({"stage": "stream", **common, **extra, **r})
-            shutil.rmtree(tmp / f"o{n}", ignore_errors=True)
-            if n <= a.whole_max_devices:
-                r = child(WHOLE.format(d=str(d), out=str(tmp / f"w{n}")), a.timeout)
-                record({"stage": "whole", **common, **extra, **r})
-                shutil.rmtree(tmp / f"w{n}", ignore_errors=True)
+            runs = [("largest_part", PART, True), ("stream", STREAM, True),
+                    ("whole", WHOLE, n <= a.whole_max_devices), ("attack", ATTACK, True),
+                    ("attack_whole", ATTACK_WHOLE, n <= a.whole_max_devices)]
+            for stage, code, ok in runs:
+                if stage in stages and ok:
+                    r = child(code.format(d=str(d), out=str(tmp / f"o-{stage}-{n}")), a.timeout)
+                    record({"stage": stage, **common, **extra, **r})
+                    shutil.rmtree(tmp / f"o-{stage}-{n}", ignore_errors=True)
             shutil.rmtree(d, ignore_errors=True)
         payload["complete"] = True
         save(name, payload)

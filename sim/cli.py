@@ -362,8 +362,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LocalCluster workers for --backend dask (>= 1, default 2)")
     c.set_defaults(func=cmd_infer)
 
-    c = sub.add_parser("attack", help="run the re-identification attacks on a generated folder")
+    c = sub.add_parser("attack", help="run the re-identification attacks on a generated folder (part by part)")
     c.add_argument("dir")
+    c.add_argument("--backend", choices=["local", "dask"], default="local",
+                   help="attack the release's parts in-process (local) or on Dask")
+    c.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
+    c.add_argument("--workers", type=_positive_int, default=2,
+                   help="LocalCluster workers for --backend dask (>= 1, default 2)")
+    c.add_argument("--in-memory", action="store_true",
+                   help="load the whole release instead of streaming it (same tables; for comparison)")
     c.set_defaults(func=cmd_attack)
 
     c = sub.add_parser("run", help="the main job: default scenario end to end, with a report")

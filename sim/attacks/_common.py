@@ -75,16 +75,33 @@ def observed_span(traces: Traces) -> pd.DataFrame:
     })
 
 
+#: columns of :func:`observed_span`
+SPAN_COLUMNS = ["pseudonym", "first_day", "last_day"]
+
+
+def span_table(release) -> pd.DataFrame:
+    """The observed-span table of ``release``: :func:`observed_span` of a Traces, or a
+    DataFrame that already is one (pseudonym, first_day[, last_day]) — e.g. the
+    per-part spans of a release streamed part by part, concatenated (every pseudonym
+    lies in one part, so they are the whole release's rows)."""
+    if isinstance(release, pd.DataFrame):
+        require_columns(release, ["pseudonym", "first_day"], "observed-span table",
+                        "Build it with sim.attacks._common.observed_span (per part, concatenated).")
+        return release
+    return observed_span(release)
+
+
 def existing_pseudonyms(days, release=None, pseudonyms=None, fallback=None) -> np.ndarray:
     """Pseudonyms that exist in the window of the first ``days`` days (object array).
 
     A pseudonym exists when it has a ping in the window, i.e. ``first_day < days``.
-    ``first_day`` comes from the ``release`` (:func:`observed_span`) when given, else
-    from the truth ``pseudonyms`` table's ``first_day`` column; without either, every
-    pseudonym of ``fallback`` (an iterable) is taken to exist.
+    ``first_day`` comes from the ``release`` (a Traces, or its :func:`observed_span`
+    table, see :func:`span_table`) when given, else from the truth ``pseudonyms``
+    table's ``first_day`` column; without either, every pseudonym of ``fallback`` (an
+    iterable) is taken to exist.
     """
     if release is not None:
-        span = release if isinstance(release, pd.DataFrame) else observed_span(release)
+        span = span_table(release)
     elif pseudonyms is not None and "first_day" in pseudonyms.columns:
         span = pseudonyms.drop_duplicates("pseudonym")
     else:

@@ -25,6 +25,17 @@ from sim.attacks._common import METRIC_COLUMNS, count_row, rate_row, register_co
 from sim.attacks.linkage import INFERRED_COLUMNS, link_devices, score_links
 
 
+def check_fence(polygon, t_start_s: int, t_end_s: int) -> None:
+    """InputError unless ``polygon`` is a non-empty areal shapely geometry and the window
+    is non-empty."""
+    if not isinstance(polygon, shapely.Geometry) or polygon.is_empty or polygon.area <= 0:
+        raise InputError(
+            f"polygon must be a non-empty shapely Polygon/MultiPolygon in the release CRS (metres), got {polygon!r}."
+        )
+    if not int(t_end_s) > int(t_start_s):
+        raise InputError(f"time window must have t_end_s > t_start_s, got [{t_start_s}, {t_end_s}).")
+
+
 def seen_in_fence(traces: Traces, polygon, t_start_s: int, t_end_s: int) -> pd.DataFrame:
     """Pseudonyms with a ping inside ``polygon`` (metres) during [t_start_s, t_end_s).
 
@@ -33,12 +44,7 @@ def seen_in_fence(traces: Traces, polygon, t_start_s: int, t_end_s: int) -> pd.D
     """
     if not isinstance(traces, Traces):
         raise InputError(f"traces must be a sim.core.traces.Traces, got {type(traces).__name__}.")
-    if not isinstance(polygon, shapely.Geometry) or polygon.is_empty or polygon.area <= 0:
-        raise InputError(
-            f"polygon must be a non-empty shapely Polygon/MultiPolygon in the release CRS (metres), got {polygon!r}."
-        )
-    if not int(t_end_s) > int(t_start_s):
-        raise InputError(f"time window must have t_end_s > t_start_s, got [{t_start_s}, {t_end_s}).")
+    check_fence(polygon, t_start_s, t_end_s)
     minx, miny, maxx, maxy = polygon.bounds
     t = traces.t_s
     cand = (t >= t_start_s) & (t < t_end_s) & (traces.x_m >= minx) & (traces.x_m <= maxx) & (traces.y_m >= miny) & (traces.y_m <= maxy)
@@ -77,6 +83,29 @@ def geofence_attack(
     home_zone_correct — shares of the seen pseudonyms.
     """
     seen = seen_in_fence(traces, polygon, t_start_s, t_end_s)
+    return geofence_score(seen, inferred, register, world, pseudonyms, persons, level=level, key=key, guess=guess,
+                          seed=seed, ci=ci)
+
+
+def geofence_score(
+    seen: pd.DataFrame,
+    inferred: pd.DataFrame,
+    register: pd.DataFrame,
+    world,
+    pseudonyms: pd.DataFrame,
+    persons: pd.DataFrame | None = None,
+    *,
+    level: str = "building",
+    key: str = "home",
+    guess: str = "random",
+    seed: int = 0,
+    ci: str = "wilson",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The follow-home-and-link half of :func:`geofence_attack`, from the ``seen`` table
+    of :func:`seen_in_fence` (which a streamed release builds part by part: every
+    pseudonym lies in one part).  Same returns as :func:`geofence_attack`."""
+    require_columns(seen, ["pseudonym", "n_pings_in_fence", "first_t_s"], "seen table",
+                    "Build it with sim.attacks.geofence.seen_in_fence.")
     require_columns(inferred, INFERRED_COLUMNS, "inferred table", "Pass the output of sim.infer.infer_home_work.")
     inf = seen[["pseudonym"]].merge(inferred[INFERRED_COLUMNS], on="pseudonym", how="left")
     links = link_devices(inf, register, world, levels=(level,), keys=(key,), guess=guess, seed=seed)

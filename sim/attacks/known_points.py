@@ -18,6 +18,11 @@ trace.  Defaults: ``radius_m = 3 * sigma_m + 50`` and ``tol_s = jitter_s + 60``.
 Index: pings are bucketed in a grid of (radius_m x radius_m x tol_s) cells; the first
 observation's candidates come from its 27 neighbouring cells, later observations only
 test the surviving candidates (binary search in each candidate's time-sorted pings).
+
+Out of core (``sim.pipeline.stream_attacks``): :func:`target_observations` reads only
+the targets' own pings; :func:`match_observations` counts one part's candidates on the
+whole release's grid (:func:`grid_origin` of its extremes), so the counts summed over
+parts, and the hits or-ed, equal :func:`match_counts` on the whole release.
 """
 from __future__ import annotations
 
@@ -83,6 +88,15 @@ def _attack_one(i, key, m, sigma_m, jitter_s, radius_m, tol_s, offsets, x_m, y_m
     oy = np.empty(m, dtype=np.float64)
     ot = np.empty(m, dtype=np.int64)
     _observations(key, a, n, m, sigma_m, jitter_s, x_m, y_m, t_s, ox, oy, ot)
+    _match_one(i, ox, oy, ot, m, radius_m, tol_s, offsets, x_m, y_m, t_s, trace_of, cell_keys, cell_rows,
+               x0, y0, t0, nx, ny, nt, count_out, hit_out)
+
+
+@jit
+def _match_one(i, ox, oy, ot, m, radius_m, tol_s, offsets, x_m, y_m, t_s, trace_of, cell_keys, cell_rows,
+               x0, y0, t0, nx, ny, nt, count_out, hit_out):
+    """Candidates of the first 1..m observations (ox, oy, ot) among the traces: their
+    number into count_out[:m] and whether trace ``i`` (-1: none) is one into hit_out."""
     r2 = radius_m * radius_m
     cw = max(radius_m, 1.0)
     # candidates of observation 0 from the 27 neighbouring cells
@@ -145,21 +159,114 @@ def _attack_kernel(targets, keys, m, sigma_m, jitter_s, radius_m, tol_s, offsets
                     trace_of, cell_keys, cell_rows, x0, y0, t0, nx, ny, nt, counts[s], hits[s])
 
 
+@pjit
+def _observe_kernel(rows, keys, m, sigma_m, jitter_s, offsets, x_m, y_m, t_s, ox, oy, ot, m_eff):
+    for s in prange(len(rows)):
+        a = offsets[rows[s]]
+        n = offsets[rows[s] + 1] - a
+        k = min(m, n)
+        m_eff[s] = k
+        if k > 0:
+            _observations(keys[s], a, n, k, sigma_m, jitter_s, x_m, y_m, t_s, ox[s], oy[s], ot[s])
+
+
+@pjit
+def _match_kernel(hit_rows, ox, oy, ot, m_eff, radius_m, tol_s, offsets, x_m, y_m, t_s, trace_of,
+                  cell_keys, cell_rows, x0, y0, t0, nx, ny, nt, counts, hits):
+    for s in prange(len(m_eff)):
+        if m_eff[s] > 0:
+            _match_one(hit_rows[s], ox[s], oy[s], ot[s], m_eff[s], radius_m, tol_s, offsets, x_m, y_m, t_s,
+                       trace_of, cell_keys, cell_rows, x0, y0, t0, nx, ny, nt, counts[s], hits[s])
+
+
 # ------------------------------------------------------------------------ public API
-def _cell_index(traces: Traces, radius_m: float, tol_s: int):
+def traces_bounds(traces: Traces) -> tuple:
+    """``(x_min, x_max, y_min, y_max, t_min, t_max)`` of the pings (None when empty)."""
+    if traces.n_pings == 0:
+        return None
+    return (float(np.min(traces.x_m)), float(np.max(traces.x_m)), float(np.min(traces.y_m)),
+            float(np.max(traces.y_m)), int(np.min(traces.t_s)), int(np.max(traces.t_s)))
+
+
+def grid_origin(bounds, radius_m: float, tol_s: int) -> tuple:
+    """``(x0, y0, t0, nx, ny, nt)``: the known-points grid (cells of max(radius_m, 1)
+    metres and tol_s seconds) anchored at the pings' minima, sized to their maxima
+    (``bounds`` of :func:`traces_bounds`).  The grid of a whole release, passed to every
+    part, makes each part's candidates exactly the whole release's in that part."""
     cw = max(radius_m, 1.0)
-    x0 = float(np.min(traces.x_m))
-    y0 = float(np.min(traces.y_m))
-    t0 = int(np.min(traces.t_s))
+    x0, x1, y0, y1, t0, t1 = bounds
+    nx = int(np.floor((np.float64(x1) - x0) / cw)) + 1
+    ny = int(np.floor((np.float64(y1) - y0) / cw)) + 1
+    nt = int(((t1 - t0) // tol_s if tol_s > 0 else t1 - t0)) + 1
+    if nx * ny * nt >= 2**62:
+        raise InputError("the known-points grid does not fit int64 keys; use a larger radius_m or tol_s.")
+    return float(x0), float(y0), int(t0), nx, ny, nt
+
+
+def _cell_index(traces: Traces, radius_m: float, tol_s: int, origin=None):
+    cw = max(radius_m, 1.0)
+    x0, y0, t0, nx, ny, nt = grid_origin(traces_bounds(traces), radius_m, tol_s) if origin is None else origin
     cx = np.floor((traces.x_m - x0) / cw).astype(np.int64)
     cy = np.floor((traces.y_m - y0) / cw).astype(np.int64)
     ct = (traces.t_s - t0) // tol_s if tol_s > 0 else traces.t_s - t0
-    nx, ny, nt = int(cx.max()) + 1, int(cy.max()) + 1, int(ct.max()) + 1
-    if nx * ny * nt >= 2**62:
-        raise InputError("the known-points grid does not fit int64 keys; use a larger radius_m or tol_s.")
     keys = (cx * ny + cy) * nt + ct
     order = np.argsort(keys, kind="stable")
     return keys[order], order.astype(np.int64), x0, y0, t0, nx, ny, nt
+
+
+def target_observations(traces: Traces, targets: np.ndarray, *, m: int, sigma_m: float, jitter_s: float,
+                        seed: int):
+    """The first ``m`` simulated observations of each target trace (module docstring).
+
+    Returns ``(ox, oy, ot, m_eff)``: float64, float64, int64 arrays of shape
+    (len(targets), m) and int64 (len(targets),) = min(m, the trace's pings); entries
+    beyond ``m_eff`` are unspecified.  Only the targets' own pings are read.
+    """
+    targets = np.ascontiguousarray(targets, dtype=np.int64)
+    nt_ = len(targets)
+    ox = np.zeros((nt_, m), dtype=np.float64)
+    oy = np.zeros((nt_, m), dtype=np.float64)
+    ot = np.zeros((nt_, m), dtype=np.int64)
+    m_eff = np.zeros(nt_, dtype=np.int64)
+    if nt_ == 0:
+        return ox, oy, ot, m_eff
+    keys = np.empty(nt_, dtype=np.uint64)
+    stream_keys(np.uint64(seed), np.uint64(TAG_ATTACK), stable_uid64(traces.pseudonym[targets]) ^ SALT, keys)
+    _observe_kernel(targets, keys, np.int64(m), float(sigma_m), float(jitter_s),
+                    np.ascontiguousarray(traces.offsets, dtype=np.int64),
+                    np.ascontiguousarray(traces.x_m, dtype=np.float64),
+                    np.ascontiguousarray(traces.y_m, dtype=np.float64),
+                    np.ascontiguousarray(traces.t_s, dtype=np.int64), ox, oy, ot, m_eff)
+    return ox, oy, ot, m_eff
+
+
+def match_observations(traces: Traces, ox, oy, ot, m_eff, hit_rows, *, radius_m: float, tol_s: int,
+                       origin=None):
+    """Per target and k = 1..m: how many traces of ``traces`` have a ping near each of
+    the target's first k observations, and whether trace ``hit_rows[s]`` (-1: none, e.g.
+    the target lies in another part) is one of them.
+
+    ``origin`` is the grid (:func:`grid_origin`; default the traces' own).  Summed over
+    the parts of a release with the whole release's grid (and the hits or-ed), this is
+    :func:`match_counts` of the whole release.  Returns (counts, hits) of shape
+    (len(m_eff), m).
+    """
+    m = np.shape(ox)[1] if np.ndim(ox) == 2 else 0
+    counts = np.zeros((len(m_eff), m), dtype=np.int64)
+    hits = np.zeros((len(m_eff), m), dtype=bool)
+    if len(m_eff) == 0 or traces.n_pings == 0:
+        return counts, hits
+    cell_keys, cell_rows, x0, y0, t0, nx, ny, nt = _cell_index(traces, radius_m, tol_s, origin)
+    _match_kernel(
+        np.ascontiguousarray(hit_rows, dtype=np.int64), np.ascontiguousarray(ox, dtype=np.float64),
+        np.ascontiguousarray(oy, dtype=np.float64), np.ascontiguousarray(ot, dtype=np.int64),
+        np.ascontiguousarray(m_eff, dtype=np.int64), float(radius_m), np.int64(tol_s),
+        np.ascontiguousarray(traces.offsets, dtype=np.int64), np.ascontiguousarray(traces.x_m, dtype=np.float64),
+        np.ascontiguousarray(traces.y_m, dtype=np.float64), np.ascontiguousarray(traces.t_s, dtype=np.int64),
+        traces.trace_index(), cell_keys, cell_rows, x0, y0, np.int64(t0), np.int64(nx), np.int64(ny),
+        np.int64(nt), counts, hits,
+    )
+    return counts, hits
 
 
 def match_counts(traces: Traces, targets: np.ndarray, *, m: int, sigma_m: float, jitter_s: float,
@@ -221,38 +328,69 @@ def known_points_attack(
     """
     if not isinstance(traces, Traces):
         raise InputError(f"traces must be a sim.core.traces.Traces, got {type(traces).__name__}.")
+    ms, sigmas, jitter_s, tol_s = check_known_points_args(m_values, sigma_values_m, jitter_s, tol_s)
+    targets = sample_traces(traces, n_targets, seed)
+    m_max = max(ms)
+    lengths = traces.lengths[targets]
+    rows, per = [], []
+    for si, sigma in enumerate(sigmas):
+        r_m = match_radius(sigma, radius_m)
+        ok_t = targets[lengths >= 1]
+        counts, hits = match_counts(traces, ok_t, m=m_max, sigma_m=sigma, jitter_s=jitter_s,
+                                    radius_m=r_m, tol_s=tol_s, seed=seed)
+        r, pt = known_points_rows(traces.lengths[ok_t], counts, hits, ms=ms, si=si, sigma_m=sigma,
+                                  jitter_s=jitter_s, radius_m=r_m, tol_s=tol_s, n_targets=len(targets), seed=seed,
+                                  ci=ci)
+        rows += r
+        if return_per_target:
+            per += [pd.DataFrame({"pseudonym": traces.pseudonym[ok_t[has]], **cols}) for has, cols in pt]
+    table = pd.DataFrame(rows, columns=KNOWN_POINTS_COLUMNS)
+    if return_per_target:
+        return table, (pd.concat(per, ignore_index=True) if per else pd.DataFrame())
+    return table
+
+
+#: columns of the :func:`known_points_attack` table
+KNOWN_POINTS_COLUMNS = ["m", "sigma_m", "jitter_s", "radius_m", "tol_s", "metric", "value", "ci_low", "ci_high", "n",
+                        "n_short"]
+
+
+def check_known_points_args(m_values, sigma_values_m, jitter_s, tol_s):
+    """``(ms, sigmas, jitter_s, tol_s)`` validated, with the default ``tol_s``."""
     ms = sorted({check_int("m (observations)", m, 1) for m in np.atleast_1d(m_values)})
     sigmas = [check_positive("sigma_m", s, allow_zero=True) for s in np.atleast_1d(sigma_values_m)]
     jitter_s = check_positive("jitter_s", jitter_s, allow_zero=True)
     if tol_s is None:
         tol_s = int(np.ceil(jitter_s)) + 60
     tol_s = check_int("tol_s (whole seconds)", tol_s, 0)
-    targets = sample_traces(traces, n_targets, seed)
-    m_max = max(ms)
-    lengths = traces.lengths[targets]
+    return ms, sigmas, jitter_s, tol_s
+
+
+def match_radius(sigma_m: float, radius_m: float | None = None) -> float:
+    """The match radius for noise ``sigma_m``: ``radius_m``, default ``3 * sigma_m + 50``."""
+    return check_positive("radius_m", 3.0 * sigma_m + 50.0 if radius_m is None else radius_m, allow_zero=True)
+
+
+def known_points_rows(lengths, counts, hits, *, ms, si, sigma_m, jitter_s, radius_m, tol_s, n_targets, seed, ci):
+    """Table rows of one noise level from the targets' match results.
+
+    ``lengths`` are the pings of the targets that have any, ``counts``/``hits`` their
+    :func:`match_counts` (columns k = 1..max(ms)); ``n_targets`` counts every target.
+    Returns ``(rows, per_target)``: per_target holds, per m, the mask of targets with
+    >= m pings and their n_candidates, target_kept, success columns.
+    """
+    ln = np.asarray(lengths)
     rows, per = [], []
-    for si, sigma in enumerate(sigmas):
-        r_m = check_positive("radius_m", 3.0 * sigma + 50.0 if radius_m is None else radius_m, allow_zero=True)
-        ok_t = targets[lengths >= 1]
-        counts, hits = match_counts(traces, ok_t, m=m_max, sigma_m=sigma, jitter_s=jitter_s,
-                                    radius_m=r_m, tol_s=tol_s, seed=seed)
-        ln = traces.lengths[ok_t]
-        for m in ms:
-            has = ln >= m
-            c = counts[has, m - 1]
-            h = hits[has, m - 1]
-            succ = (c == 1) & h
-            p = dict(m=m, sigma_m=sigma, jitter_s=jitter_s, radius_m=r_m, tol_s=tol_s)
-            n_short = int(len(targets) - has.sum())
-            for name, arr in (("success", succ), ("target_kept", h)):
-                rows.append({**rate_row(name, arr, ci, seed, (m, si), **p), "n_short": n_short})
-            med = stats.summary_ci(c, statistic="median", seed=seed, tags=(m, si, 1))
-            rows.append({**p, "metric": "median_candidates", **med, "n_short": n_short})
-            if return_per_target:
-                per.append(pd.DataFrame({"pseudonym": traces.pseudonym[ok_t[has]], "m": m, "sigma_m": sigma,
-                                         "n_candidates": c, "target_kept": h, "success": succ}))
-    cols = ["m", "sigma_m", "jitter_s", "radius_m", "tol_s", "metric", "value", "ci_low", "ci_high", "n", "n_short"]
-    table = pd.DataFrame(rows, columns=cols)
-    if return_per_target:
-        return table, (pd.concat(per, ignore_index=True) if per else pd.DataFrame())
-    return table
+    for m in ms:
+        has = ln >= m
+        c = counts[has, m - 1]
+        h = hits[has, m - 1]
+        succ = (c == 1) & h
+        p = dict(m=m, sigma_m=sigma_m, jitter_s=jitter_s, radius_m=radius_m, tol_s=tol_s)
+        n_short = int(n_targets - has.sum())
+        for name, arr in (("success", succ), ("target_kept", h)):
+            rows.append({**rate_row(name, arr, ci, seed, (m, si), **p), "n_short": n_short})
+        med = stats.summary_ci(c, statistic="median", seed=seed, tags=(m, si, 1))
+        rows.append({**p, "metric": "median_candidates", **med, "n_short": n_short})
+        per.append((has, {"m": m, "sigma_m": sigma_m, "n_candidates": c, "target_kept": h, "success": succ}))
+    return rows, per

@@ -113,10 +113,10 @@ from sim.attacks._common import (
     check_positive,
     device_zone,
     existing_pseudonyms,
-    observed_span,
     rate_row,
     register_column,
     require_columns,
+    span_table,
     truth_device,
     truth_person,
 )
@@ -587,8 +587,10 @@ def ladder_attack(
     inferred_by_day : ``{d: inferred table}`` or the long table of ``sim.infer.infer_prefixes``.
     register, world : the attacker's register and the world.
     pseudonyms : truth (pseudonym, person_id, device_idx[, first_day]); scoring only.
-    release : Traces, optional — which pseudonyms exist in window d (a ping in the first d
-        days); without it the truth ``first_day``, without that every tabled pseudonym.
+    release : Traces or its observed-span table (``sim.attacks._common.observed_span``,
+        e.g. built part by part), optional — which pseudonyms exist in window d (a ping
+        in the first d days) and their rotation epochs; without it the truth
+        ``first_day``, without that every tabled pseudonym.
     rungs, ks, level, cumulative : the rungs, the k of ``narrowed_k``, the zone level,
         the monotone (cumulative) ladder or each rung on its own.
     relink_period_days : when given, relink-then-identify: pseudonyms of consecutive
@@ -619,7 +621,7 @@ def ladder_attack(
     for d in days:
         if isinstance(d, bool) or not isinstance(d, (int, float, np.integer, np.floating)) or not d > 0:
             raise InputError(f"inferred_by_day keys must be positive day counts, got {d!r}.")
-    span = observed_span(release) if release is not None else None
+    span = span_table(release) if release is not None else None
     if relink_period_days is not None:
         if span is None:
             require_columns(pseudonyms, ["pseudonym", "first_day"], "truth pseudonyms table",

@@ -523,9 +523,10 @@ def time_to_identification(
         Home/work inferred from the first ``d`` days: a dict, or the long table of
         ``sim.infer.infer_prefixes`` (split on its ``window_days`` column).
     level, key : the zone level and anonymity-set key of the linkage.
-    release : Traces, optional
-        The release the tables were inferred from; it says which pseudonyms *exist* in
-        window d (a ping in the first d days: ``first_day < d``).  Without it the truth
+    release : Traces or DataFrame, optional
+        The release the tables were inferred from, or its observed-span table
+        (``sim.attacks._common.observed_span``, e.g. built part by part); it says which
+        pseudonyms *exist* in window d (a ping in the first d days: ``first_day < d``).  Without it the truth
         table's ``first_day`` column is used, and without that every pseudonym of any
         table is taken to exist in every window.
     Other parameters as in :func:`link_devices`.

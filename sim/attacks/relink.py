@@ -27,18 +27,23 @@ from scipy.spatial import cKDTree
 
 from sim.core.errors import ConfigError, InputError
 from sim.core.traces import Traces
-from sim.attacks._common import (METRIC_COLUMNS, check_positive, count_row, observed_span, rate_row, require_columns,
+from sim.attacks._common import (METRIC_COLUMNS, check_positive, count_row, rate_row, require_columns, span_table,
                                 truth_device)
 
 METHODS = ("nearest", "zone")
 
 
-def pseudonym_epochs(traces: Traces, period_days: float) -> pd.DataFrame:
-    """pseudonym, first_day, last_day, epoch (= first_day // period_days) per trace with pings."""
-    if not isinstance(traces, Traces):
-        raise InputError(f"traces must be a sim.core.traces.Traces, got {type(traces).__name__}.")
+def pseudonym_epochs(traces, period_days: float) -> pd.DataFrame:
+    """pseudonym, first_day, last_day, epoch (= first_day // period_days) per trace with pings.
+
+    ``traces`` is the release (Traces) or its observed-span table
+    (:func:`sim.attacks._common.observed_span`, e.g. built part by part).
+    """
+    if not isinstance(traces, (Traces, pd.DataFrame)):
+        raise InputError(f"traces must be a sim.core.traces.Traces (or its observed-span table), got "
+                         f"{type(traces).__name__}.")
     period_days = check_positive("period_days (rotation period R)", period_days)
-    span = observed_span(traces)
+    span = span_table(traces)
     return span.assign(epoch=np.floor(span["first_day"].to_numpy() / period_days).astype(np.int64))
 
 
@@ -141,10 +146,11 @@ def score_relinks(links: pd.DataFrame, epochs: pd.DataFrame, pseudonyms: pd.Data
     return out, metrics
 
 
-def relink_attack(traces: Traces, inferred: pd.DataFrame, pseudonyms: pd.DataFrame, *, period_days: float,
+def relink_attack(traces, inferred: pd.DataFrame, pseudonyms: pd.DataFrame, *, period_days: float,
                   method: str = "nearest", max_dist_m: float = np.inf, world=None, level: str = "block",
                   ci: str = "wilson", seed: int = 0):
-    """Epochs from the release, links, score: ``(links, metrics)`` (metrics carry period_days, method)."""
+    """Epochs from the release (Traces, or its observed-span table), links, score:
+    ``(links, metrics)`` (metrics carry period_days, method)."""
     ep = pseudonym_epochs(traces, period_days)
     links = propose_links(inferred, ep, method=method, max_dist_m=max_dist_m, world=world, level=level)
     return score_relinks(links, ep, pseudonyms, inferred=inferred, ci=ci, seed=seed,

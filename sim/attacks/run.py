@@ -1,7 +1,9 @@
 """Run every attack on one simulated release and collect tidy tables.
 
-``run_attacks`` is what ``reidsim attack DIR`` calls (the CLI lives in sim/cli.py):
-it returns ``{name: DataFrame}``; :func:`summary` extracts the headline figures as a
+``run_attacks`` runs them on a release held in memory (``reidsim attack DIR`` runs the
+same attacks part by part with ``sim.pipeline.stream_attacks.attack_streaming``, which
+reuses :func:`run_device_attacks` and gives the same tables): it returns
+``{name: DataFrame}``; :func:`summary` extracts the headline figures as a
 JSON-able dict and :func:`write_attack_outputs` writes ``DIR/attacks/<name>.parquet``,
 ``<name>.csv`` and ``summary.json`` atomically (:mod:`sim.core.files`).
 
@@ -24,9 +26,9 @@ import pandas as pd
 from sim.core.errors import ConfigError, InputError
 from sim.core.files import atomic_path, write_table
 from sim.core.traces import Traces
-from sim.attacks._common import register_column
+from sim.attacks._common import observed_span, register_column, span_table
 from sim.core.constants import LEVELS
-from sim.attacks.geofence import geofence_attack
+from sim.attacks.geofence import geofence_score, seen_in_fence
 from sim.attacks.known_points import known_points_attack
 from sim.attacks.ladder import KS, RUNG_NAMES, check_ks, check_level, check_rungs, ladder_attack
 from sim.attacks.linkage import KEYS, linkage_attack, split_prefixes, time_to_identification
@@ -114,6 +116,28 @@ class AttackConfig:
         raise ConfigError(f"config must be None, a dict or an AttackConfig, got {type(config).__name__}.")
 
 
+#: the tables :func:`run_attacks` can return, in the order it returns them
+TABLE_ORDER = ("linkage", "linkage_per_device", "time_to_identification", "time_to_identification_device",
+               "time_to_identification_per_device", "ladder", "ladder_per_device", "ladder_relink", "unicity",
+               "unicity_power_law", "topn", "known_points", "geofence", "geofence_per_pseudonym", "relink")
+
+
+def attack_levels(cfg: AttackConfig) -> tuple:
+    """The zone levels of the linkage and top-N attacks (default: every level)."""
+    return tuple(cfg.levels) if cfg.levels is not None else LEVELS
+
+
+def wants_geofence(cfg: AttackConfig) -> bool:
+    """True when the geofence attack is asked for and has its polygon and window."""
+    return "geofence" in cfg.attacks and cfg.geofence_polygon is not None and cfg.geofence_window_s is not None
+
+
+def ordered_tables(tables: dict) -> dict:
+    """``tables`` in :data:`TABLE_ORDER` (then any others, as given)."""
+    rank = {name: i for i, name in enumerate(TABLE_ORDER)}
+    return dict(sorted(tables.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+
+
 def run_attacks(
     release: Traces,
     inferred_by_day: dict,
@@ -135,13 +159,62 @@ def run_attacks(
     unicity_power_law, topn, known_points, geofence, geofence_per_pseudonym, relink.
     The release says which pseudonyms exist in each window (a ping in its first d
     days): the time-to-identification and ladder denominators count only those.
+
+    The per-device attacks need of the release only its observed-span table and the
+    geofence's seen table (:func:`run_device_attacks`); unicity, top-N and known points
+    need every ping.  ``sim.pipeline.stream_attacks.attack_streaming`` computes the
+    same tables part by part.
     """
     cfg = AttackConfig.from_any(config)
     if not isinstance(release, Traces):
         raise InputError(f"release must be a sim.core.traces.Traces, got {type(release).__name__}.")
+    seen = None
+    if wants_geofence(cfg):
+        t0, t1 = cfg.geofence_window_s
+        seen = seen_in_fence(release, cfg.geofence_polygon, t0, t1)
+    out = run_device_attacks(observed_span(release), inferred_by_day, register, world, pseudonyms, persons, cfg,
+                             seen=seen)
+    levels = attack_levels(cfg)
+    if "unicity" in cfg.attacks:
+        u = unicity_attack(release, p_values=cfg.unicity_p, v_values_m=cfg.unicity_v_m, h_values_h=cfg.unicity_h_h,
+                    n_sample=cfg.unicity_n_sample, seed=cfg.seed, ci=cfg.ci)
+        out["unicity"], out["unicity_power_law"] = u, fit_power_law(u)
+    if "topn" in cfg.attacks:
+        out["topn"] = topn_uniqueness(release, world, levels=levels, n_values=cfg.topn_n, by=cfg.topn_by,
+                                      ci=cfg.ci, seed=cfg.seed)
+    if "known_points" in cfg.attacks:
+        out["known_points"] = known_points_attack(release, m_values=cfg.known_m, sigma_values_m=cfg.known_sigma_m,
+                                                  jitter_s=cfg.known_jitter_s, n_targets=cfg.known_n_targets,
+                                                  seed=cfg.seed, ci=cfg.ci)
+    return ordered_tables(out)
+
+
+def run_device_attacks(
+    span: pd.DataFrame,
+    inferred_by_day,
+    register: pd.DataFrame,
+    world,
+    pseudonyms: pd.DataFrame,
+    persons: pd.DataFrame | None = None,
+    config=None,
+    *,
+    seen: pd.DataFrame | None = None,
+) -> dict:
+    """The per-device attacks of :func:`run_attacks` — linkage, time to identification,
+    the ladder (and relink-then-identify), geofence scoring and re-linking — from the
+    release's observed-span table (``span``: pseudonym, first_day, last_day, as
+    :func:`sim.attacks._common.observed_span`) and, for the geofence, the pseudonyms
+    seen in the fence (``seen``, :func:`sim.attacks.geofence.seen_in_fence`; required
+    when the configuration asks for the geofence).  Neither needs the pings, so a
+    release streamed part by part gives them by concatenating its parts' tables (in
+    pseudonym order, the release's trace order).  Returns those tables of
+    :func:`run_attacks`, in its order.
+    """
+    cfg = AttackConfig.from_any(config)
+    span = span_table(span)
     inferred_by_day = split_prefixes(inferred_by_day)
     full = inferred_by_day[max(inferred_by_day)]
-    levels = tuple(cfg.levels) if cfg.levels is not None else LEVELS
+    levels = attack_levels(cfg)
     keys = tuple(cfg.keys)
     if "home_work" in keys and not all(register_column("work", lv) in register.columns for lv in levels):
         log.warning("register has no employer columns: running the linkage with key 'home' only")
@@ -155,41 +228,31 @@ def run_attacks(
         out["linkage"], out["linkage_per_device"] = met, per
     if "time_to_identification" in cfg.attacks:
         curve, per = time_to_identification(inferred_by_day, register, world, pseudonyms, level=cfg.ttid_level,
-                                            key=ttid_key, guess=cfg.guess, seed=cfg.seed, ci=cfg.ci, release=release)
+                                            key=ttid_key, guess=cfg.guess, seed=cfg.seed, ci=cfg.ci, release=span)
         unit = curve["unit"].to_numpy()
         out["time_to_identification"] = curve[unit == "pseudonym"].reset_index(drop=True)
         out["time_to_identification_device"] = curve[unit == "device"].reset_index(drop=True)
         out["time_to_identification_per_device"] = per
     if "ladder" in cfg.attacks:
-        lkw = dict(release=release, rungs=cfg.ladder_rungs, ks=cfg.ladder_ks, level=cfg.ladder_level, ci=cfg.ci,
+        lkw = dict(release=span, rungs=cfg.ladder_rungs, ks=cfg.ladder_ks, level=cfg.ladder_level, ci=cfg.ci,
                    seed=cfg.seed)
         out["ladder"], out["ladder_per_device"] = ladder_attack(inferred_by_day, register, world, pseudonyms, **lkw)
         if cfg.relink_period_days is not None:
             out["ladder_relink"], _ = ladder_attack(
                 inferred_by_day, register, world, pseudonyms, relink_period_days=cfg.relink_period_days,
                 relink_method=cfg.relink_method, relink_max_dist_m=cfg.ladder_relink_max_dist_m, **lkw)
-    if "unicity" in cfg.attacks:
-        u = unicity_attack(release, p_values=cfg.unicity_p, v_values_m=cfg.unicity_v_m, h_values_h=cfg.unicity_h_h,
-                    n_sample=cfg.unicity_n_sample, seed=cfg.seed, ci=cfg.ci)
-        out["unicity"], out["unicity_power_law"] = u, fit_power_law(u)
-    if "topn" in cfg.attacks:
-        out["topn"] = topn_uniqueness(release, world, levels=levels, n_values=cfg.topn_n, by=cfg.topn_by,
-                                      ci=cfg.ci, seed=cfg.seed)
-    if "known_points" in cfg.attacks:
-        out["known_points"] = known_points_attack(release, m_values=cfg.known_m, sigma_values_m=cfg.known_sigma_m,
-                                                  jitter_s=cfg.known_jitter_s, n_targets=cfg.known_n_targets,
-                                                  seed=cfg.seed, ci=cfg.ci)
-    if "geofence" in cfg.attacks and cfg.geofence_polygon is not None and cfg.geofence_window_s is not None:
-        t0, t1 = cfg.geofence_window_s
-        per, met = geofence_attack(release, cfg.geofence_polygon, t0, t1, full, register, world, pseudonyms, persons,
-                                   level=cfg.geofence_level, key=geofence_key, guess=cfg.guess, seed=cfg.seed,
-                                   ci=cfg.ci)
+    if wants_geofence(cfg):
+        if seen is None:
+            raise InputError("the geofence attack needs the seen table (sim.attacks.geofence.seen_in_fence of the "
+                             "release); pass seen=..., or drop 'geofence' from the attacks.")
+        per, met = geofence_score(seen, full, register, world, pseudonyms, persons, level=cfg.geofence_level,
+                                  key=geofence_key, guess=cfg.guess, seed=cfg.seed, ci=cfg.ci)
         out["geofence"], out["geofence_per_pseudonym"] = met, per
     if "relink" in cfg.attacks and cfg.relink_period_days is not None:
-        _, met = relink_attack(release, full, pseudonyms, period_days=cfg.relink_period_days,
+        _, met = relink_attack(span, full, pseudonyms, period_days=cfg.relink_period_days,
                                method=cfg.relink_method, world=world, seed=cfg.seed, ci=cfg.ci)
         out["relink"] = met
-    return out
+    return ordered_tables(out)
 
 
 # ------------------------------------------------------------------------- summary

@@ -13,6 +13,11 @@ Definitions
   of that N's denominator.
 * Anonymity set of a device = number of devices in the release with the same signature;
   unique = set size 1.
+
+Out of core (``sim.pipeline.stream_attacks``): every trace's signature comes from its own
+pings, so each part gives its distinct signatures with counts (:func:`signature_counts`),
+summed per signature over parts (:func:`merge_signature_counts`); a signature counted c
+times is c traces of set size c, and both figures depend only on that multiset.
 """
 from __future__ import annotations
 
@@ -104,23 +109,84 @@ def top_locations(traces: Traces, world, level: str, *, n_max: int = 3, by: str 
     zones = np.ascontiguousarray(ping_zones(traces, world, level))
     days = np.ascontiguousarray(traces.day(), dtype=np.int64)
     days = days - days.min()
-    if days.max() >= 2**20:
-        raise InputError("window longer than 2**20 days; top-N places support shorter windows.")
+    check_day_span(int(days.max()) + 1)
     _top_kernel(np.ascontiguousarray(traces.offsets, dtype=np.int64), zones, days, by == "days", np.int64(n_max), top, n_places)
     return top, n_places
 
 
-def signature_set_sizes(top: np.ndarray, n_places: np.ndarray, n: int, ordered: bool = False) -> np.ndarray:
-    """Anonymity-set size of each trace's N-signature (0 for traces with < N places)."""
+def check_day_span(n_days: int) -> None:
+    """InputError when the pings span 2**20 local days or more (the ranking key's limit)."""
+    if n_days > 2**20:
+        raise InputError("window longer than 2**20 days; top-N places support shorter windows.")
+
+
+def signatures(top: np.ndarray, n_places: np.ndarray, n: int, ordered: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``(sig, has)``: every trace's N-signature (its top-N zones, sorted unless
+    ``ordered``; shape (n_traces, N)) and whether it has one (>= N places)."""
     sig = top[:, :n].copy()
     if not ordered:
         sig.sort(axis=1)
-    has = n_places >= n
+    return sig, n_places >= n
+
+
+def signature_counts(top: np.ndarray, n_places: np.ndarray, n: int, ordered: bool = False):
+    """The distinct N-signatures of the traces with counts: ``(sigs, counts, n_short)``
+    (sigs sorted, shape (k, N); n_short = traces with < N places).  Counts of the parts
+    of a release, summed per signature (:func:`merge_signature_counts`), are the whole
+    release's."""
+    sig, has = signatures(top, n_places, n, ordered)
+    if not has.any():
+        return np.zeros((0, n), dtype=np.int64), np.zeros(0, dtype=np.int64), int(len(has))
+    u, cnt = np.unique(sig[has], axis=0, return_counts=True)
+    return u.astype(np.int64), cnt.astype(np.int64), int((~has).sum())
+
+
+def merge_signature_counts(parts) -> tuple[np.ndarray, np.ndarray]:
+    """Sum ``(sigs, counts)`` pairs (of :func:`signature_counts`) per signature."""
+    parts = [(s, c) for s, c in parts if len(c)]
+    if not parts:
+        return np.zeros((0, 0), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    sigs = np.concatenate([s for s, _ in parts])
+    cnt = np.concatenate([c for _, c in parts])
+    u, inv = np.unique(sigs, axis=0, return_inverse=True)
+    return u, np.bincount(inv.ravel(), weights=cnt, minlength=len(u)).astype(np.int64)
+
+
+def signature_set_sizes(top: np.ndarray, n_places: np.ndarray, n: int, ordered: bool = False) -> np.ndarray:
+    """Anonymity-set size of each trace's N-signature (0 for traces with < N places)."""
+    sig, has = signatures(top, n_places, n, ordered)
     out = np.zeros(len(top), dtype=np.int64)
     if has.any():
         _, inv, cnt = np.unique(sig[has], axis=0, return_inverse=True, return_counts=True)
         out[has] = cnt[inv.ravel()]
     return out
+
+
+#: columns of the :func:`topn_uniqueness` table
+TOPN_COLUMNS = ["level", "N", "by", "metric", "value", "ci_low", "ci_high", "n", "n_short", "n_panel"]
+
+
+def topn_rows(sizes: np.ndarray, *, level: str, li: int, n: int, by: str, n_short: int, n_panel: int, ci: str,
+              seed: int) -> list:
+    """The two table rows (unique, median_set_size) of one level and N from the set
+    sizes of the traces that have an N-signature (any order: both figures depend on
+    the multiset only)."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    p = dict(level=level, N=n, by=by)
+    r = rate_row("unique", sizes == 1, ci, seed, (li, n), **p)
+    r["n_short"] = int(n_short)
+    r["n_panel"] = int(n_panel)
+    med = stats.summary_ci(sizes, statistic="median", seed=seed, tags=(li, n, 1))
+    return [r, {**p, "metric": "median_set_size", **med, "n_short": int(n_short), "n_panel": int(n_panel)}]
+
+
+def check_topn_args(levels, n_values, by, world) -> tuple[tuple, list]:
+    """``(levels, ns)`` validated (ConfigError naming the bad value)."""
+    levels = check_levels(levels, world)
+    ns = [check_int("N (number of top places)", n, 1) for n in np.atleast_1d(n_values)]
+    if by not in BY:
+        raise ConfigError(f"by must be one of {BY}, got {by!r}.")
+    return levels, ns
 
 
 def topn_uniqueness(
@@ -154,17 +220,11 @@ def topn_uniqueness(
         for n in ns:
             size = signature_set_sizes(top, n_places, n, ordered)
             has = size > 0
-            p = dict(level=lv, N=n, by=by)
-            r = rate_row("unique", size[has] == 1, ci, seed, (li, n), **p)
-            r["n_short"] = int((~has).sum())
-            r["n_panel"] = n_panel
-            rows.append(r)
-            med = stats.summary_ci(size[has], statistic="median", seed=seed, tags=(li, n, 1))
-            rows.append({**p, "metric": "median_set_size", **med, "n_short": int((~has).sum()), "n_panel": n_panel})
+            rows += topn_rows(size[has], level=lv, li=li, n=n, by=by, n_short=int((~has).sum()), n_panel=n_panel,
+                              ci=ci, seed=seed)
             if return_per_trace:
                 per.append(pd.DataFrame({"pseudonym": traces.pseudonym, "level": lv, "N": n, "set_size": size}))
-    table = pd.DataFrame(rows, columns=["level", "N", "by", "metric", "value", "ci_low", "ci_high", "n", "n_short",
-                                       "n_panel"])
+    table = pd.DataFrame(rows, columns=TOPN_COLUMNS)
     if return_per_trace:
         return table, (pd.concat(per, ignore_index=True) if per else pd.DataFrame())
     return table

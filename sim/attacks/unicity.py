@@ -22,6 +22,14 @@ numba pass; a stable global sort of (key, trace) pairs gives a posting list per 
 trace numbers ascending.  For each sampled trace the p posting lists are intersected
 starting from the rarest (binary search of each candidate in the others), stopping as
 soon as a second trace matches.  No trace is compared with every other.
+
+Out of core (``sim.pipeline.stream_attacks``): the sample is the ``n_sample`` smallest
+:func:`sample_uniforms`, so per-part candidates merge into it; :func:`draw_trace_points`
+draws each sampled trace's points from its own pings, sorted lexicographically by
+(ix, iy, tb) — the order of the keys under any origin; :func:`resolution_origin` gives
+the whole release's key space from its coordinate extremes; and
+:func:`count_containing` counts a part's traces holding a target's points.  Summed over
+parts and capped, the counts equal :func:`matching_counts` on the whole release.
 """
 from __future__ import annotations
 
@@ -113,6 +121,13 @@ def _matches_one(i, stream, p, pt_offsets, pt_post, post_offsets, post_traces, m
     for j in range(p):
         chosen[j] = pt_post[a + perm[j]]
         lens[j] = post_offsets[chosen[j] + 1] - post_offsets[chosen[j]]
+    return _intersect_count(p, post_offsets, post_traces, max_count, chosen, lens)
+
+
+@jit
+def _intersect_count(p, post_offsets, post_traces, max_count, chosen, lens):
+    """Number of traces (capped at max_count) in all p postings ``chosen`` (of lengths
+    ``lens``; both reordered in place, rarest first)."""
     # insertion sort of the chosen postings by length (rarest first)
     for j in range(1, p):
         c, ln = chosen[j], lens[j]
@@ -152,6 +167,42 @@ def _unicity_kernel(sample, streams, p, pt_offsets, pt_post, post_offsets, post_
 
 
 @pjit
+def _count_kernel(keys, n_points, p, post_keys, post_offsets, post_traces, max_count, out):
+    """out[s] = traces (capped at max_count) holding the first p of target s's keys."""
+    for s in prange(len(n_points)):
+        out[s] = 0
+        if n_points[s] < p:
+            continue
+        chosen = np.empty(p, dtype=np.int64)
+        lens = np.empty(p, dtype=np.int64)
+        found = True
+        for j in range(p):
+            q = np.searchsorted(post_keys, keys[s, j])
+            if q >= len(post_keys) or post_keys[q] != keys[s, j]:
+                found = False
+                break
+            chosen[j] = q
+            lens[j] = post_offsets[q + 1] - post_offsets[q]
+        if found:
+            out[s] = _intersect_count(p, post_offsets, post_traces, max_count, chosen, lens)
+
+
+@pjit
+def _draw_kernel(pt_offsets, streams, p_max, out):
+    """out[i, :min(p_max, n_i)] = the first draws of trace i's Fisher-Yates over its
+    n_i distinct points (indices into them); -1 beyond."""
+    for i in prange(len(pt_offsets) - 1):
+        n = pt_offsets[i + 1] - pt_offsets[i]
+        m = min(p_max, n)
+        if m == 0:
+            continue
+        perm = np.empty(n, dtype=np.int64)
+        draw_points(streams[i], n, m, perm)
+        for j in range(m):
+            out[i, j] = perm[j]
+
+
+@pjit
 def stream_keys(seed, tag, index, out):
     """out[i] = stream_key(seed, tag, index[i]) for every i (parallel)."""
     for i in prange(len(index)):
@@ -185,34 +236,75 @@ class PointIndex:
         return len(self.pt_offsets) - 1
 
 
-def point_keys(traces: Traces, v_m: float, h_h: float) -> np.ndarray:
-    """int64 key of the (cell, time bin) point of every ping (see module docstring)."""
+def check_resolution(v_m: float, h_h: float) -> tuple[float, int]:
+    """``(v_m, bin_s)``: a valid cell size (metres) and time bin (whole seconds) or ConfigError."""
     v_m = check_positive("v_m (cell size, metres)", v_m)
     h_h = check_positive("h_h (time bin, hours)", h_h)
     bin_s = h_h * 3600.0
     if abs(bin_s - round(bin_s)) > 1e-9 or round(bin_s) < 1:
         raise ConfigError(f"h_h * 3600 must be a whole number of seconds >= 1, got h_h={h_h!r}.")
-    bin_s = int(round(bin_s))
-    if traces.n_pings == 0:
-        return np.zeros(0, dtype=np.int64)
+    return v_m, int(round(bin_s))
+
+
+def point_cells(traces: Traces, v_m: float, h_h: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ix, iy, tb)``: the absolute cell column, cell row and time bin (int64) of every
+    ping (floor(x_m / v_m), floor(y_m / v_m), (t_s - start_s) // (h_h * 3600))."""
+    v_m, bin_s = check_resolution(v_m, h_h)
     ix = np.floor(np.asarray(traces.x_m, dtype=np.float64) / v_m).astype(np.int64)
     iy = np.floor(np.asarray(traces.y_m, dtype=np.float64) / v_m).astype(np.int64)
     tb = (np.asarray(traces.t_s, dtype=np.int64) - np.int64(traces.start_s)) // bin_s
-    ix -= ix.min()
-    iy -= iy.min()
-    tb -= tb.min()
-    nx, ny, nt = int(ix.max()) + 1, int(iy.max()) + 1, int(tb.max()) + 1
+    return ix, iy, tb
+
+
+def key_origin(lo, hi) -> tuple:
+    """The key space of points whose (ix, iy, tb) lie between ``lo`` and ``hi``
+    (inclusive triples): ``(ix0, iy0, tb0, nx, ny, nt)``; ConfigError when
+    ``nx * ny * nt`` does not fit one int64 key."""
+    ix0, iy0, tb0 = (int(v) for v in lo)
+    nx, ny, nt = (int(h) - int(v) + 1 for v, h in zip(lo, hi))
     if nx * ny * nt >= _MAX_KEY:
         raise ConfigError(
             f"{nx} x {ny} cells x {nt} time bins do not fit one int64 key; use a larger v_m or h_h "
             "(or a shorter window)."
         )
+    return ix0, iy0, tb0, nx, ny, nt
+
+
+def resolution_origin(bounds, start_s: int, v_m: float, h_h: float) -> tuple:
+    """:func:`key_origin` of every ping inside ``bounds`` = (x_min, x_max, y_min, y_max,
+    t_min, t_max) — equal to the origin :func:`point_keys` takes from pings with those
+    extremes (floor and integer division are monotone, so the extreme cells are the
+    cells of the extreme coordinates).  Used to key every part of a streamed release
+    as the whole release would be keyed."""
+    v_m, bin_s = check_resolution(v_m, h_h)
+    x0, x1, y0, y1, t0, t1 = bounds
+    lo = (np.floor(np.float64(x0) / v_m), np.floor(np.float64(y0) / v_m), (int(t0) - int(start_s)) // bin_s)
+    hi = (np.floor(np.float64(x1) / v_m), np.floor(np.float64(y1) / v_m), (int(t1) - int(start_s)) // bin_s)
+    return key_origin(lo, hi)
+
+
+def point_keys(traces: Traces, v_m: float, h_h: float, *, origin=None) -> np.ndarray:
+    """int64 key of the (cell, time bin) point of every ping (see module docstring).
+
+    ``origin`` (:func:`key_origin`) fixes the key space; default the traces' own extreme
+    cells.  Keys order points lexicographically by (ix, iy, tb) in either case.
+    """
+    ix, iy, tb = point_cells(traces, v_m, h_h)
+    if traces.n_pings == 0:
+        return np.zeros(0, dtype=np.int64)
+    if origin is None:
+        origin = key_origin((ix.min(), iy.min(), tb.min()), (ix.max(), iy.max(), tb.max()))
+    ix0, iy0, tb0, nx, ny, nt = origin
+    ix -= ix0
+    iy -= iy0
+    tb -= tb0
     return (ix * ny + iy) * nt + tb
 
 
-def build_index(traces: Traces, v_m: float, h_h: float) -> PointIndex:
-    """Discretise ``traces`` at (v_m metres, h_h hours) and build the posting index."""
-    keys = point_keys(traces, v_m, h_h)
+def build_index(traces: Traces, v_m: float, h_h: float, *, origin=None) -> PointIndex:
+    """Discretise ``traces`` at (v_m metres, h_h hours) and build the posting index
+    (``origin``: the key space, as :func:`point_keys`)."""
+    keys = point_keys(traces, v_m, h_h, origin=origin)
     off = np.ascontiguousarray(traces.offsets, dtype=np.int64)
     nt = traces.n_traces
     counts = np.zeros(nt, dtype=np.int64)
@@ -237,14 +329,21 @@ def build_index(traces: Traces, v_m: float, h_h: float) -> PointIndex:
     return PointIndex(pt_off, pt_keys, pt_post, post_off, owner[order], sk[starts])
 
 
+def sample_uniforms(pseudonym, seed: int) -> np.ndarray:
+    """The seeded uniform of each pseudonym that :func:`sample_traces` ranks by (a pure
+    function of the pseudonym and the seed, so any part of a release gives the same)."""
+    return uniforms(seed, TAG_ATTACK, stable_uid64(pseudonym) ^ SALT_SAMPLE, 0)
+
+
 def sample_traces(traces: Traces, n_sample: int | None, seed: int) -> np.ndarray:
     """Indices of the traces to attack: all, or the ``n_sample`` with the smallest
-    seeded hash of their pseudonym (independent of trace order), ascending."""
+    seeded hash of their pseudonym (independent of trace order; ties, should two
+    uniforms be equal, go to the earlier trace), ascending."""
     n = traces.n_traces
     if n_sample is None or n_sample >= n:
         return np.arange(n, dtype=np.int64)
     n_sample = check_int("n_sample", n_sample, 1)
-    u = uniforms(seed, TAG_ATTACK, stable_uid64(traces.pseudonym) ^ SALT_SAMPLE, 0)
+    u = sample_uniforms(traces.pseudonym, seed)
     return np.sort(np.argsort(u, kind="stable")[:n_sample]).astype(np.int64)
 
 
@@ -268,6 +367,111 @@ def trace_streams(traces: Traces, sample: np.ndarray, seed: int) -> np.ndarray:
     if len(idx):
         stream_keys(np.uint64(seed), np.uint64(TAG_ATTACK), idx.astype(np.uint64), out)
     return out
+
+
+def draw_trace_points(traces: Traces, rows, resolutions, p_max: int, seed: int) -> list:
+    """The points the unicity attack draws from traces ``rows``, as absolute cells, for
+    every (v_m, h_h) of ``resolutions``.
+
+    Each trace's distinct (ix, iy, tb) points (:func:`point_cells`) are sorted
+    lexicographically — the order of their keys under any :func:`key_origin` — and the
+    first ``min(p_max, n)`` draws of the trace's partial Fisher-Yates shuffle
+    (:func:`draw_points`, stream :func:`trace_streams`) are taken; the p-point sample of
+    :func:`unicity_attack` is their first p.  The keys are those of the selected traces'
+    own key space (any origin orders points alike), so a part of a release gives exactly
+    the points the whole release gives.
+
+    Returns one ``(n_points, cells)`` per resolution: int64 (len(rows),) distinct points
+    per trace, and int64 (len(rows), p_max, 3) of (ix, iy, tb) in draw order (padding
+    -1 beyond ``min(p_max, n_points)``; a real cell may also be -1, so use ``n_points``).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    p_max = check_int("p (number of points)", p_max, 1)
+    sub = traces.take(rows)
+    streams = trace_streams(traces, rows, seed)
+    off = np.ascontiguousarray(sub.offsets, dtype=np.int64)
+    out = []
+    for v_m, h_h in resolutions:
+        ix, iy, tb = point_cells(sub, v_m, h_h)
+        counts = np.zeros(len(rows), dtype=np.int64)
+        if len(ix):
+            lo, hi = (ix.min(), iy.min(), tb.min()), (ix.max(), iy.max(), tb.max())
+            nx, ny, nt = (int(b) - int(a) + 1 for a, b in zip(lo, hi))
+        if len(ix) and nx * ny * nt < _MAX_KEY:
+            keys = ((ix - lo[0]) * ny + (iy - lo[1])) * nt + (tb - lo[2])
+            _sort_dedupe_count(off, keys, counts)
+            pt_off = np.zeros(len(rows) + 1, dtype=np.int64)
+            np.cumsum(counts, out=pt_off[1:])
+            pts = np.empty(int(pt_off[-1]), dtype=np.int64)
+            _dedupe_fill(off, keys, pt_off, pts)
+            pts_t = pts % nt + lo[2]
+            rest = pts // nt
+            cols = (rest // ny + lo[0], rest % ny + lo[1], pts_t)
+        else:  # a key space beyond int64 (the whole release's is then too: the reduce says so)
+            tr = sub.trace_index()
+            o = np.lexsort((tb, iy, ix, tr))
+            ix, iy, tb, tr = ix[o], iy[o], tb[o], tr[o]
+            new = np.ones(len(tr), dtype=bool)
+            if len(tr):
+                new[1:] = (tr[1:] != tr[:-1]) | (ix[1:] != ix[:-1]) | (iy[1:] != iy[:-1]) | (tb[1:] != tb[:-1])
+            counts = np.bincount(tr[new], minlength=len(rows)).astype(np.int64)
+            pt_off = np.zeros(len(rows) + 1, dtype=np.int64)
+            np.cumsum(counts, out=pt_off[1:])
+            cols = (ix[new], iy[new], tb[new])
+        pick = np.full((len(rows), p_max), -1, dtype=np.int64)
+        if len(rows):
+            _draw_kernel(pt_off, streams, np.int64(p_max), pick)
+        cells = np.full((len(rows), p_max, 3), -1, dtype=np.int64)
+        ok = pick >= 0
+        at = (pt_off[:-1, None] + pick)[ok]
+        cells[ok] = np.column_stack([c[at] for c in cols])
+        out.append((counts, cells))
+    return out
+
+
+def cell_keys(cells: np.ndarray, origin) -> np.ndarray:
+    """Keys (:func:`point_keys` with ``origin``) of (ix, iy, tb) cells, shape (..., 3)
+    (padding cells give meaningless keys, which :func:`count_containing` never reads)."""
+    ix0, iy0, tb0, nx, ny, nt = origin
+    cells = np.asarray(cells, dtype=np.int64)
+    return ((cells[..., 0] - ix0) * ny + (cells[..., 1] - iy0)) * nt + (cells[..., 2] - tb0)
+
+
+def count_containing(index: PointIndex, keys: np.ndarray, n_points: np.ndarray, p: int,
+                     max_count: int = 2) -> np.ndarray:
+    """For each target (row of ``keys``, its drawn point keys in draw order): the number
+    of traces of ``index`` that hold its first ``p`` keys, capped at ``max_count``; 0
+    when the target has fewer than p distinct points (``n_points``).  Summed over the
+    parts of a release (and capped again) this is :func:`matching_counts` of the whole
+    release."""
+    keys = np.ascontiguousarray(keys, dtype=np.int64)
+    out = np.zeros(len(n_points), dtype=np.int64)
+    if len(n_points) and len(index.post_keys):
+        _count_kernel(keys, np.ascontiguousarray(n_points, dtype=np.int64), np.int64(p),
+                      np.ascontiguousarray(index.post_keys, dtype=np.int64), index.post_offsets,
+                      index.post_traces, np.int64(max_count), out)
+    return out
+
+
+#: columns of the :func:`unicity_attack` table
+UNICITY_COLUMNS = ["p", "v_m", "h_h", "metric", "value", "ci_low", "ci_high", "n", "n_short", "n_panel"]
+
+
+def unicity_row(counts: np.ndarray, p: int, v_m: float, h_h: float, n_panel: int, ci: str, seed: int) -> dict:
+    """The table row of one (p, v, h) from the sampled traces' capped match counts."""
+    has = counts > 0
+    r = rate_row("unicity", counts[has] == 1, ci, seed, (p, int(v_m * 1000), int(h_h * 3600)), p=p, v_m=v_m, h_h=h_h)
+    r["n_short"] = int((~has).sum())
+    r["n_panel"] = int(n_panel)
+    return r
+
+
+def check_unicity_args(p_values, v_values_m, h_values_h) -> tuple[list, list, list]:
+    """``(ps, vs, hs)`` validated (ConfigError naming the bad value)."""
+    ps = _check_ps(p_values)
+    vs = [check_positive("v_m (cell size, metres)", v) for v in np.atleast_1d(v_values_m)]
+    hs = [check_positive("h_h (time bin, hours)", h) for h in np.atleast_1d(h_values_h)]
+    return ps, vs, hs
 
 
 def _check_ps(p_values):
@@ -320,9 +524,7 @@ def unicity_attack(
     """
     if not isinstance(traces, Traces):
         raise InputError(f"traces must be a sim.core.traces.Traces, got {type(traces).__name__}.")
-    ps = _check_ps(p_values)
-    vs = [check_positive("v_m (cell size, metres)", v) for v in np.atleast_1d(v_values_m)]
-    hs = [check_positive("h_h (time bin, hours)", h) for h in np.atleast_1d(h_values_h)]
+    ps, vs, hs = check_unicity_args(p_values, v_values_m, h_values_h)
     sample = sample_traces(traces, n_sample, seed)
     streams = trace_streams(traces, sample, seed)
     n_panel = int(np.count_nonzero(traces.lengths))
@@ -332,15 +534,10 @@ def unicity_attack(
             idx = build_index(traces, v, h)
             for p in ps:
                 cnt = matching_counts(idx, sample, streams, p)
-                has = cnt > 0
-                r = rate_row("unicity", cnt[has] == 1, ci, seed, (p, int(v * 1000), int(h * 3600)), p=p, v_m=v, h_h=h)
-                r["n_short"] = int((~has).sum())
-                r["n_panel"] = n_panel
-                rows.append(r)
+                rows.append(unicity_row(cnt, p, v, h, n_panel, ci, seed))
                 if return_per_trace:
                     per.append(pd.DataFrame({"pseudonym": traces.pseudonym[sample], "p": p, "v_m": v, "h_h": h, "n_matching": cnt}))
-    table = pd.DataFrame(rows, columns=["p", "v_m", "h_h", "metric", "value", "ci_low", "ci_high", "n", "n_short",
-                                       "n_panel"])
+    table = pd.DataFrame(rows, columns=UNICITY_COLUMNS)
     if return_per_trace:
         return table, (pd.concat(per, ignore_index=True) if per else pd.DataFrame())
     return table

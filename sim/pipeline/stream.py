@@ -27,7 +27,8 @@ scheduler at ``scheduler``; each worker reads its part by path and writes its ow
 file, so the workers must see the dataset folder at the same path (no fsspec URLs yet).
 Both backends give identical tables.
 
-Only inference streams so far: attacks, defenses and ``reidsim run`` still load the
+The attacks stream too (:mod:`sim.pipeline.stream_attacks`, ``reidsim attack``), on the
+same per-part runner (:func:`run_parts`); the main job ``reidsim run`` still loads the
 whole release into memory.
 """
 from __future__ import annotations
@@ -60,7 +61,8 @@ from sim.release.dataset import check_dataset, read_manifest, read_release_part
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CONCAT_MAX_ROWS", "INFERRED_DIR", "infer_part", "infer_streaming", "read_inferred"]
+__all__ = ["CONCAT_MAX_ROWS", "INFERRED_DIR", "claim_out_dir", "infer_part", "infer_streaming", "inferred_schema",
+           "read_inferred", "run_parts", "write_inferred_concat"]
 
 #: name of the folder of per-part inferred tables
 INFERRED_DIR = "inferred"
@@ -74,11 +76,15 @@ _FLOAT_COLS = ("home_x_m", "home_y_m", "home_lat_deg", "home_lon_deg", "work_x_m
                "work_lat_deg", "work_lon_deg")
 
 
-def _schema():
+def inferred_schema():
+    """The Arrow schema of an inferred table (:data:`sim.infer.INFERRED_COLUMNS`)."""
     import pyarrow as pa
 
     return pa.schema([(c, pa.string() if c == "pseudonym" else pa.float64() if c in _FLOAT_COLS
                        else pa.int64()) for c in INFERRED_COLUMNS])
+
+
+_schema = inferred_schema
 
 
 # ------------------------------------------------------------------ one part
@@ -216,14 +222,21 @@ def infer_streaming(directory, out_dir=None, days=None, backend: str = "local", 
 
 def _claim(dataset: Path, out_dir) -> Path:
     """The output folder: the dataset's own, or one that is new, empty or only ours."""
-    if out_dir is None or Path(out_dir).resolve() == dataset.resolve():
-        return dataset
+    return claim_out_dir(dataset, out_dir, OWN_ENTRIES, "streaming inference")
+
+
+def claim_out_dir(dataset: Path, out_dir, own_entries, what: str) -> Path:
+    """The output folder of a streaming stage (``what``): the dataset's own folder when
+    ``out_dir`` is None or it, else a folder that is new, empty or holds only
+    ``own_entries`` (and staging folders); created.  InputError otherwise."""
+    if out_dir is None or Path(out_dir).resolve() == Path(dataset).resolve():
+        return Path(dataset)
     out = check_output_path(out_dir, "out_dir")
     if out.is_dir():
-        other = sorted(e.name for e in out.iterdir() if e.name not in OWN_ENTRIES and not is_staging_name(e.name))
+        other = sorted(e.name for e in out.iterdir() if e.name not in own_entries and not is_staging_name(e.name))
         if other:
-            raise InputError(f"out_dir {str(out)!r} holds {other[:3]}, which streaming inference did not write; "
-                             f"choose a new or empty folder (it writes only {', '.join(OWN_ENTRIES)}).")
+            raise InputError(f"out_dir {str(out)!r} holds {other[:3]}, which {what} did not write; "
+                             f"choose a new or empty folder (it writes only {', '.join(own_entries)}).")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -247,26 +260,55 @@ def _concatenate(part_dir: Path, stems: list, stem: Path, did: str) -> None:
     """``stem``.parquet/.csv: the part tables in order, streamed one part at a time."""
     import pyarrow.parquet as pq
 
-    schema = _schema().with_metadata({DATASET_ID_KEY: str(did).encode()})
+    write_inferred_concat((pq.read_table(part_dir / f"{s}.parquet") for s in stems), stem, did)
+
+
+def write_inferred_concat(tables, stem: Path, did: str) -> int:
+    """Write the inferred tables ``tables`` (an iterable of Arrow tables, consumed one at
+    a time) one after the other as ``stem``.parquet and ``stem``.csv, each atomically,
+    with the dataset_id ``did`` in the Parquet metadata.  Returns the rows written."""
+    import pyarrow.parquet as pq
+
+    schema = inferred_schema().with_metadata({DATASET_ID_KEY: str(did).encode()})
+    rows = 0
     with atomic_path(stem.with_suffix(".parquet")) as tmp_pq, atomic_path(stem.with_suffix(".csv")) as tmp_csv:
         with pq.ParquetWriter(tmp_pq, schema) as w, open(tmp_csv, "w", newline="") as fcsv:
-            for i, s in enumerate(stems):
-                t = pq.read_table(part_dir / f"{s}.parquet").select(list(INFERRED_COLUMNS)).cast(_schema())
+            i = -1
+            for i, t in enumerate(tables):
+                t = t.select(list(INFERRED_COLUMNS)).cast(inferred_schema())
                 w.write_table(t.replace_schema_metadata(schema.metadata))
                 t.to_pandas().to_csv(fcsv, index=False, header=(i == 0))
-            if not stems:
-                _schema().empty_table().to_pandas().to_csv(fcsv, index=False)
+                rows += t.num_rows
+            if i < 0:
+                inferred_schema().empty_table().to_pandas().to_csv(fcsv, index=False)
+    return rows
+
+
+def run_parts(fn, tasks: list, backend: str, scheduler=None, n_workers: int = 2, client=None, on_result=None) -> list:
+    """Run ``fn(**task)`` for every task: in this process one after another (``"local"``)
+    or on Dask (``client``, or a :func:`sim.generate.engine.dask_client` of ``scheduler``
+    / ``n_workers`` opened for the call).  ``on_result(i, result)`` is called as each
+    result arrives (in task order locally, in completion order on Dask) and its return
+    value kept; returns the kept values in task order."""
+    keep = (lambda i, r: r) if on_result is None else on_result
+    if backend == "local":
+        return [keep(i, fn(**kw)) for i, kw in enumerate(tasks)]
+    if client is None:
+        with dask_client(scheduler, n_workers) as c:
+            return run_parts(fn, tasks, backend, client=c, on_result=on_result)
+    from dask.distributed import as_completed
+
+    futs = {client.submit(fn, pure=False, **kw): i for i, kw in enumerate(tasks)}
+    results = [None] * len(tasks)
+    for f in as_completed(futs):
+        i = futs.pop(f)
+        results[i] = keep(i, f.result())
+        f.release()
+    return results
 
 
 def _run_dask(tasks: list, scheduler, n_workers: int) -> list:
-    from dask.distributed import as_completed
-
-    with dask_client(scheduler, n_workers) as client:
-        futs = {client.submit(infer_part, pure=False, **kw): i for i, kw in enumerate(tasks)}
-        results = [None] * len(tasks)
-        for f in as_completed(futs):
-            results[futs[f]] = f.result()
-        return results
+    return run_parts(infer_part, tasks, "dask", scheduler, n_workers)
 
 
 # ------------------------------------------------------------------ reading back
