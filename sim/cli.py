@@ -222,7 +222,11 @@ def cmd_run(a):
         scn = scn.replace(seed=a.seed)
     check_output_path(a.out)
     _check_memory(scn, what="running this scenario")
-    info = run_main(scn, a.out, progress=not a.quiet, overwrite=a.overwrite)
+    info = run_main(scn, a.out, progress=not a.quiet, overwrite=a.overwrite,
+                    sample_devices=a.sample_devices or None)
+    if info.get("sample"):
+        print(f"attacks over all {info['sample']['of']:,} devices part by part; context figures on a seeded "
+              f"sample of {info['sample']['devices']:,} devices")
     out = Path(a.out)
     print(info["headline"])
     print(f"report: {out / 'report.html'} (and report.md); tables under {out}")
@@ -379,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true",
                    help="replace the reidsim run already in --out")
     c.add_argument("--seed", type=int, help="root seed")
+    c.add_argument("--sample-devices", type=_nonnegative_int, default=20_000, metavar="N",
+                   help="above N devices, attack the release part by part and measure the context figures on a "
+                        "seeded sample of N devices (default 20000; 0: everything in memory)")
     c.add_argument("-q", "--quiet", action="store_true")
     c.set_defaults(func=cmd_run)
 

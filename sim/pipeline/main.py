@@ -11,6 +11,15 @@
     defenses/privacy.parquet|csv, defenses/utility.parquet|csv
     run.json                                              headline, every setting used, timings
     report.html (self-contained), report.md, figures/*.png
+
+Large releases (more than :data:`sim.release.dataset.DEFAULT_SAMPLE_DEVICES` devices)
+never hold the whole release in memory: inference and every attack run part by part
+over the whole release (:func:`sim.pipeline.stream_attacks.attack_streaming`, the same
+tables as in memory), and the figures that need pings in memory — calibration, the
+waterfall and ceilings, unicity and top-N against panel size, the sensitivity tornado,
+the defenses and the report's maps — are measured on a seeded sample of that many
+devices (:func:`sim.release.dataset.load_sample`; ``run.json["sample"]`` records it and
+the report says so).  Smaller runs measure everything on every device.
 """
 from __future__ import annotations
 
@@ -49,7 +58,7 @@ from sim.metrics.waterfall import identification_waterfall
 from sim.infer import InferenceParams
 from sim.pipeline.evaluate import DEFAULT_DEFENSES, DEFENSE_ATTACK_CONFIG, evaluate_defenses, infer_by_day
 from sim.pipeline.sensitivity import sensitivity
-from sim.release.dataset import load
+from sim.release.dataset import DEFAULT_SAMPLE_DEVICES, load_sample
 from sim.report.document import write_report
 
 log = logging.getLogger(__name__)
@@ -234,16 +243,41 @@ def headline_sentence(tables: dict, register_profile: str | None = None) -> tupl
                   "curve": records}
 
 
-def _load_and_validate(out: Path):
-    simulation = load(out)
-    write_json(calibration_stats(simulation), out / "calibration.json")
+def _load_and_validate(out: Path, sample_devices: int | None = DEFAULT_SAMPLE_DEVICES):
+    """The Simulation of ``out`` (a seeded device sample above ``sample_devices``) and its
+    calibration figures (``calibration.json``, recording the sample)."""
+    simulation = load_sample(out, sample_devices)
+    cal = calibration_stats(simulation)
+    if "sample" in simulation.meta:
+        cal["sample"] = simulation.meta["sample"]
+    write_json(cal, out / "calibration.json")
     return simulation
+
+
+def stream_step(simulation, out: Path, infer_params=None, attack_config=None) -> tuple:
+    """Inference and attacks of a large release, part by part over the whole release
+    (:func:`sim.pipeline.stream_attacks.attack_streaming`: the tables of
+    :func:`attack_step`, ``inferred`` and ``inferred_by_day`` written), then the
+    observation windows of the sampled devices (``simulation.release``) for the context
+    figures — the very rows the whole release gives them, inference being per pseudonym.
+    Returns ``(sample windows, inference settings, tables, attack settings)``."""
+    from sim.pipeline.stream_attacks import attack_streaming, dataset_attack_config
+
+    params = dataclasses.asdict(InferenceParams(**(infer_params or {})))
+    cfg = dataset_attack_config(out, MAIN_ATTACK_CONFIG, attack_config)
+    res = attack_streaming(out, config=cfg, infer_params=params, concat_max_rows=10**9)
+    ibd = infer_by_day(simulation.release, **params)
+    return ibd, params, res["tables"], settings_record(dataclasses.asdict(res["config"]))
 
 
 def run_main(scn: Scenario | None = None, out_dir="reidsim-out", *, progress: bool = True,
              defenses=None, report: bool = True, overwrite: bool = False,
-             infer_params=None, attack_config=None) -> dict:
+             infer_params=None, attack_config=None, sample_devices: int | None = DEFAULT_SAMPLE_DEVICES) -> dict:
     """Run the whole pipeline on a scenario (default: the built-in one) into ``out_dir``.
+
+    Above ``sample_devices`` devices the release is attacked part by part and the
+    context figures are measured on a seeded sample of that many devices (module
+    docstring); ``None`` holds everything in memory whatever the size.
 
     ``out_dir`` must be new, empty, or a reidsim folder (replaced only with
     ``overwrite=True``; see :func:`sim.core.files.claim_output_dir`).  Everything is
@@ -257,7 +291,7 @@ def run_main(scn: Scenario | None = None, out_dir="reidsim-out", *, progress: bo
     out = claim_output_dir(out_dir, overwrite=overwrite)
     staging = new_staging_dir(out)
     try:
-        info = _run_into(scn, staging, progress, defenses, report, infer_params, attack_config)
+        info = _run_into(scn, staging, progress, defenses, report, infer_params, attack_config, sample_devices)
         commit_staged(staging, out, marker="run.json", remove=DATASET_ENTRIES + DERIVED_ENTRIES)
     finally:
         if staging.exists():
@@ -265,7 +299,8 @@ def run_main(scn: Scenario | None = None, out_dir="reidsim-out", *, progress: bo
     return info
 
 
-def _run_into(scn, out: Path, progress, defenses, report, infer_params, attack_config) -> dict:
+def _run_into(scn, out: Path, progress, defenses, report, infer_params, attack_config,
+              sample_devices=DEFAULT_SAMPLE_DEVICES) -> dict:
     bar = tqdm(total=7 if report else 6, desc="reidsim run", unit="stage", disable=not progress,
                bar_format="{desc}: {n}/{total} stages |{bar}| {elapsed} {postfix}")
     timings = {}
@@ -279,16 +314,22 @@ def _run_into(scn, out: Path, progress, defenses, report, infer_params, attack_c
         return res
 
     manifest = stage("generate", lambda: generate(scn, out, progress=False))
-    simulation = stage("load_validate", lambda: _load_and_validate(out))
-    ibd, infer_settings = stage("infer", lambda: infer_step(simulation, out, infer_params))
-    tables, attack_settings = stage("attacks", lambda: attack_step(simulation, out, ibd, attack_config))
+    simulation = stage("load_validate", lambda: _load_and_validate(out, sample_devices))
+    sample = simulation.meta.get("sample")
+    if sample is None:  # everything in memory
+        ibd, infer_settings = stage("infer", lambda: infer_step(simulation, out, infer_params))
+        tables, attack_settings = stage("attacks", lambda: attack_step(simulation, out, ibd, attack_config))
+    else:  # the whole release part by part; context figures on the device sample
+        ibd, infer_settings, tables, attack_settings = stage(
+            "infer_attacks_streaming", lambda: stream_step(simulation, out, infer_params, attack_config))
+        bar.update(1)
     ceilings = stage("context", lambda: honest_step(simulation, out, ibd, attack_settings))
     _, _, defense_settings = stage("defenses", lambda: defense_step(simulation, out, defenses, progress=False))
     sentence, head = headline_sentence(tables, scn.register.profile)
     head["ceilings"] = ceilings
     info = {"headline": sentence, "headline_figures": head, "ledger": ledger_rows(scn), "scenario": scn.to_dict(),
             "config_hash": scn.config_hash(), "seed": scn.seed, "reidsim_version": __version__,
-            "dataset_id": manifest["dataset_id"],
+            "dataset_id": manifest["dataset_id"], "sample": sample,
             "settings": {"inference": infer_settings, "attacks": attack_settings, **defense_settings},
             "timings_s": {k: round(v, 2) for k, v in timings.items()}}
     write_json(info, out / "run.json")

@@ -794,6 +794,14 @@ def _build(data, pngs, facts) -> Doc:
             doc.ul([f"{lab}: {desc[m]}" for m, lab in _DEF_UTIL if m in desc.index])
 
     doc.h(2, "How this was computed", "method")
+    smp = run.get("sample")
+    if smp:
+        doc.p(f"This release has {count(smp['of'])} devices, too many to hold in memory at once: the headline, the "
+              "attacker ladder, time to identification, anonymity sets, unicity, top-N, known points, the "
+              "geofence and re-linking were computed over every device, part by part. The calibration figures, "
+              "the loss waterfall and its ceilings, unicity and top-N against panel size, the sensitivity "
+              f"ranges, the defenses and the maps were measured on a seeded random sample of "
+              f"{count(smp['devices'])} devices (seed {smp['seed']}); their intervals reflect that sample's size.")
     doc.h(3, "The simulated world and its phones")
     doc.ul(_world_items(data))
     doc.h(3, "The attacker's inference of home and work")
