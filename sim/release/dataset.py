@@ -397,19 +397,25 @@ def read_release_part(directory, part: str, manifest: dict) -> Traces:
 
 def _filter_part(table, keep_names: np.ndarray):
     """Rows of a pings table whose pseudonym is in ``keep_names`` (sorted object array),
-    decided on each chunk's dictionary (no decoding of the whole column)."""
+    decided on each chunk's dictionary by an Arrow hash lookup (no decoding of the whole
+    column; a dictionary shared by consecutive chunks is looked up once)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
+    value_set = pa.array(np.asarray(keep_names, dtype=object).astype(str), type=pa.string())
     col = table.column("pseudonym")
     masks = []
+    last_dict, last_keep = None, None
     for chunk in col.chunks:
         if pa.types.is_dictionary(chunk.type):
-            values = chunk.dictionary.to_numpy(zero_copy_only=False).astype(object)
-            keep_v = np.isin(values, keep_names)
+            d = chunk.dictionary
+            if last_dict is None or not (d is last_dict or d.equals(last_dict)):
+                last_dict = d
+                last_keep = pc.is_in(d.cast(pa.string()), value_set=value_set).to_numpy(zero_copy_only=False)
             idx = chunk.indices.to_numpy(zero_copy_only=False)
-            masks.append(keep_v[idx] if len(idx) else np.zeros(0, dtype=bool))
+            masks.append(last_keep[idx] if len(idx) else np.zeros(0, dtype=bool))
         else:
-            masks.append(np.isin(chunk.to_numpy(zero_copy_only=False).astype(object), keep_names))
+            masks.append(pc.is_in(chunk.cast(pa.string()), value_set=value_set).to_numpy(zero_copy_only=False))
     mask = np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
     return table.filter(pa.array(mask))
 
