@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from scipy.special import ndtri
 
 from sim.core.config import (
@@ -32,6 +34,7 @@ from sim.core.config import (
 )
 from sim.core.constants import ZONE_LEVELS
 from sim.core.errors import ConfigError
+from sim.core.jit import jit, pjit, prange
 from sim.core.rng import TAG_POP, seed_sequence
 from sim.world.model import World
 
@@ -270,23 +273,18 @@ def make_persons(world: World, n_persons: int, cfg: PopulationConfig, seed: int)
     has = work_b >= 0
     wx = np.where(has, b["x_m"].to_numpy()[np.maximum(work_b, 0)], np.nan)
     wy = np.where(has, b["y_m"].to_numpy()[np.maximum(work_b, 0)], np.nan)
-    df = pd.DataFrame({
+    hz, wz = world.building_zone_ids(home_b), world.building_zone_ids(work_b)
+    cols = {
         "person_id": np.arange(n, dtype=np.int64), "household_id": household_id,
         "age": ages.astype(np.int64),
         "home_building_id": home_b.astype(np.int64), "home_x_m": hx, "home_y_m": hy,
-    })
-    hz = world.building_zones(home_b)
-    for lvl in ZONE_LEVELS:
-        df[f"home_{lvl}_id"] = hz[f"{lvl}_id"].to_numpy()
-    df["work_building_id"] = work_b.astype(np.int64)
-    df["work_x_m"] = wx
-    df["work_y_m"] = wy
-    wz = world.building_zones(work_b)
-    for lvl in ZONE_LEVELS:
-        df[f"work_{lvl}_id"] = wz[f"{lvl}_id"].to_numpy()
-    df["schedule"] = pd.Categorical.from_codes(schedule, categories=list(SCHEDULES))
-    df["smartphone"] = phone
-    return df
+        **{f"home_{lvl}_id": hz[f"{lvl}_id"] for lvl in ZONE_LEVELS},
+        "work_building_id": work_b.astype(np.int64), "work_x_m": wx, "work_y_m": wy,
+        **{f"work_{lvl}_id": wz[f"{lvl}_id"] for lvl in ZONE_LEVELS},
+        "schedule": pd.Categorical.from_codes(schedule, categories=list(SCHEDULES)),
+        "smartphone": phone,
+    }
+    return pd.DataFrame(cols, copy=False)  # every column is a new array: no copy needed
 
 
 def _gravity_workplaces(world, home_b, employed, decay_m, rng):
@@ -309,17 +307,22 @@ def _gravity_workplaces(world, home_b, employed, decay_m, rng):
     hb_sorted = home_blk[order]
     bounds = np.searchsorted(hb_sorted, np.arange(n_blocks + 1))
     wblk = np.full(len(order), -1, dtype=np.int64)
-    for hb in range(n_blocks):
-        lo, hi = bounds[hb], bounds[hb + 1]
-        if hi == lo:
-            continue
-        d = np.hypot(seeds[:, 0] - seeds[hb, 0], seeds[:, 1] - seeds[hb, 1])
-        p = bjobs * np.exp(-d / decay_m)
-        if p.sum() <= 0:
-            continue
-        cdf = np.cumsum(p)
-        cdf /= cdf[-1]
-        wblk[lo:hi] = np.minimum(np.searchsorted(cdf, rng.random(hi - lo), side="right"), n_blocks - 1)
+    # home blocks with employed residents, a few at a time: the kernels compute what
+    # np.hypot, the division and the cumulative sum give row by row; exp stays NumPy's
+    homes = np.flatnonzero(bounds[1:] > bounds[:-1])
+    sx, sy = np.ascontiguousarray(seeds[:, 0]), np.ascontiguousarray(seeds[:, 1])
+    bjobs = bjobs.astype(np.float64)
+    rows = max(1, GRAVITY_CHUNK // max(n_blocks, 1))
+    buf = np.empty((min(rows, len(homes)), n_blocks))
+    for c0 in range(0, len(homes), rows):
+        hbs = homes[c0:c0 + rows]
+        w = buf[:len(hbs)]
+        gravity_exponents(sx, sy, hbs, float(decay_m), w)
+        np.exp(w, out=w)
+        ok = gravity_cdf_rows(w, bjobs)
+        lo, hi = bounds[hbs][ok], bounds[hbs + 1][ok]
+        u = rng.random(int((hi - lo).sum()))  # the draws of every home block in order, at once
+        gravity_pick(w[ok], lo, hi, u, wblk)
     # building inside the chosen block with probability ~ its jobs (one vectorised pass)
     cum = np.concatenate([[0.0], np.cumsum(jobs[jb])])
     lo_c = cum[starts[:-1]]
@@ -332,6 +335,58 @@ def _gravity_workplaces(world, home_b, employed, decay_m, rng):
     ok = tot_c[c] > 0
     out[order[sel[ok]]] = jb[k[ok]]
     return out
+
+
+#: weights computed at a time by :func:`_gravity_workplaces` (home blocks x blocks)
+GRAVITY_CHUNK = 1 << 21
+
+
+@pjit
+def gravity_exponents(sx, sy, homes, decay_m, out):
+    """out[r, j] = -hypot(sx[j] - sx[h], sy[j] - sy[h]) / decay_m for home block
+    h = homes[r]: the exponent of the distance decay, as NumPy computes it."""
+    for r in prange(len(homes)):
+        hx, hy = sx[homes[r]], sy[homes[r]]
+        for j in range(len(sx)):
+            out[r, j] = -np.hypot(sx[j] - hx, sy[j] - hy) / decay_m
+
+
+@pjit
+def gravity_cdf_rows(w, bjobs):
+    """Row r of ``w`` holds exp(exponents); it becomes the normalised cumulative sum of
+    p = bjobs * w[r] (added left to right, as np.cumsum, then divided by the total).
+    Returns whether each row has a positive weight (rows without one are left as the
+    cumulative sums, all 0)."""
+    n_r, n = w.shape
+    ok = np.zeros(n_r, dtype=np.bool_)
+    for r in prange(n_r):
+        s = 0.0
+        pos = False
+        for j in range(n):
+            p = bjobs[j] * w[r, j]
+            pos = pos or p > 0.0
+            s += p
+            w[r, j] = s
+        ok[r] = pos
+        if pos:
+            tot = w[r, n - 1]
+            for j in range(n):
+                w[r, j] = w[r, j] / tot
+    return ok
+
+
+@jit
+def gravity_pick(cdf, lo, hi, u, out):
+    """For row r: out[lo[r]:hi[r]] = min(searchsorted(cdf[r], u_r, side="right"), n - 1),
+    u_r the next hi[r] - lo[r] values of ``u``."""
+    n = cdf.shape[1]
+    k = 0
+    for r in range(len(lo)):
+        m = hi[r] - lo[r]
+        idx = np.searchsorted(cdf[r], u[k:k + m], side="right")
+        for q in range(m):
+            out[lo[r] + q] = min(idx[q], n - 1)
+        k += m
 
 
 def single_household_share(persons: pd.DataFrame) -> float:
@@ -457,24 +512,41 @@ def make_register(persons: pd.DataFrame, world: World, cfg: RegisterConfig, seed
     home_b, work_b, src_bits = home_b[rows], work_b[rows], src_bits[rows]
     bx, by = b["x_m"].to_numpy(), b["y_m"].to_numpy()
     hs, ws = home_b >= 0, work_b >= 0
-    reg = pd.DataFrame({
+    hz, wz = world.building_zone_ids(home_b), world.building_zone_ids(work_b)
+    cols = {
         "person_id": pid,
-        "name": [f"{_FIRST[(i * 7919) % len(_FIRST)]} {_LAST[(i * 104729 // 7) % len(_LAST)]} #{i}" for i in pid],
+        "name": register_names(pid),
         "age": p["age"].to_numpy(np.int64),
         "home_building_id": home_b,
         "home_x_m": np.where(hs, bx[np.maximum(home_b, 0)], np.nan),
         "home_y_m": np.where(hs, by[np.maximum(home_b, 0)], np.nan),
-    })
-    hz = world.building_zones(home_b)
-    for lvl in ZONE_LEVELS:
-        reg[f"home_{lvl}_id"] = hz[f"{lvl}_id"].to_numpy()
-    reg["work_building_id"] = work_b
-    reg["work_x_m"] = np.where(ws, bx[np.maximum(work_b, 0)], np.nan)
-    reg["work_y_m"] = np.where(ws, by[np.maximum(work_b, 0)], np.nan)
-    wz = world.building_zones(work_b)
-    for lvl in ZONE_LEVELS:
-        reg[f"work_{lvl}_id"] = wz[f"{lvl}_id"].to_numpy()
+        **{f"home_{lvl}_id": hz[f"{lvl}_id"] for lvl in ZONE_LEVELS},
+        "work_building_id": work_b,
+        "work_x_m": np.where(ws, bx[np.maximum(work_b, 0)], np.nan),
+        "work_y_m": np.where(ws, by[np.maximum(work_b, 0)], np.nan),
+        **{f"work_{lvl}_id": wz[f"{lvl}_id"] for lvl in ZONE_LEVELS},
+    }
     names = [c[0] for c in comps]
-    labels = {m: "+".join(nm for j, nm in enumerate(names) if m >> j & 1) for m in np.unique(src_bits)}
-    reg["sources"] = pd.Categorical([labels[m] for m in src_bits])
-    return reg.reset_index(drop=True)
+    masks = np.unique(src_bits)
+    labels = ["+".join(nm for j, nm in enumerate(names) if m >> j & 1) for m in masks.tolist()]
+    # as pd.Categorical(list of labels): the categories are the labels in sorted order
+    cats = sorted(labels)
+    code_of_mask = np.array([cats.index(lab) for lab in labels], dtype=np.int64)
+    cols["sources"] = pd.Categorical.from_codes(code_of_mask[np.searchsorted(masks, src_bits)], categories=cats)
+    return pd.DataFrame(cols, copy=False)  # columns are new arrays or views of the subset `p`
+
+
+def register_names(person_id):
+    """The register's (synthetic) name of each person id: "<first> <last> #<person_id>",
+    first name number (id * 7919) mod 32, last name number (id * 104729 // 7) mod 26.
+
+    A pandas array of the default string dtype, as a list of str gives in a table (an
+    empty list for no ids, which pandas stores as float64 like the list it stands for)."""
+    pid = np.asarray(person_id, dtype=np.int64)
+    if len(pid) == 0:
+        return []
+    first = pa.array(_FIRST).take(pa.array((pid * 7919) % len(_FIRST)))
+    last = pa.array(_LAST).take(pa.array((pid * 104729 // 7) % len(_LAST)))
+    number = pc.cast(pa.array(pid), pa.string())  # decimal digits, as str(int)
+    text = pc.binary_join_element_wise(first, pa.scalar(" "), last, pa.scalar(" #"), number, "")
+    return pd.array(text, dtype=pd.StringDtype(storage="pyarrow", na_value=np.nan))

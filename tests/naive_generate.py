@@ -1,9 +1,14 @@
 """Slow, obviously-correct references for the generator's numba kernels.
 
 Everything here is plain Python (ints masked to 64 bits, ``math`` floats, lists), a
-line-by-line transcription of sim/rng.py and sim/_kernels_generate.py written for
+line-by-line transcription of sim/core/rng.py and sim/generate/_kernels.py written for
 readability, not speed.  The tests compare the compiled kernels against these on small
 inputs: identical draws, identical counters, identical outputs.
+
+The last sections hold the first, plain versions of steps that were later made fast:
+publishing a block (pairs, runs, the sort by pseudonym), the synthetic metro's rejection
+sampler and housing-type calibration, and the register's names.  Their NumPy float
+operations are the ones the fast code must reproduce bit for bit.
 """
 from __future__ import annotations
 
@@ -375,3 +380,119 @@ def maid(seed, g, epoch):
 
 def segs_array(segs):
     return np.array(segs, dtype=np.float64).reshape(-1, 6)
+
+
+# =================================================================== publishing a block
+def pair_counts(offsets, t_s, start_s, epochs, pair_off):
+    """Pings per (device, epoch) pair, one ping at a time."""
+    out = [0] * int(pair_off[-1])
+    for i in range(len(offsets) - 1):
+        for j in range(int(offsets[i]), int(offsets[i + 1])):
+            day = (int(t_s[j]) - int(start_s)) // DAY
+            out[int(pair_off[i]) + int(epochs[i][day])] += 1
+    return out
+
+
+def gather_runs(src_start, dst_off, columns):
+    """Run k of every column (src_start[k], dst_off[k+1] - dst_off[k] rows) laid end to
+    end, and the run number of every output row."""
+    out = [[] for _ in columns]
+    code = []
+    for k in range(len(src_start)):
+        n = int(dst_off[k + 1] - dst_off[k])
+        for c, col in enumerate(columns):
+            out[c].extend(col[int(src_start[k]) + q] for q in range(n))
+        code.extend([k] * n)
+    return out, code
+
+
+def published_rows(pseudonym_of_ping, t_s, *columns):
+    """A block's pings as the broker publishes them: rows sorted by (pseudonym, t_s)
+    with Python's sort; returns (pseudonyms, t_s, *columns) in that order."""
+    order = sorted(range(len(t_s)), key=lambda j: (pseudonym_of_ping[j], int(t_s[j])))
+    return ([pseudonym_of_ping[j] for j in order], [int(t_s[j]) for j in order],
+            *([col[j] for j in order] for col in columns))
+
+
+# =================================================================== world synthesis
+def sample_density(rng, n, radius_m, centres, scales, weights, power=1.0):
+    """The rejection sampler of the synthetic metro as first written: the density is
+    evaluated at every candidate.  Returns (xy, density**power at xy)."""
+    out = np.empty((0, 2))
+    fs = np.empty(0)
+    fmax = float(sum(weights)) ** power
+    while len(out) < n:
+        m = max(1024, int((n - len(out)) * 3))
+        r = radius_m * np.sqrt(rng.random(m))
+        a = 2 * np.pi * rng.random(m)
+        xy = np.column_stack([r * np.cos(a), r * np.sin(a)])
+        d = np.zeros(m)
+        for c, s, w in zip(centres, scales, weights):
+            d += w * np.exp(-np.hypot(xy[:, 0] - c[0], xy[:, 1] - c[1]) / s)
+        f = d ** power
+        keep = rng.random(m) * fmax < f
+        out = np.vstack([out, xy[keep]])
+        fs = np.concatenate([fs, f[keep]])
+    return out[:n], fs[:n]
+
+
+def calibrate(powers, shares, iters):
+    """Iterative proportional fitting of the housing-type coefficients, every step run:
+    type probabilities coef * powers normalised per row, their mean over rows."""
+    coef = np.where(shares > 0, shares, 0.0).astype(np.float64)
+    for _ in range(iters):
+        w = coef[None, :] * powers
+        m = (w / w.sum(axis=1, keepdims=True)).mean(axis=0)
+        ok = m > 0
+        coef[ok] *= shares[ok] / m[ok]
+        coef /= max(coef.sum(), 1e-300)
+    return coef
+
+
+def register_name(person_id, first, last):
+    """A register name as first written (one f-string per person)."""
+    i = int(person_id)
+    return f"{first[(i * 7919) % len(first)]} {last[(i * 104729 // 7) % len(last)]} #{i}"
+
+
+# =================================================================== population
+def gravity_workplaces(world, home_b, employed, decay_m, rng):
+    """Workplaces by the gravity model as first written: one home block at a time."""
+    b = world.buildings
+    blk = b["block_id"].to_numpy()
+    jobs = b["jobs"].to_numpy()
+    n_blocks = len(world.zones["block"])
+    bjobs = np.bincount(blk, weights=jobs, minlength=n_blocks)
+    seeds = world.block_seed_xy
+    home_blk = blk[home_b]
+    out = np.full(len(home_b), -1, dtype=np.int64)
+    jb = np.flatnonzero(jobs > 0)
+    jb = jb[np.argsort(blk[jb], kind="stable")]
+    starts = np.searchsorted(blk[jb], np.arange(n_blocks + 1))
+    emp_idx = np.flatnonzero(employed)
+    order = emp_idx[np.argsort(home_blk[emp_idx], kind="stable")]
+    hb_sorted = home_blk[order]
+    bounds = np.searchsorted(hb_sorted, np.arange(n_blocks + 1))
+    wblk = np.full(len(order), -1, dtype=np.int64)
+    for hb in range(n_blocks):
+        lo, hi = bounds[hb], bounds[hb + 1]
+        if hi == lo:
+            continue
+        d = np.hypot(seeds[:, 0] - seeds[hb, 0], seeds[:, 1] - seeds[hb, 1])
+        p = bjobs * np.exp(-d / decay_m)
+        if p.sum() <= 0:
+            continue
+        cdf = np.cumsum(p)
+        cdf /= cdf[-1]
+        wblk[lo:hi] = np.minimum(np.searchsorted(cdf, rng.random(hi - lo), side="right"), n_blocks - 1)
+    cum = np.concatenate([[0.0], np.cumsum(jobs[jb])])
+    lo_c = cum[starts[:-1]]
+    tot_c = cum[starts[1:]] - lo_c
+    sel = np.flatnonzero(wblk >= 0)
+    c = wblk[sel]
+    target = lo_c[c] + rng.random(len(sel)) * tot_c[c]
+    k = np.searchsorted(cum, target, side="right") - 1
+    k = np.clip(k, starts[c], np.maximum(starts[c + 1] - 1, starts[c]))
+    ok = tot_c[c] > 0
+    out[order[sel[ok]]] = jb[k[ok]]
+    return out

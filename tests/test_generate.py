@@ -24,8 +24,20 @@ import shapely
 import naive_generate as N
 from sim.generate import _kernels as K
 from sim.core.config import Scenario
-from sim.generate.engine import DeviceInputs, generate, generate_block, hour_cdf, kernel_params, synthesize
-from sim.generate.pseudonyms import maids, pseudonym_of
+from sim.generate.engine import (
+    PINGS_SCHEMA,
+    PROJECT_CHUNK,
+    DeviceInputs,
+    generate,
+    generate_block,
+    hour_cdf,
+    kernel_params,
+    part_records,
+    simulate_block,
+    synthesize,
+    to_latlon_inplace,
+)
+from sim.generate.pseudonyms import maid_bytes, maids, pseudonym_of, pseudonyms_of
 from sim.release.dataset import dataset_digest, read_manifest
 from sim.world.model import World
 
@@ -238,6 +250,135 @@ def test_epochs_and_maids_match_reference():
     for m in got:
         u = uuid.UUID(m)
         assert u.version == 4 and u.variant == uuid.RFC_4122 and str(u) == m
+
+
+# ====================================================================== publishing a block
+def _random_block(rng, n_dev, n_days, start_s, rotation, reset):
+    """Per-device time-sorted pings (some devices without any) and their epochs."""
+    counts = rng.integers(0, 40, n_dev) * (rng.random(n_dev) > 0.2)
+    offsets = np.zeros(n_dev + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    t = np.concatenate([np.sort(rng.integers(0, n_days * 86400, c)) for c in counts] or [np.zeros(0)])
+    t = (t.astype(np.int64) + start_s).astype(np.int64)
+    ep = K.epochs_by_day(3, 7, n_dev, n_days, rotation, reset)
+    pair_off = np.zeros(n_dev + 1, dtype=np.int64)
+    np.cumsum(ep[:, -1].astype(np.int64) + 1, out=pair_off[1:])
+    return offsets, t, ep, pair_off
+
+
+@pytest.mark.parametrize("rotation,reset", [(0, 0.0), (3, 0.0), (0, 0.3), (1, 0.0), (2, 0.5)])
+@pytest.mark.parametrize("n_dev", [0, 1, 57])
+def test_pair_counts_matches_reference(rotation, reset, n_dev):
+    rng = np.random.default_rng(n_dev + 10 * rotation)
+    start_s = 1_700_000_000
+    offsets, t, ep, pair_off = _random_block(rng, n_dev, 9, start_s, rotation, reset)
+    got = K.pair_counts(offsets, t, start_s, ep, pair_off)
+    assert got.tolist() == N.pair_counts(offsets, t, start_s, ep.tolist(), pair_off)
+    assert got.sum() == len(t)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_gather_runs_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    n_src = int(rng.integers(0, 300))
+    t = rng.integers(0, 10**9, n_src)
+    x, y = rng.normal(0, 5000, (2, n_src))
+    acc = rng.random(n_src).astype(np.float32)
+    n_runs = int(rng.integers(0, 30))
+    starts = rng.integers(0, max(n_src, 1), n_runs)
+    lens = np.minimum(rng.integers(0, 20, n_runs) * (rng.random(n_runs) > 0.2), n_src - starts)
+    lens = np.maximum(lens, 0)
+    dst = np.zeros(n_runs + 1, dtype=np.int64)
+    np.cumsum(lens, out=dst[1:])
+    n = int(dst[-1])
+    out = [np.full(n, -1, np.int64), np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan, np.float32),
+           np.full(n, -1, np.int32)]
+    K.gather_runs(starts.astype(np.int64), dst, t, x, y, acc, *out)
+    (rt, rx, ry, ra), code = N.gather_runs(starts, dst, [t, x, y, acc])
+    assert out[0].tolist() == rt and out[4].tolist() == code
+    assert np.array_equal(out[1], rx) and np.array_equal(out[2], ry)
+    assert np.array_equal(out[3], np.asarray(ra, dtype=np.float32))
+
+
+class _UtmWorld:
+    """The projection of a world in a real CRS (pyproj path of the projection)."""
+
+    @staticmethod
+    def to_latlon(x, y):
+        from sim.world.crs import project_to_latlon
+
+        return project_to_latlon(x, y, "EPSG:32616")
+
+
+@pytest.mark.parametrize("n", [0, 1, PROJECT_CHUNK - 1, PROJECT_CHUNK, PROJECT_CHUNK + 1, 2 * PROJECT_CHUNK + 7])
+def test_chunked_projection_is_the_projection(small_sim, n):
+    rng = np.random.default_rng(n)
+    for world, (cx, cy) in ((small_sim.world, (0.0, 0.0)), (_UtmWorld(), (440_000.0, 4_630_000.0))):
+        x, y = cx + rng.normal(0, 9000, n), cy + rng.normal(0, 9000, n)
+        if n:
+            x[0] = np.nan  # NaN stays NaN
+        lat, lon = world.to_latlon(x.copy(), y.copy())
+        got_lat, got_lon = to_latlon_inplace(world, x, y)
+        assert got_lat is x and got_lon is y  # written over the inputs
+        assert np.array_equal(got_lat, lat, equal_nan=True) and np.array_equal(got_lon, lon, equal_nan=True)
+        assert np.array_equal(got_lat.view(np.int64), lat.view(np.int64))  # bit for bit
+
+
+def test_vectorised_maids_and_pseudonyms_match_reference():
+    rng = np.random.default_rng(0)
+    dev = np.concatenate([[0, 5, 2**40, 2**63 - 1], rng.integers(0, 2**62, 300)])
+    epo = np.concatenate([[0, 3, 1, 7], rng.integers(0, 60, 300)])
+    ascii_ = maid_bytes(9, dev, epo)
+    want = [N.maid(9, int(d), int(e)) for d, e in zip(dev, epo)]
+    assert ascii_.dtype == np.dtype("S36") and [m.decode() for m in ascii_] == want
+    assert maids(9, dev, epo) == want
+    for salt in ("", "pepper", "sel-épicé"):
+        assert pseudonyms_of(ascii_, salt) == [pseudonym_of(m, salt) for m in want]
+    assert maids(9, [], []) == [] and pseudonyms_of(maid_bytes(9, [], [])) == []
+
+
+@pytest.mark.parametrize("rotation,reset", [(0, 0.0), (2, 0.0), (0, 0.3)])
+def test_generate_block_publishes_like_the_reference(small_sim, params, inputs, rotation, reset):
+    """The whole block against a plain Python sort: every ping under the pseudonym of its
+    (device, epoch of its day), rows by (pseudonym, t_s), positions projected to degrees,
+    and the pseudonym history (day span and pings of every pair)."""
+    scn = small_sim.scenario.replace(ids__rotation_days=rotation, ids__daily_reset_prob=reset, ids__salt="s")
+    g0, g1 = 40, 95
+    offsets, t, x, y, acc = simulate_block(scn, inputs, g0, g1, params)
+    lat, lon = small_sim.world.to_latlon(x, y)
+    ep = [N.epochs_by_day(scn.seed, g, scn.pings.days, rotation, reset) for g in range(g0, g1)]
+    dev = np.repeat(np.arange(g1 - g0), np.diff(offsets))
+    day = (t - scn.start_s) // 86400
+    name = {}
+    for i in range(g1 - g0):
+        for e in sorted(set(ep[i])):
+            name[i, e] = pseudonym_of(N.maid(scn.seed, g0 + i, e), "s")
+    who = [name[int(i), ep[int(i)][int(d)]] for i, d in zip(dev, day)]
+    want = N.published_rows(who, t, lat.tolist(), lon.tolist(), acc.tolist())
+    blk = generate_block(scn, small_sim.world, inputs, g0, g1, params)
+    tab = blk.pings
+    assert tab.schema == PINGS_SCHEMA
+    assert tab.column("pseudonym").cast(pa.string()).to_pylist() == want[0]
+    assert tab.column("t_s").to_pylist() == want[1]
+    assert np.array_equal(tab.column("lat_deg").to_numpy(), np.array(want[2]))
+    assert np.array_equal(tab.column("lon_deg").to_numpy(), np.array(want[3]))
+    assert np.array_equal(tab.column("accuracy_m").to_numpy(), np.array(want[4], dtype=np.float32))
+    h = blk.history
+    assert h["device_idx"].tolist() == [g0 + i for i in range(g1 - g0) for _ in sorted(set(ep[i]))]
+    for row in h.itertuples():
+        i = row.device_idx - g0
+        days_e = [d for d in range(scn.pings.days) if ep[i][d] == row.epoch]
+        assert (row.first_day, row.last_day) == (days_e[0], days_e[-1])
+        assert row.pseudonym == name[i, row.epoch] and row.maid == N.maid(scn.seed, row.device_idx, row.epoch)
+        assert row.n_pings == sum(1 for w in who if w == row.pseudonym)
+    assert np.array_equal(blk.device_pings, np.diff(offsets))
+
+
+def test_manifest_part_records_match_a_rescan(small_dataset):
+    """generate records every part as it writes it; the records equal reading the files."""
+    folder, man = small_dataset
+    assert man["parts"] == part_records(folder / "pings")
+    assert [p["file"] for p in man["parts"]] == sorted(p["file"] for p in man["parts"])
 
 
 # ====================================================================== schedule plausibility

@@ -1,13 +1,16 @@
 """sim.population and the housing stock of sim.world.synthetic: ages, households with an
 adult, employment by age, smartphone owners and the panel, the register profiles and
 their combination, single-household buildings, the per-building GPS bias of indoor
-fixes, and reproducibility."""
+fixes, reproducibility, and the fast paths of the synthesis (housing-type calibration,
+bounded rejection sampling, gravity kernels, register names) against the plain versions
+in tests/naive_generate.py."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import naive_generate as NG
 from sim.core.config import REGISTER_PROFILES, PopulationConfig, RegisterConfig, Scenario, WorldConfig
 from sim.core.errors import ConfigError
 from sim.core.rng import seed_sequence
@@ -428,3 +431,170 @@ def test_same_seed_same_world_and_simulation():
     pd.testing.assert_frame_equal(a.persons, b.persons)
     pd.testing.assert_frame_equal(a.devices, b.devices)
     pd.testing.assert_frame_equal(a.register, b.register)
+
+
+# ====================================================================== fast paths vs references
+# Each fast path of the world and population synthesis against the plain version it
+# replaced (tests/naive_generate.py): the same draws and bit-identical results.
+def test_mean_type_probs_matches_numpy():
+    from sim.world.synthetic import _type_probs, mean_type_probs
+
+    rng = np.random.default_rng(0)
+    cases = [rng.random((n, 4)) * 10.0 ** rng.uniform(-8, 8, (1, 4)) for n in (1, 2, 7, 8, 9, 1000, 40_001)]
+    cases.append(np.ones((5, 4)))
+    cases.append(np.exp(-207.0) * np.ones((3, 4)))  # the smallest powers the floors allow
+    for powers in cases:
+        for coef in (np.array([0.19, 0.06, 0.21, 0.54]), np.array([1.0, 0.0, 0.0, 0.0]),
+                     np.array([0.0, 0.3, 0.3, 0.4]), rng.dirichlet(np.ones(4))):
+            want = _type_probs(None, coef, 1.0, powers).mean(axis=0)
+            assert np.array_equal(mean_type_probs(powers, coef), want)
+    with np.errstate(invalid="ignore"):  # a row summing to 0 gives NaN, as 0 / 0 in NumPy
+        z = np.zeros((2, 4))
+        assert np.isnan(mean_type_probs(z, np.ones(4))).all()
+        assert np.isnan(mean_type_probs(np.zeros((0, 4)), np.ones(4))).all()  # as the mean of no rows
+
+
+@pytest.mark.parametrize("iters", [1, 2, 5, 17, 200, 333])
+def test_calibration_read_off_its_cycle_equals_every_step(iters):
+    from sim.world.synthetic import _calibrate, _density_powers
+
+    rng = np.random.default_rng(iters)
+    for trial in range(12):
+        f = rng.random(int(rng.integers(1, 3000))) ** rng.uniform(0.2, 3)
+        if trial % 3 == 0:
+            f[: len(f) // 3] = 0.0  # floored at 1e-12
+        shares = rng.dirichlet(np.ones(4))
+        if trial % 4 == 0:
+            shares[rng.integers(4)] = 0.0
+            shares /= shares.sum()
+        k = float(rng.uniform(0, 5))
+        want = NG.calibrate(_density_powers(f, k), shares, iters)
+        assert np.array_equal(_calibrate(f, shares, k, iters), want)
+
+
+def _surface(seed, n_sub):
+    rng = np.random.default_rng(seed)
+    R = float(rng.uniform(500, 20_000))
+    centres = [(0.0, 0.0)] + [tuple(rng.uniform(-0.7 * R, 0.7 * R, 2)) for _ in range(n_sub)]
+    scales = [R / 4.0] + list(R / 9.0 * (0.8 + 0.4 * rng.random(n_sub)))
+    weights = [1.0] + list(0.25 + 0.25 * rng.random(n_sub))
+    return R, centres, scales, weights
+
+
+@pytest.mark.parametrize("power", [1.0, 1.6])
+@pytest.mark.parametrize("seed,n_sub,n", [(0, 4, 1), (1, 0, 500), (2, 4, 5000), (3, 9, 20_000), (4, 1, 2049)])
+def test_bounded_rejection_sampler_equals_evaluating_every_candidate(power, seed, n_sub, n):
+    from sim.world.synthetic import _sample_density
+
+    R, centres, scales, weights = _surface(seed, n_sub)
+    xy, f = _sample_density(seed_sequence(seed, 1), n, R, centres, scales, weights, power)
+    want_xy, want_f = NG.sample_density(seed_sequence(seed, 1), n, R, centres, scales, weights, power)
+    assert xy.shape == (n, 2)
+    assert np.array_equal(xy, want_xy) and np.array_equal(f, want_f)
+    # the generator is left where the plain sampler leaves it (the next draws agree)
+    a, b = seed_sequence(seed, 1), seed_sequence(seed, 1)
+    _sample_density(a, n, R, centres, scales, weights, power)
+    NG.sample_density(b, n, R, centres, scales, weights, power)
+    assert a.random() == b.random()
+
+
+@pytest.mark.parametrize("power", [1.0, 1.6])
+def test_density_bound_covers_every_point_of_its_cell(power):
+    from sim.world.synthetic import BOUND_RINGS, BOUND_SECTORS, _density, _density_bound
+
+    for seed in range(5):
+        R, centres, scales, weights = _surface(seed, 4)
+        bound = _density_bound(R, centres, scales, weights, power)
+        rng = np.random.default_rng(seed)
+        # points spread over every cell, including its edges and corners
+        u_r = np.concatenate([rng.random(200_000), np.linspace(0, 1, 4001) ** 2, [0.0, 1.0 - 1e-16]])
+        u_a = np.concatenate([rng.random(200_000), rng.random(4001), [0.0, 1.0 - 1e-16]])
+        r, a = R * np.sqrt(u_r), 2 * np.pi * u_a
+        xy = np.column_stack([r * np.cos(a), r * np.sin(a)])
+        f = _density(xy, centres, scales, weights) ** power
+        ring = np.minimum((np.sqrt(u_r) * BOUND_RINGS).astype(np.int64), BOUND_RINGS - 1)
+        sector = np.minimum((u_a * BOUND_SECTORS).astype(np.int64), BOUND_SECTORS - 1)
+        assert (f <= bound[ring, sector]).all()
+        # and it is a useful bound: most cells within 30 % of their density
+        assert np.median(bound[ring, sector] / f) < 1.3
+
+
+@pytest.mark.parametrize("m", [0, 1, 1000, 100_003])
+def test_candidates_below_their_cell_bound_match_numpy(m):
+    from sim.world.synthetic import below_cell_bound
+
+    rng = np.random.default_rng(m)
+    u_r, u_a = rng.random(m), rng.random(m)
+    if m > 1:
+        u_r[:2], u_a[:2] = [0.0, 1.0 - 2**-53], [1.0 - 2**-53, 0.0]  # the ends of [0, 1)
+    bound = rng.random((7, 13)) * 2.0
+    u_keep = rng.random(m) * 2.0
+    ring = np.minimum((np.sqrt(u_r) * 7).astype(np.int64), 6)
+    sector = np.minimum((u_a * 13).astype(np.int64), 12)
+    want = np.flatnonzero(u_keep < bound[ring, sector])
+    assert np.array_equal(below_cell_bound(u_r, u_a, u_keep, bound.ravel(), 7, 13), want)
+
+
+def test_register_names_match_the_plain_format():
+    from sim.population import _FIRST, _LAST, register_names
+
+    pid = np.array([0, 1, 2, 7, 31, 32, 104_729, 10**7 - 1, 123_456_789], dtype=np.int64)
+    got = register_names(pid)
+    assert list(got) == [NG.register_name(i, _FIRST, _LAST) for i in pid]
+    assert pd.Series(got).dtype == pd.Series([NG.register_name(0, _FIRST, _LAST)]).dtype
+    assert register_names(np.zeros(0, dtype=np.int64)) == []
+
+
+def test_register_sources_are_the_categorical_of_their_labels(world, persons):
+    reg = _reg(persons, world, profile="voter_file+people_search+professional_network")
+    assert reg["sources"].nunique() > 3
+    want = pd.Categorical(reg["sources"].astype(str).tolist())
+    assert reg["sources"].cat.categories.tolist() == want.categories.tolist()
+    assert reg["sources"].cat.codes.tolist() == want.codes.tolist()
+    assert reg["sources"].cat.categories.dtype == want.categories.dtype
+
+
+def test_building_zone_ids_are_the_zone_columns(world):
+    b = np.array([0, -1, world.n_buildings - 1, 5, -1])
+    z = world.building_zones(b)
+    ids = world.building_zone_ids(b)
+    for lvl in ("block", "tract", "district"):
+        assert np.array_equal(ids[f"{lvl}_id"], z[f"{lvl}_id"].to_numpy())
+        assert (ids[f"{lvl}_id"][b < 0] == -1).all()
+
+
+@pytest.mark.parametrize("decay_m", [6000.0, 250.0, 1e-3])
+def test_gravity_workplaces_match_the_block_by_block_version(world, persons, decay_m):
+    from sim.population import _gravity_workplaces
+
+    home = persons["home_building_id"].to_numpy()
+    employed = persons["schedule"].astype(str).to_numpy() != "none"
+    got = _gravity_workplaces(world, home, employed, decay_m, seed_sequence(1, 2))
+    want = NG.gravity_workplaces(world, home, employed, decay_m, seed_sequence(1, 2))
+    assert np.array_equal(got, want)
+    assert (got[~employed] == -1).all() and (got[employed] >= 0).mean() > 0.5
+
+
+def test_gravity_workplaces_without_jobs_draw_nothing(world, persons):
+    """No block with jobs: every weight is 0, nobody gets a workplace and no draw is made."""
+    from sim.population import _gravity_workplaces
+
+    w = synthetic_world(WorldConfig(residents=2000), seed=3)
+    w.buildings["jobs"] = 0.0
+    home = np.arange(0, w.n_buildings, 3)
+    employed = np.ones(len(home), dtype=bool)
+    a, b = seed_sequence(1, 2), seed_sequence(1, 2)
+    got = _gravity_workplaces(w, home, employed, 6000.0, a)
+    assert np.array_equal(got, NG.gravity_workplaces(w, home, employed, 6000.0, b))
+    assert (got == -1).all() and a.random() == b.random()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 21])
+def test_gravity_workplaces_do_not_depend_on_the_chunk(world, persons, monkeypatch, chunk):
+    import sim.population as P
+
+    home = persons["home_building_id"].to_numpy()
+    employed = persons["schedule"].astype(str).to_numpy() != "none"
+    ref = P._gravity_workplaces(world, home, employed, 6000.0, seed_sequence(1, 2))
+    monkeypatch.setattr(P, "GRAVITY_CHUNK", chunk)
+    assert np.array_equal(P._gravity_workplaces(world, home, employed, 6000.0, seed_sequence(1, 2)), ref)

@@ -423,3 +423,37 @@ def device_rates(seed, g0, n, params):
         out[i, 0] = r
         out[i, 1] = p
     return out
+
+
+# ---------------------------------------------------------------- publish (sort by pseudonym)
+@pjit
+def pair_counts(offsets, t_s, start_s, epochs, pair_off):
+    """Pings of every (device, epoch) pair of a block.
+
+    Device i's pings are rows offsets[i]:offsets[i+1] of ``t_s`` (Unix seconds, sorted
+    by time); a ping on day (t_s - start_s) // DAY_S belongs to epoch epochs[i, day],
+    and pair (i, e) is number pair_off[i] + e.  Each device counts only its own pairs.
+    """
+    n_dev = len(offsets) - 1
+    out = np.zeros(pair_off[n_dev], dtype=np.int64)
+    for i in prange(n_dev):
+        p0 = pair_off[i]
+        for j in range(offsets[i], offsets[i + 1]):
+            out[p0 + epochs[i, (t_s[j] - start_s) // DAY_S]] += 1
+    return out
+
+
+@pjit
+def gather_runs(src_start, dst_off, t_s, x_m, y_m, acc_m, t_out, x_out, y_out, acc_out, code_out):
+    """Copy run k (rows src_start[k] .. src_start[k] + n_k - 1 of the inputs, with
+    n_k = dst_off[k+1] - dst_off[k]) to rows dst_off[k] .. dst_off[k+1] - 1 of the
+    outputs, and set code_out there to k.  Each run writes only its own output rows."""
+    for k in prange(len(src_start)):
+        a = src_start[k]
+        b = dst_off[k]
+        for q in range(dst_off[k + 1] - b):
+            t_out[b + q] = t_s[a + q]
+            x_out[b + q] = x_m[a + q]
+            y_out[b + q] = y_m[a + q]
+            acc_out[b + q] = acc_m[a + q]
+            code_out[b + q] = k

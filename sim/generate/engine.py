@@ -3,9 +3,9 @@
 :func:`generate_block` runs the numba kernels for a contiguous range of global device
 indices and returns that block's pings (sorted by pseudonym, then time) plus its
 pseudonym history; :func:`generate` drives all blocks (in-process or on Dask), writes
-each block's Parquet part before the next one starts, and writes truth, register, world
-and manifest.  Output content depends only on the scenario (seed included), never on
-``block_devices``, the thread count or the backend.
+each block's Parquet part while the next block is computed, and writes truth, register,
+world and manifest.  Output content depends only on the scenario (seed included), never
+on ``block_devices``, the thread count or the backend.
 """
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ import logging
 import platform
 import shutil
 import time
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -27,7 +29,6 @@ import pyarrow.parquet as pq
 
 from sim import __version__
 from sim.generate import _kernels as K
-from sim.core.constants import DAY_S
 from sim.core.config import Scenario
 from sim.core.errors import ConfigError
 from sim.core.files import (
@@ -39,7 +40,7 @@ from sim.core.files import (
     new_staging_dir,
 )
 from sim.population import SCHEDULES, building_gps_bias, choose_devices, make_persons, make_register
-from sim.generate.pseudonyms import maids, pseudonym_of
+from sim.generate.pseudonyms import maid_bytes, pseudonyms_of
 from sim.world.build import build_world
 from sim.world.model import World
 
@@ -155,9 +156,46 @@ class Block:
     device_pings: np.ndarray  # pings per device of the block
 
 
-def simulate_block(scn: Scenario, inputs: DeviceInputs, g0: int, g1: int, params: np.ndarray):
+class BlockBuffers:
+    """Arrays that :func:`generate` reuses from block to block.
+
+    A block's arrays are tens of MB, and memory touched for the first time costs a page
+    fault and a zeroed page per 4 kB, more than the kernels' own work on it.  The kernel
+    outputs are reused at every block; the published columns alternate between two
+    sets, because a block's table is still being written while the next block is made.
+    So a pings table made with these buffers stays valid until the block after next is
+    made with them.
+    """
+
+    def __init__(self):
+        self._arrays: dict = {}
+        self.turn = 0
+
+    def get(self, name: str, n: int, dtype) -> np.ndarray:
+        """``n`` uninitialised elements of the buffer ``name`` (grown by 25 % when short)."""
+        a = self._arrays.get(name)
+        if a is None or len(a) < n or a.dtype != np.dtype(dtype):
+            a = np.empty(n + n // 4, dtype=dtype)
+            self._arrays[name] = a
+        return a[:n]
+
+    def next_turn(self) -> int:
+        """Switch to the other set of published columns; returns its number (0 or 1)."""
+        self.turn ^= 1
+        return self.turn
+
+
+def _empty(buffers: BlockBuffers | None, name: str, n: int, dtype) -> np.ndarray:
+    return np.empty(n, dtype=dtype) if buffers is None else buffers.get(name, n, dtype)
+
+
+def simulate_block(scn: Scenario, inputs: DeviceInputs, g0: int, g1: int, params: np.ndarray,
+                   buffers: BlockBuffers | None = None):
     """Run the kernels for devices g0..g1-1.  Returns (offsets, t_s, x_m, y_m, accuracy_m)
-    with rows sorted by (device, time) and t_s in Unix seconds UTC."""
+    with rows sorted by (device, time) and t_s in Unix seconds UTC.
+
+    With ``buffers`` the four ping arrays are views of reused buffers, overwritten by
+    the next call."""
     n_dev = g1 - g0
     wd0 = int(_dt.date.fromisoformat(scn.pings.start_date).weekday())
     cdf = hour_cdf()
@@ -166,10 +204,10 @@ def simulate_block(scn: Scenario, inputs: DeviceInputs, g0: int, g1: int, params
     offsets = np.zeros(n_dev + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     n = int(offsets[-1])
-    t = np.empty(n, dtype=np.int64)
-    x = np.empty(n, dtype=np.float64)
-    y = np.empty(n, dtype=np.float64)
-    acc = np.empty(n, dtype=np.float32)
+    t = _empty(buffers, "t", n, np.int64)
+    x = _empty(buffers, "x", n, np.float64)
+    y = _empty(buffers, "y", n, np.float64)
+    acc = _empty(buffers, "acc", n, np.float32)
     written = K.fill_pings(scn.seed, g0, offsets, scn.pings.days, wd0, sub.sched, sub.hx, sub.hy,
                            sub.wx, sub.wy, params, cdf, t, x, y, acc)
     if not np.array_equal(written, counts):  # pragma: no cover - kernel invariant
@@ -179,24 +217,24 @@ def simulate_block(scn: Scenario, inputs: DeviceInputs, g0: int, g1: int, params
 
 
 def generate_block(scn: Scenario, world: World, inputs: DeviceInputs, g0: int, g1: int,
-                   params: np.ndarray | None = None) -> Block:
-    """Pings of devices g0..g1-1 as the broker publishes them (sorted by pseudonym, time)."""
+                   params: np.ndarray | None = None, buffers: BlockBuffers | None = None) -> Block:
+    """Pings of devices g0..g1-1 as the broker publishes them (sorted by pseudonym, time).
+
+    ``buffers`` (:class:`BlockBuffers`): reuse arrays across calls; the returned table then
+    stays valid until the call after next with the same buffers."""
     params = kernel_params(scn, world) if params is None else params
-    offsets, t, x, y, acc = simulate_block(scn, inputs, g0, g1, params)
+    offsets, t, x, y, acc = simulate_block(scn, inputs, g0, g1, params, buffers)
     n_dev = g1 - g0
     days = scn.pings.days
     ep = K.epochs_by_day(scn.seed, g0, n_dev, days, scn.ids.rotation_days, scn.ids.daily_reset_prob)
-    dev_of_ping = np.repeat(np.arange(n_dev), np.diff(offsets))
-    day_of_ping = (t - scn.start_s) // DAY_S
-    ping_epoch = ep[dev_of_ping, day_of_ping]
     # (device, epoch) pairs with their pseudonyms
     n_ep = ep[:, -1].astype(np.int64) + 1
     pair_off = np.zeros(n_dev + 1, dtype=np.int64)
     np.cumsum(n_ep, out=pair_off[1:])
     pair_dev = np.repeat(np.arange(n_dev), n_ep)
     pair_epoch = np.arange(int(pair_off[-1])) - pair_off[pair_dev]
-    maid_list = maids(scn.seed, g0 + pair_dev, pair_epoch)
-    pseud = np.array([pseudonym_of(m, scn.ids.salt) for m in maid_list], dtype=object)
+    maid_ascii = maid_bytes(scn.seed, g0 + pair_dev, pair_epoch)
+    pseud = np.array(pseudonyms_of(maid_ascii, scn.ids.salt), dtype=object)
     # day span of each pair
     d_idx = np.arange(days)
     first_day = np.empty(len(pair_dev), dtype=np.int64)
@@ -206,32 +244,53 @@ def generate_block(scn: Scenario, world: World, inputs: DeviceInputs, g0: int, g
     last_day[:] = -1
     np.minimum.at(first_day, flat.ravel(), np.tile(d_idx, n_dev))
     np.maximum.at(last_day, flat.ravel(), np.tile(d_idx, n_dev))
-    pair_of_ping = pair_off[dev_of_ping] + ping_epoch
-    pair_n = np.bincount(pair_of_ping, minlength=len(pair_dev))
+    pair_n = K.pair_counts(offsets, t, scn.start_s, ep, pair_off)
     # sort pairs by pseudonym; pings of a pair are contiguous and time-sorted
     rank_order = np.argsort(pseud, kind="stable")
     pair_start = np.zeros(len(pair_dev) + 1, dtype=np.int64)
     np.cumsum(pair_n, out=pair_start[1:])
     keep_pairs = rank_order[pair_n[rank_order] > 0]
-    lens = pair_n[keep_pairs]
     dst = np.zeros(len(keep_pairs) + 1, dtype=np.int64)
-    np.cumsum(lens, out=dst[1:])
-    tr = np.repeat(np.arange(len(keep_pairs)), lens)
-    rows = pair_start[keep_pairs][tr] + (np.arange(int(dst[-1])) - dst[tr])
-    lat, lon = world.to_latlon(x[rows], y[rows])
+    np.cumsum(pair_n[keep_pairs], out=dst[1:])
+    n = int(dst[-1])
+    turn = "" if buffers is None else f"_{buffers.next_turn()}"
+    t_o, x_o = _empty(buffers, "t_s" + turn, n, np.int64), _empty(buffers, "lat" + turn, n, np.float64)
+    y_o, acc_o = _empty(buffers, "lon" + turn, n, np.float64), _empty(buffers, "acc_m" + turn, n, np.float32)
+    codes = _empty(buffers, "code" + turn, n, np.int32)
+    K.gather_runs(pair_start[keep_pairs], dst, t, x, y, acc, t_o, x_o, y_o, acc_o, codes)
+    del t, x, y, acc
+    lat, lon = to_latlon_inplace(world, x_o, y_o)
     dict_arr = pa.DictionaryArray.from_arrays(
-        pa.array(tr.astype(np.int32)), pa.array(list(pseud[keep_pairs]), type=pa.string())
+        pa.array(codes), pa.array(pseud[keep_pairs].tolist(), type=pa.string())
     )
     table = pa.Table.from_arrays(
-        [dict_arr, pa.array(t[rows]), pa.array(lat), pa.array(lon), pa.array(acc[rows])],
+        [dict_arr, pa.array(t_o), pa.array(lat), pa.array(lon), pa.array(acc_o)],
         schema=PINGS_SCHEMA,
     )
     hist = pd.DataFrame({
         "pseudonym": pseud, "device_idx": (g0 + pair_dev).astype(np.int64),
-        "epoch": pair_epoch.astype(np.int64), "maid": maid_list,
+        "epoch": pair_epoch.astype(np.int64), "maid": maid_ascii.astype("U36").tolist(),
         "first_day": first_day, "last_day": last_day, "n_pings": pair_n.astype(np.int64),
     })
     return Block(pings=table, history=hist, device_pings=np.diff(offsets))
+
+
+#: rows projected at a time by :func:`to_latlon_inplace` (its temporaries stay in cache)
+PROJECT_CHUNK = 1 << 16
+
+
+def to_latlon_inplace(world: World, x_m: np.ndarray, y_m: np.ndarray):
+    """``world.to_latlon(x_m, y_m)`` written over the inputs: returns (lat_deg, lon_deg)
+    as the arrays ``x_m`` and ``y_m`` now hold them.
+
+    The projection is element by element, so projecting :data:`PROJECT_CHUNK` rows at a
+    time gives the same values, without allocating its temporaries for every ping."""
+    for a in range(0, len(x_m), PROJECT_CHUNK):
+        b = a + PROJECT_CHUNK
+        lat, lon = world.to_latlon(x_m[a:b], y_m[a:b])
+        x_m[a:b] = lat
+        y_m[a:b] = lon
+    return x_m, y_m
 
 
 def write_pings_part(table: pa.Table, path) -> None:
@@ -277,26 +336,50 @@ def _cached_world(world_dir):
 # ---------------------------------------------------------------- driver
 @dataclass
 class Synthesis:
-    """World, population and panel of a scenario (everything before the pings)."""
+    """World, population and panel of a scenario (everything before the pings).
+
+    ``register`` is a ``concurrent.futures.Future`` of the table when :func:`synthesize`
+    built it in the background."""
 
     scenario: Scenario
     world: World
     persons: pd.DataFrame
     devices: pd.DataFrame
-    register: pd.DataFrame
+    register: pd.DataFrame | Future
     inputs: DeviceInputs
 
 
-def synthesize(scn: Scenario) -> Synthesis:
-    """Build world, persons, panel devices and the register for a scenario."""
+def synthesize(scn: Scenario, *, background: Executor | None = None,
+               on_world: Callable[[World], None] | None = None,
+               on_persons: Callable[[pd.DataFrame], None] | None = None) -> Synthesis:
+    """Build world, persons, panel devices and the register for a scenario.
+
+    background : an executor to build the register on (the pings do not need it);
+        ``register`` is then a Future of the table.
+    on_world, on_persons : called with the world and the persons table as soon as each
+        exists (:func:`generate` starts writing them while the rest is built).
+    """
     scn.validate()
     world = build_world(scn.world, scn.seed, residents=scn.residents)
+    if on_world is not None:
+        on_world(world)
     persons = make_persons(world, scn.residents, scn.population, scn.seed)
+    if on_persons is not None:
+        on_persons(persons)
+    if background is None:
+        register = make_register(persons, world, scn.register, scn.seed)
+    else:
+        register = background.submit(make_register, persons, world, scn.register, scn.seed)
     devices = choose_devices(persons, scn.devices, scn.seed)
-    register = make_register(persons, world, scn.register, scn.seed)
+    return Synthesis(scn, world, persons, devices, register, panel_inputs(scn, world, persons, devices))
+
+
+def panel_inputs(scn: Scenario, world: World, persons: pd.DataFrame, devices: pd.DataFrame) -> DeviceInputs:
+    """Kernel inputs of the panel's devices, home and work shifted by the per-building
+    indoor GPS bias (:func:`sim.population.building_gps_bias`)."""
     bias = building_gps_bias(world.n_buildings, scn.pings.indoor_bias_median_m, scn.pings.indoor_bias_sigma,
                              scn.seed)
-    return Synthesis(scn, world, persons, devices, register, DeviceInputs.from_tables(persons, devices, bias))
+    return DeviceInputs.from_tables(persons, devices, bias)
 
 
 def generate(scn: Scenario, out_dir, *, progress: bool = True, backend: str = "local",
@@ -318,6 +401,12 @@ def generate(scn: Scenario, out_dir, *, progress: bool = True, backend: str = "l
     The manifest records every part file (rows, bytes, SHA-256, t_s range) and a
     ``dataset_id`` over them, which derived outputs carry and readers check
     (:func:`sim.release.dataset.check_dataset`).
+
+    Files are written by two background threads while this one computes: the ping
+    parts (each while the next block is made) and the world, truth tables and register
+    (built there, as nothing else needs it).  ``timings_s`` in the manifest: seconds
+    until the devices' kernel inputs exist ("synthesize") and from then until the last
+    part is written ("pings"); the rest of ``seconds`` is the wait for the truth tables.
     """
     from tqdm.auto import tqdm
 
@@ -330,45 +419,70 @@ def generate(scn: Scenario, out_dir, *, progress: bool = True, backend: str = "l
     out = claim_output_dir(out_dir, overwrite=overwrite)
     stage = new_staging_dir(out)
     try:
-        syn = synthesize(scn)
-        syn.world.save(stage / "world")
-        t_synth = time.perf_counter() - t_start
-        n_dev = len(syn.devices)
-        B = int(scn.block_devices)
-        blocks = [(g0, min(g0 + B, n_dev)) for g0 in range(0, n_dev, B)]
         (stage / "pings").mkdir()
-        histories, dev_pings = [], []
-        bar = tqdm(total=n_dev, desc="generate", unit="dev", disable=not progress)
-        if backend == "local":
-            params = kernel_params(scn, syn.world)
-            for bi, (g0, g1) in enumerate(blocks):
-                blk = generate_block(scn, syn.world, syn.inputs, g0, g1, params)
-                write_pings_part(blk.pings, stage / "pings" / f"part-{bi:05d}.parquet")
-                histories.append(blk.history)
-                dev_pings.append(blk.device_pings)
-                del blk
-                bar.update(g1 - g0)
-        else:
-            results = _run_dask(scn, syn, blocks, stage, scheduler, n_workers, bar)
-            for h, dp in results:
-                histories.append(h)
-                dev_pings.append(dp)
-        bar.close()
-        t_pings = time.perf_counter() - t_start - t_synth
-        hist = pd.concat(histories, ignore_index=True)
-        hist.insert(2, "person_id", syn.devices["person_id"].to_numpy()[hist["device_idx"].to_numpy()])
-        devices = syn.devices.copy()
-        devices["maid"] = hist.loc[hist["epoch"] == 0].sort_values("device_idx")["maid"].to_numpy()
-        params = kernel_params(scn, syn.world)
-        rates = K.device_rates(scn.seed, 0, n_dev, params)
-        devices["pings_per_day"] = rates[:, 0]
-        devices["silent_day_prob"] = rates[:, 1]
-        devices["n_pings"] = np.concatenate(dev_pings) if dev_pings else np.zeros(0, np.int64)
         (stage / "truth").mkdir()
-        syn.persons.to_parquet(stage / "truth" / "persons.parquet", index=False)
-        devices.to_parquet(stage / "truth" / "devices.parquet", index=False)
-        hist.to_parquet(stage / "truth" / "pseudonyms.parquet", index=False)
-        syn.register.to_parquet(stage / "register.parquet", index=False)
+        # Two background threads: one writes the ping parts while this thread runs the
+        # kernels for the next block; the other writes the world and truth tables and
+        # builds the register (nothing else needs it).  Parquet encoding, compression
+        # and hashing release the GIL.  At most one part waits to be written, so memory
+        # stays bounded by two blocks, and a failed write stops the loop at the next
+        # block.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reidsim-parts") as writer, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="reidsim-tables") as tables:
+            tables.submit(_prefetch)  # imports and numba start-up, during the world build
+            side = []
+            syn = synthesize(
+                scn, background=tables,
+                on_world=lambda w: side.append(tables.submit(w.save, stage / "world")),
+                on_persons=lambda p: side.append(
+                    tables.submit(_write_frame, p, stage / "truth" / "persons.parquet")),
+            )
+            world, devices, inputs = syn.world, syn.devices, syn.inputs
+            register_rows = tables.submit(_write_register, syn.register, stage / "register.parquet")
+            side.append(register_rows)
+            t_synth = time.perf_counter() - t_start
+            n_dev = len(devices)
+            B = int(scn.block_devices)
+            blocks = [(g0, min(g0 + B, n_dev)) for g0 in range(0, n_dev, B)]
+            histories, dev_pings, parts = [], [], None
+            bar = tqdm(total=n_dev, desc="generate", unit="dev", disable=not progress)
+            if backend == "local":
+                params = kernel_params(scn, world)
+                parts, pending, buffers = [], None, BlockBuffers()
+                for bi, (g0, g1) in enumerate(blocks):
+                    # part bi-1 may still be being written from the other set of buffers;
+                    # part bi-2, whose set this block reuses, was waited for last time
+                    blk = generate_block(scn, world, inputs, g0, g1, params, buffers)
+                    if pending is not None:
+                        parts.append(pending.result())
+                    pending = writer.submit(_write_part, blk.pings, stage / "pings" / f"part-{bi:05d}.parquet")
+                    histories.append(blk.history)
+                    dev_pings.append(blk.device_pings)
+                    del blk
+                    bar.update(g1 - g0)
+                if pending is not None:
+                    parts.append(pending.result())
+            else:
+                side[0].result()  # workers read the world from disk
+                results = _run_dask(scn, inputs, blocks, stage, scheduler, n_workers, bar)
+                for h, dp in results:
+                    histories.append(h)
+                    dev_pings.append(dp)
+            bar.close()
+            t_pings = time.perf_counter() - t_start - t_synth
+            hist = pd.concat(histories, ignore_index=True)
+            hist.insert(2, "person_id", devices["person_id"].to_numpy()[hist["device_idx"].to_numpy()])
+            devices = devices.copy()
+            devices["maid"] = hist.loc[hist["epoch"] == 0].sort_values("device_idx")["maid"].to_numpy()
+            rates = K.device_rates(scn.seed, 0, n_dev, kernel_params(scn, world))
+            devices["pings_per_day"] = rates[:, 0]
+            devices["silent_day_prob"] = rates[:, 1]
+            devices["n_pings"] = np.concatenate(dev_pings) if dev_pings else np.zeros(0, np.int64)
+            side.append(tables.submit(_write_frame, devices, stage / "truth" / "devices.parquet"))
+            side.append(tables.submit(_write_frame, hist, stage / "truth" / "pseudonyms.parquet"))
+            for f in side:
+                f.result()
+            n_register = register_rows.result()
         n_pings = int(hist["n_pings"].sum())
         manifest = {
             "reidsim_version": __version__,
@@ -376,13 +490,13 @@ def generate(scn: Scenario, out_dir, *, progress: bool = True, backend: str = "l
             "scenario": scn.to_dict(),
             "config_hash": scn.config_hash(),
             "seed": scn.seed,
-            "crs": syn.world.crs,
+            "crs": world.crs,
             "utc_offset_s": scn.utc_offset_s,
             "start_s": scn.start_s,
             "n_days": scn.pings.days,
             "rows": {
                 "pings": n_pings, "pseudonyms": int((hist["n_pings"] > 0).sum()),
-                "devices": n_dev, "persons": len(syn.persons), "register": len(syn.register),
+                "devices": n_dev, "persons": len(syn.persons), "register": n_register,
             },
             "backend": backend,
             "seconds": round(time.perf_counter() - t_start, 3),
@@ -390,7 +504,7 @@ def generate(scn: Scenario, out_dir, *, progress: bool = True, backend: str = "l
             "block_devices": int(scn.block_devices), "blocks": len(blocks),
             "versions": package_versions(),
         }
-        manifest["parts"] = part_records(stage / "pings")
+        manifest["parts"] = part_records(stage / "pings") if parts is None else sorted(parts, key=lambda r: r["file"])
         manifest["dataset_id"] = dataset_id(manifest)
         (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         commit_staged(stage, out, marker="manifest.json", remove=DERIVED_ENTRIES)
@@ -400,16 +514,50 @@ def generate(scn: Scenario, out_dir, *, progress: bool = True, backend: str = "l
             shutil.rmtree(stage, ignore_errors=True)
 
 
+def part_record(path) -> dict:
+    """A part file's record: name, rows, bytes, SHA-256 and the t_s range (from the
+    Parquet metadata)."""
+    f = Path(path)
+    md = pq.ParquetFile(f).metadata
+    lo, hi = parquet_t_range(md)
+    return {"file": f.name, "rows": int(md.num_rows), "bytes": f.stat().st_size,
+            "sha256": file_sha256(f), "t_s_min": lo, "t_s_max": hi}
+
+
 def part_records(pings_dir: Path) -> list:
-    """One record per part file: name, rows, bytes, SHA-256 and the t_s range (from the
-    Parquet metadata), in file-name order."""
-    recs = []
-    for f in sorted(Path(pings_dir).glob("part-*.parquet")):
-        md = pq.ParquetFile(f).metadata
-        lo, hi = parquet_t_range(md)
-        recs.append({"file": f.name, "rows": int(md.num_rows), "bytes": f.stat().st_size,
-                     "sha256": file_sha256(f), "t_s_min": lo, "t_s_max": hi})
-    return recs
+    """One :func:`part_record` per part file, in file-name order."""
+    return [part_record(f) for f in sorted(Path(pings_dir).glob("part-*.parquet"))]
+
+
+def _write_part(table: pa.Table, path) -> dict:
+    """Write one part (:func:`write_pings_part`) and return its :func:`part_record`."""
+    write_pings_part(table, path)
+    return part_record(path)
+
+
+def _write_frame(df: pd.DataFrame, path) -> None:
+    df.to_parquet(path, index=False)
+
+
+def _write_register(register: Future, path) -> int:
+    """Write the register once its (background) build is done; return its row count.
+    Queued on the same one-thread executor after the build, so the wait never blocks."""
+    table = register.result()
+    _write_frame(table, path)
+    return len(table)
+
+
+def _prefetch() -> None:
+    """Start-up work the world build would otherwise wait for: import scikit-learn's
+    k-means and start numba (its first kernel call loads the compiler).  Run on a
+    background thread while the main thread samples the world; a failure here is left
+    to surface where the real call happens."""
+    import importlib
+
+    with contextlib.suppress(Exception):
+        K.device_rates(0, 0, 0, np.zeros(K.N_PARAMS))
+    with contextlib.suppress(Exception):
+        importlib.import_module("sklearn.cluster")
 
 
 def parquet_t_range(md) -> tuple:
@@ -469,7 +617,7 @@ def dask_client(scheduler: str | None, n_workers: int):
             cluster.close()
 
 
-def _run_dask(scn, syn, blocks, stage, scheduler, n_workers, bar):
+def _run_dask(scn, inputs, blocks, stage, scheduler, n_workers, bar):
     from dask.distributed import as_completed
 
     with dask_client(scheduler, n_workers) as client:
@@ -477,7 +625,7 @@ def _run_dask(scn, syn, blocks, stage, scheduler, n_workers, bar):
         sd = scn.to_dict()
         futs = {}
         for bi, (g0, g1) in enumerate(blocks):
-            f = client.submit(_block_task, sd, world_dir, syn.inputs.slice(g0, g1), g0, g1, str(stage / "pings" / f"part-{bi:05d}.parquet"), pure=False)
+            f = client.submit(_block_task, sd, world_dir, inputs.slice(g0, g1), g0, g1, str(stage / "pings" / f"part-{bi:05d}.parquet"), pure=False)
             futs[f] = bi
         results = [None] * len(blocks)
         for f in as_completed(futs):

@@ -170,12 +170,16 @@ class World:
     def building_zones(self, building_id) -> pd.DataFrame:
         """Zone ids at every level of the given building ids (-1 passes through)."""
         b = np.asarray(building_id, dtype=np.int64)
+        return pd.DataFrame({"building_id": b, **self.building_zone_ids(b)})
+
+    def building_zone_ids(self, building_id) -> dict:
+        """``{"<level>_id": array}`` of :meth:`building_zones` without the table (new
+        arrays, -1 passes through)."""
+        b = np.asarray(building_id, dtype=np.int64)
         ok = b >= 0
-        out = {"building_id": b}
-        for lvl in ZONE_LEVELS:
-            col = self.buildings[f"{lvl}_id"].to_numpy(np.int64)
-            out[f"{lvl}_id"] = np.where(ok, col[np.where(ok, b, 0)], -1)
-        return pd.DataFrame(out)
+        bi = np.where(ok, b, 0)
+        return {f"{lvl}_id": np.where(ok, self.buildings[f"{lvl}_id"].to_numpy(np.int64)[bi], -1)
+                for lvl in ZONE_LEVELS}
 
     # ------------------------------------------------------------ projection
     def to_latlon(self, x_m, y_m):

@@ -9,6 +9,7 @@ import shapely
 from scipy.spatial import cKDTree
 
 from sim.core.config import WorldConfig, mean_household_size
+from sim.core.jit import jit
 from sim.core.rng import TAG_WORLD, seed_sequence
 from sim.world.crs import local_crs
 from sim.world.model import World
@@ -45,35 +46,83 @@ def unit_type_shares(cfg: WorldConfig) -> np.ndarray:
     return np.concatenate([[cfg.single_unit_share], multi])
 
 
-def _type_probs(f, coef, k):
-    """P(type | relative density f) of a housing unit: coef_t f^(k e_t), normalised."""
+def _density_powers(f, k):
+    """(len(f), n_types) array f^(k e_t) of relative densities ``f`` (floored at 1e-12)."""
     e = np.asarray(DENSITY_FACTOR)
     lf = np.log(np.maximum(f, 1e-12))[:, None]
-    w = coef[None, :] * np.exp(k * e[None, :] * lf)
+    return np.exp(k * e[None, :] * lf)
+
+
+def _type_probs(f, coef, k, powers=None):
+    """P(type | relative density f) of a housing unit: coef_t f^(k e_t), normalised.
+
+    ``powers``: :func:`_density_powers` of (f, k) when already computed."""
+    w = coef[None, :] * (_density_powers(f, k) if powers is None else powers)
     return w / w.sum(axis=1, keepdims=True)
 
 
-def _calibrate(f, shares, k, iters=200):
+@jit
+def mean_type_probs(powers, coef):
+    """``_type_probs(None, coef, k, powers).mean(axis=0)`` in one pass, bit for bit.
+
+    Row i: w = coef * powers[i], probabilities w / sum(w) with the sum taken left to
+    right; the mean adds the rows in order and divides by the row count, which is how
+    NumPy reduces a C-ordered (m, n_types) array along either axis (the tests check it
+    against NumPy).  A row summing to 0 gives NaN, as 0 / 0 in NumPy.
+    """
+    m, n_t = powers.shape
+    acc = np.zeros(n_t)
+    w = np.empty(n_t)
+    for i in range(m):
+        s = 0.0
+        for t in range(n_t):
+            w[t] = coef[t] * powers[i, t]
+            s += w[t]
+        for t in range(n_t):
+            acc[t] += w[t] / s if s != 0.0 else np.nan
+    for t in range(n_t):
+        acc[t] = acc[t] / m if m > 0 else np.nan
+    return acc
+
+
+def _calibrate(f, shares, k, iters=200, powers=None):
     """Coefficients so that the mean over units (sampled at densities ``f``) of
-    P(type | f) equals ``shares`` (iterative proportional fitting)."""
+    P(type | f) equals ``shares`` (``iters`` steps of iterative proportional fitting).
+
+    A step is a deterministic function of the coefficients alone, and in floating point
+    the iteration falls into a cycle (almost always a fixed point) after a few dozen
+    steps.  Once a state repeats, the state after ``iters`` steps is read off the cycle:
+    bit for bit the result of running every step, at a fraction of the cost.
+    ``powers``: :func:`_density_powers` of (f, k) when already computed.
+    """
+    powers = _density_powers(f, k) if powers is None else powers
     coef = np.where(shares > 0, shares, 0.0).astype(np.float64)
-    for _ in range(iters):
-        m = _type_probs(f, coef, k).mean(axis=0)
+    seen: dict = {}
+    states: list = []
+    for it in range(iters):
+        m = mean_type_probs(powers, coef)
         ok = m > 0
         coef[ok] *= shares[ok] / m[ok]
         coef /= max(coef.sum(), 1e-300)
+        key = coef.tobytes()
+        if key in seen:  # state after step `it` == state after step `a`: period it - a
+            a = seen[key]
+            return np.frombuffer(states[a + (iters - 1 - a) % (it - a)], dtype=np.float64).copy()
+        seen[key] = it
+        states.append(key)
     return coef
 
 
-def housing_stock(rng, n_units, sample_xy, rel_density, cfg: WorldConfig):
+def housing_stock(rng, n_units, sample_xy, cfg: WorldConfig):
     """Residential buildings holding ``n_units`` housing units in total.
 
     ``sample_xy(m)`` draws m points with density proportional to the residential density
-    surface (where housing units are); ``rel_density(xy)`` is the local density relative to
-    the peak (0, 1].  Each housing unit's structure type has odds rising with density
-    (``cfg.multi_unit_density_exponent``), calibrated so the metro-wide unit shares are
-    :func:`unit_type_shares`.  Buildings are thinned by 1 / E[units | density] so that
-    units, not buildings, follow the density surface.
+    surface (where housing units are) and returns ``(xy, rel)``: the points and the local
+    density relative to the peak, (0, 1], at each of them.  Each housing unit's
+    structure type has odds rising with density (``cfg.multi_unit_density_exponent``),
+    calibrated so the metro-wide unit shares are :func:`unit_type_shares`.  Buildings are
+    thinned by 1 / E[units | density] so that units, not buildings, follow the density
+    surface.
 
     Returns ``(xy, units, structure)``: building positions, units per building (>= 1) and
     the index into :data:`STRUCTURE_TYPES`.
@@ -83,14 +132,19 @@ def housing_stock(rng, n_units, sample_xy, rel_density, cfg: WorldConfig):
     pmfs = _units_pmfs()
     mean_units = np.array([float((n * p).sum()) for n, p in pmfs])
     m0 = max(2048, int(n_units * 1.1) + 64)
-    xy0 = sample_xy(m0)
-    coef = _calibrate(rel_density(xy0), shares, k)
+    xy0, rel0 = sample_xy(m0)
+    powers0 = _density_powers(rel0, k)
+    coef = _calibrate(rel0, shares, k, powers=powers0)
     xs, us, ts = [], [], []
     total, first = 0, True
     while total < n_units:
-        xy = xy0 if first else sample_xy(max(1024, int((n_units - total) * 1.1) + 64))
+        if first:
+            xy, powers = xy0, powers0
+        else:
+            xy, rel = sample_xy(max(1024, int((n_units - total) * 1.1) + 64))
+            powers = _density_powers(rel, k)
         first = False
-        pu = _type_probs(rel_density(xy), coef, k)
+        pu = _type_probs(None, coef, k, powers)
         pb = pu / mean_units[None, :]
         accept = pb.sum(axis=1)  # <= 1 (single units have mean 1)
         keep = rng.random(len(xy)) < accept
@@ -127,6 +181,7 @@ def n_housing_units(residents: int, cfg: WorldConfig) -> int:
 
 
 def _density(xy, centres, scales, weights):
+    """The density surface at points ``xy``: sum over centres of w exp(-distance / scale)."""
     d = np.zeros(len(xy))
     for c, s, w in zip(centres, scales, weights):
         r = np.hypot(xy[:, 0] - c[0], xy[:, 1] - c[1])
@@ -134,19 +189,89 @@ def _density(xy, centres, scales, weights):
     return d
 
 
+#: Polar cells (rings x sectors) over which the rejection sampler bounds the density.
+BOUND_RINGS, BOUND_SECTORS = 128, 512
+
+
+def _density_bound(radius_m, centres, scales, weights, power):
+    """(BOUND_RINGS, BOUND_SECTORS) upper bounds of ``_density ** power`` over the polar
+    cells of the disk (ring i: radius in [i, i+1] * radius_m / BOUND_RINGS; sector j:
+    angle in [j, j+1] * 2 pi / BOUND_SECTORS).
+
+    A cell lies inside the circle around its mid point of radius
+    rho = sqrt((dr / 2)^2 + (r_outer da / 2)^2), so no point of it is nearer a centre
+    than (distance of the mid point) - rho.  rho is padded by 1 % + 1 m, which covers a
+    point that rounding puts in a neighbouring cell, and the bound by a relative 1e-6,
+    which covers the rounding of the density itself (~1e-15).
+    """
+    dr = radius_m / BOUND_RINGS
+    da = 2.0 * np.pi / BOUND_SECTORS
+    r_mid = (np.arange(BOUND_RINGS) + 0.5) * dr
+    a_mid = (np.arange(BOUND_SECTORS) + 0.5) * da
+    rho = np.hypot(dr / 2.0, (r_mid + dr / 2.0) * da / 2.0) * 1.01 + 1.0
+    mx = r_mid[:, None] * np.cos(a_mid)[None, :]
+    my = r_mid[:, None] * np.sin(a_mid)[None, :]
+    bound = np.zeros((BOUND_RINGS, BOUND_SECTORS))
+    for c, s, w in zip(centres, scales, weights):
+        dmin = np.maximum(np.hypot(mx - c[0], my - c[1]) - rho[:, None], 0.0)
+        bound += w * np.exp(-dmin / s)
+    return bound ** power * (1.0 + 1e-6)
+
+
+@jit
+def below_cell_bound(u_r, u_a, u_keep, bound, n_rings, n_sectors):
+    """Indices i (ascending) with u_keep[i] < bound[cell of i]: the candidate at radius
+    sqrt(u_r) and angle 2 pi u_a (as fractions of the disk's) lies in ring
+    min(floor(sqrt(u_r) n_rings), n_rings - 1) and sector
+    min(floor(u_a n_sectors), n_sectors - 1); ``bound`` is the flattened
+    (n_rings, n_sectors) array of :func:`_density_bound`."""
+    out = np.empty(len(u_r), dtype=np.int64)
+    k = 0
+    for i in range(len(u_r)):
+        ring = min(int(np.sqrt(u_r[i]) * n_rings), n_rings - 1)
+        sector = min(int(u_a[i] * n_sectors), n_sectors - 1)
+        if u_keep[i] < bound[ring * n_sectors + sector]:
+            out[k] = i
+            k += 1
+    return out[:k]
+
+
 def _sample_density(rng, n, radius_m, centres, scales, weights, power=1.0):
-    """n points in a disk with density ~ density_surface**power (rejection sampling)."""
-    out = np.empty((0, 2))
+    """n points in a disk with density ~ density_surface**power (rejection sampling).
+
+    Returns ``(xy, f)``: the points and density_surface**power at each of them.
+
+    Every round draws, for m candidates, m uniforms for the radius, m for the angle and
+    m for the acceptance test, in that order.  A candidate whose acceptance uniform
+    already exceeds an upper bound of the density over its polar cell
+    (:func:`_density_bound`) is rejected without evaluating the density, so the density
+    is computed only for the few that may be accepted; the accepted points are exactly
+    those of evaluating every candidate.
+    """
     fmax = float(sum(weights)) ** power
-    while len(out) < n:
-        m = max(1024, int((n - len(out)) * 3))
-        r = radius_m * np.sqrt(rng.random(m))
-        a = 2 * np.pi * rng.random(m)
+    bound = _density_bound(radius_m, centres, scales, weights, power).ravel()
+    xs, fs, got = [], [], 0
+    while got < n:
+        m = max(1024, int((n - got) * 3))
+        u_r = rng.random(m)
+        u_a = rng.random(m)
+        u_keep = rng.random(m) * fmax
+        cand = below_cell_bound(u_r, u_a, u_keep, bound, BOUND_RINGS, BOUND_SECTORS)
+        r = radius_m * np.sqrt(u_r[cand])
+        a = 2 * np.pi * u_a[cand]
         xy = np.column_stack([r * np.cos(a), r * np.sin(a)])
         f = _density(xy, centres, scales, weights) ** power
-        keep = rng.random(m) * fmax < f
-        out = np.vstack([out, xy[keep]])
-    return out[:n]
+        keep = u_keep[cand] < f
+        xs.append(xy[keep])
+        fs.append(f[keep])
+        got += int(keep.sum())
+    return np.concatenate(xs)[:n], np.concatenate(fs)[:n]
+
+
+def _relative(sample, peak):
+    """``(xy, density)`` of :func:`_sample_density` -> ``(xy, density / peak)``."""
+    xy, f = sample
+    return xy, f / peak
 
 
 def synthetic_world(cfg: WorldConfig | None = None, seed: int = 42, residents: int | None = None,
@@ -174,15 +299,14 @@ def synthetic_world(cfg: WorldConfig | None = None, seed: int = 42, residents: i
     # multi-unit buildings, the latter more frequent where density is high)
     res_xy, units, _ = housing_stock(
         rng, n_housing_units(residents, cfg),
-        lambda m: _sample_density(rng, m, R, centres, scales, weights),
-        lambda xy: _density(xy, centres, scales, weights) / sum(weights), cfg,
+        lambda m: _relative(_sample_density(rng, m, R, centres, scales, weights), sum(weights)), cfg,
     )
     n_res_b = len(res_xy)
     cap = units.astype(np.float64)
     # job buildings: more concentrated
     n_jobs = cfg.jobs_per_resident * residents
     n_job_b = max(10, int(n_jobs // 25))
-    job_xy = _sample_density(rng, n_job_b, R, centres, scales, weights, power=1.6)
+    job_xy, _ = _sample_density(rng, n_job_b, R, centres, scales, weights, power=1.6)
     jobs = rng.pareto(1.5, n_job_b) + 1.0
     jobs = jobs / jobs.sum() * n_jobs
     xy = np.vstack([res_xy, job_xy])
