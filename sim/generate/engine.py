@@ -504,11 +504,7 @@ def generate(scn: Scenario, out_dir, *, progress: bool = True, backend: str = "l
             "block_devices": int(scn.block_devices), "blocks": len(blocks),
             "versions": package_versions(),
         }
-        manifest["parts"] = part_records(stage / "pings") if parts is None else sorted(parts, key=lambda r: r["file"])
-        manifest["dataset_id"] = dataset_id(manifest)
-        (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-        commit_staged(stage, out, marker="manifest.json", remove=DERIVED_ENTRIES)
-        return manifest
+        return commit_dataset(stage, out, manifest, parts)
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
@@ -574,6 +570,18 @@ def parquet_t_range(md) -> tuple:
         lo = st.min if lo is None else min(lo, st.min)
         hi = st.max if hi is None else max(hi, st.max)
     return (None if lo is None else int(lo)), (None if hi is None else int(hi))
+
+
+def commit_dataset(stage: Path, out: Path, manifest: dict, parts=None) -> dict:
+    """Finish a staged dataset: record its parts (``parts``, else a scan of
+    ``stage/pings``) and ``dataset_id`` in ``manifest``, write manifest.json and move the
+    stage into ``out`` (manifest last; outputs derived from a replaced dataset removed).
+    Returns the manifest."""
+    manifest["parts"] = part_records(stage / "pings") if parts is None else sorted(parts, key=lambda r: r["file"])
+    manifest["dataset_id"] = dataset_id(manifest)
+    (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    commit_staged(stage, out, marker="manifest.json", remove=DERIVED_ENTRIES)
+    return manifest
 
 
 def dataset_id(manifest: dict) -> str:

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import json
 import logging
 import shutil
 import time
@@ -53,9 +52,9 @@ import pandas as pd
 
 from sim import __version__
 from sim.core.errors import ConfigError, InputError
-from sim.core.files import DERIVED_ENTRIES, claim_output_dir, commit_staged, new_staging_dir
+from sim.core.files import claim_output_dir, new_staging_dir
 from sim.core.traces import Traces
-from sim.generate.engine import PINGS_SCHEMA, dask_client, dataset_id, part_records, write_pings_part
+from sim.generate.engine import PINGS_SCHEMA, commit_dataset, dask_client, write_pings_part
 from sim.release.dataset import check_dataset, read_release_part
 from sim.release.defenses import REGISTRY, BrokerContext, apply_defenses, parse_defense_spec, validate_defense
 from sim.world.crs import project_to_latlon
@@ -244,12 +243,8 @@ def defend_streaming(directory, out_dir, defenses, *, backend: str = "local", sc
             per_part=per_part)
         if any(r["duplicate_times"] for r in results):  # e.g. time_round: readers keep them
             manifest["duplicate_times"] = True
-        manifest["parts"] = part_records(stage / "pings")
-        manifest["dataset_id"] = dataset_id(manifest)
         manifest["seconds"] = round(time.perf_counter() - t_start, 3)
-        (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-        commit_staged(stage, out, marker="manifest.json", remove=DERIVED_ENTRIES)
-        return manifest
+        return commit_dataset(stage, out, manifest)
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
