@@ -257,6 +257,18 @@ def _locations_kernel(soff, x, y, eps2, out, n_loc):
 
 
 @jit
+def _push(buf, n, value):
+    """``buf[n] = value`` on a growable int64 buffer holding ``n`` values; returns the
+    buffer (a copy of twice the size when it was full)."""
+    if n == len(buf):
+        nb = np.empty(2 * len(buf), dtype=np.int64)
+        nb[:n] = buf[:n]
+        buf = nb
+    buf[n] = value
+    return buf
+
+
+@jit
 def _window_bounds(n, wa, wb):
     ws = n * 86400 + wa
     we = n * 86400 + wb
@@ -310,8 +322,7 @@ def home_work_one(st_a, st_b, st_sx, st_sy, st_n, st_loc, n_loc, fix_rel, epoch_
     acc_n = np.zeros(nl, dtype=np.int64)
     cur_w = np.full(nl, _NO_ID, dtype=np.int64)
     acc_w = np.zeros(nl, dtype=np.int64)
-    cap = 16
-    wids = np.empty(cap, dtype=np.int64)
+    wids = np.empty(16, dtype=np.int64)
     nw = 0
     for s in range(len(st_a)):
         l = st_loc[s]
@@ -332,12 +343,7 @@ def home_work_one(st_a, st_b, st_sx, st_sy, st_n, st_loc, n_loc, fix_rel, epoch_
                 ov = min(b, we) - max(a, ws)
                 if ov > 0:
                     if cur_w[l] != n and cur_w[l] != _NO_ID and acc_w[l] >= min_ov:
-                        if nw == cap:
-                            nb = np.empty(2 * cap, dtype=np.int64)
-                            nb[:nw] = wids[:nw]
-                            wids = nb
-                            cap *= 2
-                        wids[nw] = cur_w[l]
+                        wids = _push(wids, nw, cur_w[l])
                         nw += 1
                     _accumulate(l, n, ov, cur_w, acc_w, wdays, work_s, min_ov)
     for l in range(nl):  # close the last window of every location
@@ -345,24 +351,14 @@ def home_work_one(st_a, st_b, st_sx, st_sy, st_n, st_loc, n_loc, fix_rel, epoch_
             nights[l] += 1
         if cur_w[l] != _NO_ID and acc_w[l] >= min_ov:
             wdays[l] += 1
-            if nw == cap:
-                nb = np.empty(2 * cap, dtype=np.int64)
-                nb[:nw] = wids[:nw]
-                wids = nb
-                cap *= 2
-            wids[nw] = cur_w[l]
+            wids = _push(wids, nw, cur_w[l])
             nw += 1
     # observed working days: windows holding a fix, or counted at a location
     last = _NO_ID
     for q in range(len(fix_rel)):
         w = _fix_window(fix_rel[q], work_a, work_b)
         if w != _NO_ID and w != last and wd_mask[(epoch_day0 + w + 3) % 7]:
-            if nw == cap:
-                nb = np.empty(2 * cap, dtype=np.int64)
-                nb[:nw] = wids[:nw]
-                wids = nb
-                cap *= 2
-            wids[nw] = w
+            wids = _push(wids, nw, w)
             nw += 1
             last = w
     n_work_obs = 0
