@@ -80,7 +80,7 @@ from sim.world.crs import project_from_latlon
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FORMATS", "COLUMN_NAMES", "DROP_REASONS", "read_pings", "frame_to_traces", "detect_columns",
+__all__ = ["FORMATS", "COLUMN_NAMES", "DROP_REASONS", "read_pings", "frame_to_traces", "detect_columns", "map_roles",
            "detect_format", "utm_crs", "utc_offset_at", "parse_times"]
 
 #: accepted ``format`` values
@@ -142,6 +142,38 @@ def _norm(name) -> str:
     return str(name).strip().lower()
 
 
+def map_roles(columns, given: dict, names: dict, *, what: str, option) -> dict:
+    """Map each role of ``names`` to a column of ``columns``: the column ``given[role]``
+    names (exactly, else case-insensitively), else the first column whose lower-case name
+    is in ``names[role]`` (in that order) and serves no other role; None when there is
+    none.  Named columns are placed before any is detected, so detection never takes
+    one; the returned dict lists the named roles first.  An explicit name that is not a
+    column raises InputError naming ``what`` (e.g.
+    "the input"), the columns present and ``option(role)`` (e.g. "--id")."""
+    cols = list(columns)
+    by_norm = {}
+    for c in cols:
+        by_norm.setdefault(_norm(c), c)
+    out = {}
+    for role in names:
+        name = given.get(role)
+        if name is None:
+            continue
+        if name in cols:
+            out[role] = name
+        elif _norm(name) in by_norm:
+            out[role] = by_norm[_norm(name)]
+        else:
+            raise InputError(
+                f"{option(role)} {name!r} is not a column of {what}; its columns are "
+                f"{[str(c) for c in cols][:30]}. Pass the right name with {option(role)}.")
+    for role in names:
+        if role not in out:
+            out[role] = next((by_norm[n] for n in names[role] if n in by_norm and by_norm[n] not in out.values()),
+                             None)
+    return out
+
+
 def detect_columns(columns, *, id=None, time=None, lat=None, lon=None, accuracy=None,
                    has_geometry: bool = False) -> dict:
     """Map each role to a column of ``columns`` (explicit names win, else
@@ -150,24 +182,9 @@ def detect_columns(columns, *, id=None, time=None, lat=None, lon=None, accuracy=
     Raises InputError naming the missing role, the columns present and the option to pass.
     """
     cols = list(columns)
-    by_norm = {}
-    for c in cols:
-        by_norm.setdefault(_norm(c), c)
-    given = {"id": id, "time": time, "lat": lat, "lon": lon, "accuracy": accuracy}
-    out = {}
-    for role, name in given.items():
-        if name is not None:
-            if name in cols:
-                out[role] = name
-            elif _norm(name) in by_norm:
-                out[role] = by_norm[_norm(name)]
-            else:
-                raise InputError(
-                    f"--{role} {name!r} is not a column of the input; its columns are "
-                    f"{[str(c) for c in cols][:30]}. Pass the right name with --{role}.")
-            continue
-        out[role] = next((by_norm[n] for n in COLUMN_NAMES[role] if n in by_norm and by_norm[n] not in
-                          out.values()), None)
+    out = map_roles(cols, {"id": id, "time": time, "lat": lat, "lon": lon, "accuracy": accuracy}, COLUMN_NAMES,
+                    what="the input", option=lambda role: f"--{role}")
+    out = {role: out[role] for role in COLUMN_NAMES}
     need = [r for r in REQUIRED_ROLES if out[r] is None and not (has_geometry and r in ("lat", "lon"))]
     if need:
         hint = ", ".join(f"--{r} COLUMN" for r in need)

@@ -44,7 +44,7 @@ import pandas as pd
 
 from sim.core.errors import CRSError, InputError
 from sim.core.traces import check_crs
-from sim.release.readers import CSV_SUFFIXES, PARQUET_SUFFIXES
+from sim.release.readers import CSV_SUFFIXES, PARQUET_SUFFIXES, map_roles
 from sim.world.crs import project_from_latlon
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,6 @@ REGISTER_DROP_REASONS = ("missing_name", "missing_home", "bad_home")
 REGISTER_FRAME_COLUMNS = ("person_id", "home_x_m", "home_y_m", "work_x_m", "work_y_m", "age", "user")
 
 
-def _norm(name) -> str:
-    return str(name).strip().lower()
-
-
 def register_columns(columns, *, name=None, home_lat=None, home_lon=None, work_lat=None, work_lon=None,
                      age=None, user=None) -> dict:
     """Map each register role to a column of ``columns`` (explicit names win, else
@@ -85,26 +81,10 @@ def register_columns(columns, *, name=None, home_lat=None, home_lon=None, work_l
     Raises InputError naming the role, the columns present and the option to pass.
     """
     cols = list(columns)
-    by_norm = {}
-    for c in cols:
-        by_norm.setdefault(_norm(c), c)
     shown = [str(c) for c in cols][:30]
     given = dict(name=name, home_lat=home_lat, home_lon=home_lon, work_lat=work_lat, work_lon=work_lon,
                  age=age, user=user)
-    out = {}
-    for role, col in given.items():
-        if col is not None:
-            if col in cols:
-                out[role] = col
-            elif _norm(col) in by_norm:
-                out[role] = by_norm[_norm(col)]
-            else:
-                raise InputError(f"{REGISTER_OPTIONS[role]} {col!r} is not a column of the register; its columns are "
-                                 f"{shown}. Pass the right name with {REGISTER_OPTIONS[role]}.")
-    for role in REGISTER_ROLES:  # detection, skipping columns already taken
-        if role not in out:
-            out[role] = next((by_norm[n] for n in REGISTER_COLUMN_NAMES[role]
-                              if n in by_norm and by_norm[n] not in out.values()), None)
+    out = map_roles(cols, given, REGISTER_COLUMN_NAMES, what="the register", option=lambda role: REGISTER_OPTIONS[role])
     need = [r for r in REQUIRED_REGISTER_ROLES if out[r] is None]
     if need:
         raise InputError(
