@@ -96,16 +96,23 @@ DERIVED_ENTRIES = ("calibration.json", "inferred", "inferred.parquet", "inferred
 STAGING_PREFIX = ".reidsim-staging-"
 
 
+def read_marker(path) -> dict | None:
+    """The JSON object in the file ``path``, or None when it is missing, unreadable or
+    not a JSON object (a marker file saying who wrote a folder)."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
 def is_reidsim_folder(path) -> bool:
     """True when ``path`` holds a manifest.json written by reidsim (its own folder)."""
-    p = Path(path) / "manifest.json"
-    if not p.is_file():
-        return False
-    try:
-        man = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(man, dict) and "reidsim_version" in man and "scenario" in man
+    man = read_marker(Path(path) / "manifest.json")
+    return man is not None and "reidsim_version" in man and "scenario" in man
 
 
 def check_output_path(path, option: str = "--out") -> Path:

@@ -17,7 +17,6 @@ everything is staged first and moved into place with the marker last
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import shlex
 from pathlib import Path
@@ -27,7 +26,7 @@ import pandas as pd
 
 from sim.report.page import Doc, png, render_html, render_md
 from sim.core.errors import InputError
-from sim.core.files import (check_output_path, clean_stale_staging, commit_staged, is_staging_name,
+from sim.core.files import (check_output_path, read_marker, clean_stale_staging, commit_staged, is_staging_name,
                             new_staging_dir, write_json, write_table)
 from sim.core.fmt import count, num, pct, pct_range
 
@@ -86,14 +85,8 @@ _REGISTER_RUNG_WORDS = {
 # ============================================================================ folder
 def is_audit_folder(path) -> bool:
     """True when ``path`` holds an audit.json written by ``reidsim audit``."""
-    p = Path(path) / AUDIT_MARKER
-    if not p.is_file():
-        return False
-    try:
-        d = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(d, dict) and "reidsim_audit" in d
+    d = read_marker(Path(path) / AUDIT_MARKER)
+    return d is not None and "reidsim_audit" in d
 
 
 def claim_audit_dir(path, *, overwrite: bool = False, create: bool = True, option: str = "--out") -> Path:
