@@ -99,6 +99,8 @@ import pandas as pd
 import shapely
 
 from sim.attacks._common import check_int, check_levels, check_positive, observed_span, register_column
+from sim.attacks.gathering import (GATHERING_MAX_ACCURACY_M, GATHERING_RADIUS_M, busiest_cell, cell_crowds,
+                                   gathering_circle, gathering_window)
 from sim.attacks.geofence import check_fence, seen_in_fence
 from sim.attacks.known_points import (KNOWN_POINTS_COLUMNS, check_known_points_args, grid_origin, known_points_rows,
                                       match_observations, match_radius, target_observations, traces_bounds)
@@ -115,7 +117,7 @@ from sim.core.config import Scenario
 from sim.core.constants import DAY_S, LEVELS
 from sim.core.errors import ConfigError, InputError
 from sim.core.files import clean_stale_staging, new_staging_dir, write_json
-from sim.core.traces import Traces, derived_cache, weekday_of_day
+from sim.core.traces import Traces, derived_cache
 from sim.infer import InferenceParams, infer_prefixes
 from sim.pipeline.evaluate import observation_days
 from sim.pipeline.stream import CONCAT_MAX_ROWS, claim_out_dir, run_parts, write_inferred_concat
@@ -130,10 +132,6 @@ __all__ = ["GATHERING", "OWN_ENTRIES", "attack_part", "attack_streaming", "count
 #: ``geofence_polygon`` value that asks :func:`attack_streaming` to pick the fence as
 #: ``sim.attacks.gathering.pick_gathering`` does (out of core), window included
 GATHERING = "gathering"
-#: the gathering's hours, radius and the accuracy of the pings it counts (pick_gathering's defaults)
-GATHERING_HOURS = (12, 18)
-GATHERING_RADIUS_M = 400.0
-GATHERING_MAX_ACCURACY_M = 100.0
 #: entries :func:`attack_streaming` writes into its output folder
 OWN_ENTRIES = ("attacks", "inferred.parquet", "inferred.csv", "inferred_by_day.parquet", "inferred_by_day.csv")
 #: the inferred columns the per-device attacks read (linkage: home/work points; re-linking
@@ -177,18 +175,6 @@ class CountPlan:
 
 
 # ============================================================================ pass 0
-def gathering_window(start_s: int, utc_offset_s: int, n_days: int, day: int | None = None,
-                     hours=GATHERING_HOURS) -> tuple[int, int]:
-    """The window ``sim.attacks.gathering.pick_gathering`` searches: ``hours`` of the
-    first Saturday of the release (else day 1, or 0 for a one-day release)."""
-    if day is None:
-        days = np.arange(n_days)
-        sat = days[weekday_of_day(start_s, utc_offset_s, days) == 5]
-        day = int(sat[0]) if len(sat) else int(min(n_days - 1, 1))
-    t0 = int(start_s) + day * DAY_S + int(hours[0] * 3600)
-    return t0, int(start_s) + day * DAY_S + int(hours[1] * 3600)
-
-
 def gathering_part(directory, part: str, manifest: dict, t0: int, t1: int,
                    cell_m: float = 2 * GATHERING_RADIUS_M) -> dict:
     """Pass 0 for one part: the cells (``cell_m`` squares) of the pings in [t0, t1) with
@@ -205,24 +191,15 @@ def gathering_part(directory, part: str, manifest: dict, t0: int, t1: int,
                            n_days=manifest["n_days"])
     del table
     sel = tr.accuracy_m <= GATHERING_MAX_ACCURACY_M
-    gx = np.floor(tr.x_m[sel] / cell_m).astype(np.int64)
-    gy = np.floor(tr.y_m[sel] / cell_m).astype(np.int64)
-    pairs = np.unique(np.stack([gx, gy, tr.trace_index()[sel]]), axis=1)
-    cells, counts = np.unique(pairs[:2], axis=1, return_counts=True)
-    return {"part": part, "gx": cells[0], "gy": cells[1], "n_pseudonyms": counts.astype(np.int64),
+    gx, gy, n = cell_crowds(tr.x_m[sel], tr.y_m[sel], tr.trace_index()[sel], cell_m)
+    return {"part": part, "gx": gx, "gy": gy, "n_pseudonyms": n,
             "pings_in_window": int(pings), "seconds": round(time.perf_counter() - tt0, 3)}
 
 
 def _busiest_cell(results: list) -> tuple[int, int]:
-    gx = np.concatenate([r["gx"] for r in results]) if results else np.zeros(0, np.int64)
-    gy = np.concatenate([r["gy"] for r in results]) if results else np.zeros(0, np.int64)
-    n = np.concatenate([r["n_pseudonyms"] for r in results]) if results else np.zeros(0, np.int64)
-    if not len(n):
-        raise InputError("no pings in the chosen geofence window; pick another day or hours.")
-    cells, inv = np.unique(np.stack([gx, gy]), axis=1, return_inverse=True)
-    tot = np.bincount(np.ravel(inv), weights=n, minlength=cells.shape[1])
-    best = int(np.argmax(tot))  # cells sorted by (gx, gy): the first maximum, as pick_gathering
-    return int(cells[0, best]), int(cells[1, best])
+    cat = [np.concatenate([r[k] for r in results]) if results else np.zeros(0, np.int64)
+           for k in ("gx", "gy", "n_pseudonyms")]
+    return busiest_cell(*cat)  # the whole release's (a pseudonym lies in one part)
 
 
 def _gathering_box(cell, cell_m: float, radius_m: float) -> tuple:
@@ -233,13 +210,9 @@ def _gathering_box(cell, cell_m: float, radius_m: float) -> tuple:
 
 def _gathering_polygon(box_pings: pd.DataFrame, cell, cell_m: float, radius_m: float):
     """pick_gathering's circle: around the median of the counted pings of the cell."""
-    x = box_pings["x_m"].to_numpy(dtype=np.float64)
-    y = box_pings["y_m"].to_numpy(dtype=np.float64)
-    acc = box_pings["accuracy_m"].to_numpy()
-    m = (acc <= GATHERING_MAX_ACCURACY_M) & (np.floor(x / cell_m).astype(np.int64) == cell[0]) & (
-        np.floor(y / cell_m).astype(np.int64) == cell[1])
-    cx, cy = float(np.median(x[m])), float(np.median(y[m]))
-    return shapely.Point(cx, cy).buffer(radius_m, quad_segs=16)
+    ok = box_pings["accuracy_m"].to_numpy() <= GATHERING_MAX_ACCURACY_M
+    return gathering_circle(box_pings["x_m"].to_numpy(dtype=np.float64)[ok],
+                            box_pings["y_m"].to_numpy(dtype=np.float64)[ok], cell, cell_m, radius_m)
 
 
 # ============================================================================ pass 1
