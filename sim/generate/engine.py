@@ -260,19 +260,22 @@ def generate_block(scn: Scenario, world: World, inputs: DeviceInputs, g0: int, g
     K.gather_runs(pair_start[keep_pairs], dst, t, x, y, acc, t_o, x_o, y_o, acc_o, codes)
     del t, x, y, acc
     lat, lon = to_latlon_inplace(world, x_o, y_o)
-    dict_arr = pa.DictionaryArray.from_arrays(
-        pa.array(codes), pa.array(pseud[keep_pairs].tolist(), type=pa.string())
-    )
-    table = pa.Table.from_arrays(
-        [dict_arr, pa.array(t_o), pa.array(lat), pa.array(lon), pa.array(acc_o)],
-        schema=PINGS_SCHEMA,
-    )
+    table = pings_table(codes, pseud[keep_pairs].tolist(), t_o, lat, lon, acc_o)
     hist = pd.DataFrame({
         "pseudonym": pseud, "device_idx": (g0 + pair_dev).astype(np.int64),
         "epoch": pair_epoch.astype(np.int64), "maid": maid_ascii.astype("U36").tolist(),
         "first_day": first_day, "last_day": last_day, "n_pings": pair_n.astype(np.int64),
     })
     return Block(pings=table, history=hist, device_pings=np.diff(offsets))
+
+
+def pings_table(codes, names, t_s, lat_deg, lon_deg, accuracy_m) -> pa.Table:
+    """A pings table of :data:`PINGS_SCHEMA`: row i belongs to pseudonym ``names[codes[i]]``
+    (int32 codes into the list of names), at ``t_s`` (int64 Unix seconds), ``lat_deg``,
+    ``lon_deg`` (float64 WGS84 degrees) and ``accuracy_m`` (float32 metres)."""
+    dict_arr = pa.DictionaryArray.from_arrays(pa.array(codes, type=pa.int32()), pa.array(names, type=pa.string()))
+    return pa.Table.from_arrays([dict_arr, pa.array(t_s), pa.array(lat_deg), pa.array(lon_deg), pa.array(accuracy_m)],
+                                schema=PINGS_SCHEMA)
 
 
 #: rows projected at a time by :func:`to_latlon_inplace` (its temporaries stay in cache)

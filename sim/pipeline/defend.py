@@ -54,7 +54,7 @@ from sim import __version__
 from sim.core.errors import ConfigError, InputError
 from sim.core.files import claim_output_dir, new_staging_dir
 from sim.core.traces import Traces
-from sim.generate.engine import PINGS_SCHEMA, commit_dataset, dask_client, write_pings_part
+from sim.generate.engine import commit_dataset, dask_client, pings_table, write_pings_part
 from sim.release.dataset import check_dataset, read_release_part
 from sim.release.defenses import REGISTRY, BrokerContext, apply_defenses, parse_defense_spec, validate_defense
 from sim.world.crs import project_to_latlon
@@ -91,17 +91,10 @@ def check_steps(steps) -> list:
 def traces_to_pings_table(traces: Traces, crs: str):
     """A pings table (:data:`sim.generate.engine.PINGS_SCHEMA`) of ``traces``: positions
     back to WGS84 degrees, rows in trace order then time."""
-    import pyarrow as pa
-
     lat, lon = project_to_latlon(traces.x_m, traces.y_m, crs)
-    names = np.asarray(traces.pseudonym, dtype=object)
-    codes = traces.trace_index().astype(np.int32)
-    ps = pa.DictionaryArray.from_arrays(pa.array(codes, type=pa.int32()), pa.array(names.astype(str),
-                                                                                 type=pa.string()))
-    return pa.Table.from_arrays(
-        [ps, pa.array(np.asarray(traces.t_s, dtype=np.int64)), pa.array(np.asarray(lat, dtype=np.float64)),
-         pa.array(np.asarray(lon, dtype=np.float64)), pa.array(np.asarray(traces.accuracy_m, dtype=np.float32))],
-        schema=PINGS_SCHEMA)
+    names = np.asarray(traces.pseudonym, dtype=object).astype(str).tolist()
+    return pings_table(traces.trace_index().astype(np.int32), names, np.asarray(traces.t_s, dtype=np.int64), np.asarray(lat, dtype=np.float64),
+                       np.asarray(lon, dtype=np.float64), np.asarray(traces.accuracy_m, dtype=np.float32))
 
 
 @functools.lru_cache(maxsize=2)
