@@ -93,8 +93,9 @@ def traces_to_pings_table(traces: Traces, crs: str):
     back to WGS84 degrees, rows in trace order then time."""
     lat, lon = project_to_latlon(traces.x_m, traces.y_m, crs)
     names = np.asarray(traces.pseudonym, dtype=object).astype(str).tolist()
-    return pings_table(traces.trace_index().astype(np.int32), names, np.asarray(traces.t_s, dtype=np.int64), np.asarray(lat, dtype=np.float64),
-                       np.asarray(lon, dtype=np.float64), np.asarray(traces.accuracy_m, dtype=np.float32))
+    return pings_table(traces.trace_index().astype(np.int32), names, np.asarray(traces.t_s, dtype=np.int64),
+                       np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64),
+                       np.asarray(traces.accuracy_m, dtype=np.float32))
 
 
 @functools.lru_cache(maxsize=2)
