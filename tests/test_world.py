@@ -477,3 +477,20 @@ def test_generate_on_real_tracts(abq_path, tmp_path):
     assert inside.mean() > 0.9
     persons = pd.read_parquet(tmp_path / "abq" / "truth" / "persons.parquet")
     assert (persons["home_tract_id"] >= 0).all()
+
+
+def test_load_world_cached_reuses_until_the_world_changes(small_dataset, tmp_path):
+    import shutil
+
+    from sim.world.model import World, load_world_cached
+
+    src = small_dataset[0] / "world"
+    a = load_world_cached(src)
+    assert load_world_cached(src) is a  # same path, same world.json: reused
+    copy = tmp_path / "world"
+    shutil.copytree(src, copy)
+    b = load_world_cached(copy)
+    assert b is not a and b.crs == a.crs  # another path: loaded
+    (copy / "world.json").write_text((copy / "world.json").read_text() + " ")  # rewritten in place
+    c = load_world_cached(copy)
+    assert c is not b and len(c.buildings) == len(World.load(src).buildings)

@@ -42,7 +42,7 @@ from sim.core.files import (
 from sim.population import SCHEDULES, building_gps_bias, choose_devices, make_persons, make_register
 from sim.generate.pseudonyms import maid_bytes, pseudonyms_of
 from sim.world.build import build_world
-from sim.world.model import World
+from sim.world.model import World, load_world_cached
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +308,7 @@ def _block_task(scn_dict, world_dir, inputs, g0, g1, part_path):
 
     ``inputs`` holds only this block's devices (rows g0..g1-1)."""
     scn = Scenario.from_dict(scn_dict)
-    world = _cached_world(world_dir)
+    world = load_world_cached(world_dir)
     blk = generate_block(scn, world, _Offset(inputs, g0), g0, g1)
     write_pings_part(blk.pings, part_path)
     return blk.history, blk.device_pings
@@ -322,18 +322,6 @@ class _Offset:
 
     def slice(self, a, b):
         return self.inputs.slice(a - self.g0, b - self.g0)
-
-
-_WORLD_CACHE: dict = {}
-
-
-def _cached_world(world_dir):
-    w = _WORLD_CACHE.get(world_dir)
-    if w is None:
-        w = World.load(world_dir)
-        _WORLD_CACHE.clear()
-        _WORLD_CACHE[world_dir] = w
-    return w
 
 
 # ---------------------------------------------------------------- driver

@@ -41,7 +41,6 @@ byte-identical part files.  Everything is staged and committed at the end (marke
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import logging
 import shutil
 import time
@@ -58,7 +57,7 @@ from sim.generate.engine import commit_dataset, dask_client, pings_table, write_
 from sim.release.dataset import check_dataset, read_release_part
 from sim.release.defenses import REGISTRY, BrokerContext, apply_defenses, parse_defense_spec, validate_defense
 from sim.world.crs import project_to_latlon
-from sim.world.model import World
+from sim.world.model import load_world_cached
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +97,6 @@ def traces_to_pings_table(traces: Traces, crs: str):
                        np.asarray(traces.accuracy_m, dtype=np.float32))
 
 
-@functools.lru_cache(maxsize=2)
-def _world(world_dir: str) -> World:
-    return World.load(Path(world_dir))
-
-
 def _part_context(traces: Traces, ctx_path: str, seed: int, world) -> BrokerContext:
     """The broker's context (MAID, true home) of a part's traces, read from the staged
     context table with a filter on the part's pseudonyms."""
@@ -128,7 +122,7 @@ def defend_part(directory, part: str, manifest: dict, steps, ctx_path: str, out_
     defense's, when pseudonyms changed) or ``counts`` (pseudonym, n_pings)."""
     t0, c0 = time.perf_counter(), time.process_time()
     traces = read_release_part(directory, part, manifest)
-    world = _world(world_dir) if world_dir and any(REGISTRY[n].needs_world for n, _ in steps) else None
+    world = load_world_cached(world_dir) if world_dir and any(REGISTRY[n].needs_world for n, _ in steps) else None
     ctx = _part_context(traces, ctx_path, seed, world)
     out, mapping, _ = apply_defenses(traces, ctx, steps)
     write_pings_part(traces_to_pings_table(out, manifest["crs"]), out_path)

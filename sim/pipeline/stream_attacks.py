@@ -122,7 +122,7 @@ from sim.infer import InferenceParams, infer_prefixes
 from sim.pipeline.evaluate import observation_days
 from sim.pipeline.stream import CONCAT_MAX_ROWS, claim_out_dir, run_parts, write_inferred_concat
 from sim.release.dataset import check_dataset, read_pings_table, read_release_part, release_to_traces
-from sim.world.model import World
+from sim.world.model import World, load_world_cached
 
 log = logging.getLogger(__name__)
 
@@ -216,18 +216,6 @@ def _gathering_polygon(box_pings: pd.DataFrame, cell, cell_m: float, radius_m: f
 
 
 # ============================================================================ pass 1
-_WORLDS: dict = {}
-
-
-def _world(directory, manifest) -> World:
-    """The dataset's world, loaded once per process (workers reuse it across parts)."""
-    key = (str(Path(directory).resolve()), manifest.get("dataset_id"))
-    if key not in _WORLDS:
-        _WORLDS.clear()
-        _WORLDS[key] = World.load(Path(directory) / "world")
-    return _WORLDS[key]
-
-
 def attack_part(directory, part: str, manifest: dict, plan: MapPlan, world=None) -> dict:
     """Pass 1 for one release part (the unit of work of both backends; a Dask worker runs
     exactly this).  Reads only that part; returns its small per-pseudonym summaries:
@@ -256,7 +244,7 @@ def attack_part(directory, part: str, manifest: dict, plan: MapPlan, world=None)
     if plan.box is not None:
         out["box"] = _box_pings(traces, plan.box)
     if plan.topn_levels:
-        world = _world(directory, manifest) if world is None else world
+        world = load_world_cached(Path(directory) / "world") if world is None else world
         out["topn"] = {}
         for lv in plan.topn_levels:
             top, n_places = top_locations(traces, world, lv, n_max=max(plan.topn_ns), by=plan.topn_by)

@@ -225,6 +225,26 @@ class World:
         )
 
 
+_LOADED: dict = {}
+
+
+def load_world_cached(directory) -> World:
+    """``World.load(directory)``, kept for the next call in this process while its
+    world.json is unchanged (same path, size and modification time): the per-part tasks
+    of generation, defenses and streamed attacks load a world once per worker.  One
+    world is kept at a time."""
+    d = Path(directory).resolve()
+    try:
+        st = (d / "world.json").stat()
+    except FileNotFoundError:
+        return World.load(d)  # its error message
+    key = (str(d), st.st_size, st.st_mtime_ns)
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = World.load(d)
+    return _LOADED[key]
+
+
 def _check_level(level):
     if level not in LEVELS:
         raise InputError(f"unknown zone level {level!r}; expected one of {LEVELS}")
