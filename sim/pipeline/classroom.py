@@ -30,6 +30,7 @@ import pandas as pd
 import shapely
 
 from sim import __version__
+from sim.attacks._common import observed_span
 from sim.attacks.gathering import pick_gathering
 from sim.attacks.geofence import geofence_attack
 from sim.attacks.ladder import ladder_candidates, ladder_sets
@@ -238,11 +239,9 @@ def _story(traces: Traces, owner_person: int, simulation, days, infer_params) ->
     owner_rows = np.flatnonzero(reg["person_id"].to_numpy() == owner_person)
     owner_row = int(owner_rows[0]) if len(owner_rows) else -1
     ibd = infer_by_day(traces, days=days, **infer_params)
+    span = observed_span(traces)  # the traces with a ping; the others never exist
     first_day = np.full(traces.n_traces, np.iinfo(np.int64).max)
-    for i in range(traces.n_traces):
-        a, b = traces.offsets[i], traces.offsets[i + 1]
-        if b > a:
-            first_day[i] = (traces.t_s[a] - traces.start_s) // DAY_S
+    first_day[pd.Index(traces.pseudonym).get_indexer(span["pseudonym"])] = span["first_day"].to_numpy(np.int64)
     code_of = {p: i for i, p in enumerate(traces.pseudonym)}
     out = []
     for d in days:
