@@ -81,6 +81,7 @@ from sim.world.crs import project_from_latlon
 log = logging.getLogger(__name__)
 
 __all__ = ["FORMATS", "COLUMN_NAMES", "DROP_REASONS", "read_pings", "frame_to_traces", "detect_columns", "map_roles",
+           "normalize_user_ids",
            "detect_format", "utm_crs", "utc_offset_at", "parse_times"]
 
 #: accepted ``format`` values
@@ -330,6 +331,20 @@ def _auto_unit(values) -> str:
     return "s" if m < 1e11 else "ms" if m < 1e14 else "us" if m < 1e17 else "ns"
 
 
+def normalize_user_ids(values) -> pd.Series:
+    """User ids as stripped strings (pandas ``string``; missing/blank -> <NA>), the names
+    of the traces: integers stored as floats (a column with gaps) lose their ``.0``.  The
+    register's user column is read the same way, so its ids match the traces'."""
+    s = pd.Series(values).reset_index(drop=True)
+    if pd.api.types.is_float_dtype(s):
+        v = s.to_numpy(dtype=np.float64, na_value=np.nan)
+        fin = np.isfinite(v)
+        if fin.any() and np.all(np.mod(v[fin], 1) == 0):
+            s = pd.Series(pd.array(np.where(fin, v, 0).astype(np.int64), dtype="Int64")).mask(~fin)
+    out = s.astype("string").str.strip()
+    return out.mask(out == "")
+
+
 # ============================================================================ collector
 class _Collector:
     """Cleans chunks and accumulates compact arrays (id code, t_s, lat, lon, accuracy)."""
@@ -371,10 +386,7 @@ class _Collector:
         self.counts["bad_time"] += int(bad_t.sum())
         if not keep.any():
             return
-        kid = ids[keep]
-        if pd.api.types.is_float_dtype(kid) and np.all(np.mod(kid.to_numpy(dtype=np.float64), 1) == 0):
-            kid = kid.astype(np.int64)  # integer ids read as floats (a column with gaps)
-        codes, uniq = pd.factorize(kid.astype(str).str.strip())
+        codes, uniq = pd.factorize(normalize_user_ids(ids[keep]))
         table = self.ids
         gmap = np.fromiter((table.setdefault(u, len(table)) for u in uniq), dtype=np.int64, count=len(uniq))
         self.parts["code"].append(gmap[codes])

@@ -44,7 +44,7 @@ import pandas as pd
 
 from sim.core.errors import CRSError, InputError
 from sim.core.traces import check_crs
-from sim.release.readers import CSV_SUFFIXES, PARQUET_SUFFIXES, map_roles
+from sim.release.readers import CSV_SUFFIXES, PARQUET_SUFFIXES, map_roles, normalize_user_ids
 from sim.world.crs import project_from_latlon
 
 log = logging.getLogger(__name__)
@@ -161,19 +161,6 @@ def _load(source, fmt: str, m: dict) -> pd.DataFrame:
     except Exception as exc:
         raise InputError(f"cannot read the register file {str(p)!r}: {_first_line(exc)}; fix or remove the "
                          "malformed line(s).") from None
-
-
-def normalize_user_ids(values) -> pd.Series:
-    """User ids as stripped strings (pandas ``string``; missing/blank -> <NA>), the way the
-    ping reader names traces: integers stored as floats lose their ``.0``."""
-    s = pd.Series(values).reset_index(drop=True)
-    if pd.api.types.is_float_dtype(s):
-        v = s.to_numpy(dtype=np.float64, na_value=np.nan)
-        fin = np.isfinite(v)
-        if fin.any() and np.all(np.mod(v[fin], 1) == 0):
-            s = pd.Series(pd.array(np.where(fin, v, 0).astype(np.int64), dtype="Int64")).mask(~fin)
-    out = s.astype("string").str.strip()
-    return out.mask(out == "")
 
 
 def _numbers(s: pd.Series):
