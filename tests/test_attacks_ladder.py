@@ -460,3 +460,18 @@ def test_run_attacks_ladder_tables(rotated):
                 {"ladder_relink_max_dist_m": -1.0}):
         with pytest.raises(ConfigError):
             run_attacks(p["release"], by_day, p["register"], w, p["pseudonyms"], None, {"attacks": ("ladder",), **bad})
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_segment_order_is_lexsort(seed):
+    """The numba per-segment sort equals np.lexsort((pid, dist, segment)), ties included."""
+    from sim.attacks.ladder import _segment_order, _starts
+
+    rng = np.random.default_rng(seed)
+    n = 3000
+    seg = np.sort(rng.integers(0, 200, n))
+    dist = rng.integers(0, 5, n).astype(np.float64) * 0.5  # many ties
+    pid = rng.integers(0, 40, n)
+    got = _segment_order(_starts(seg), dist, pid)
+    np.testing.assert_array_equal(got, np.lexsort((pid, dist, seg)))
+    assert len(_segment_order(_starts(seg[:0]), dist[:0], pid[:0])) == 0

@@ -108,6 +108,7 @@ from scipy.spatial import cKDTree
 
 from sim.core.constants import LEVELS
 from sim.core.errors import ConfigError, InputError
+from sim.core.jit import pjit, prange
 from sim.attacks._common import (
     check_int,
     check_positive,
@@ -230,11 +231,14 @@ def _segments(counts: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) - np.repeat(starts, counts)
 
 
-def _check_sets_inputs(inferred, register, rungs, level):
+def _check_inferred(inferred):
     require_columns(inferred, INFERRED_COLUMNS, "inferred table", "Pass the output of sim.infer.infer_home_work.")
     if inferred["pseudonym"].duplicated().any():
         d = inferred.loc[inferred["pseudonym"].duplicated(), "pseudonym"].iloc[0]
         raise InputError(f"inferred table has duplicate pseudonym {d!r}; expected one row per pseudonym.")
+
+
+def _check_register(register, rungs, level):
     need = ["person_id", register_column("home", level)]
     if "ranked" in rungs:
         need += ["home_x_m", "home_y_m"]
@@ -246,12 +250,64 @@ def _check_sets_inputs(inferred, register, rungs, level):
         raise InputError(f"register lists person_id {d!r} twice; expected one row per person.")
 
 
-def _residents(h, rh, pid):
-    """(device row, register row) pairs of every device with the residents of its zone."""
+@dataclass(frozen=True)
+class RegisterIndex:
+    """The register side of :func:`ladder_sets` at one zone level — the same for every
+    observation window, so :func:`ladder_attack` builds it once (:func:`register_index`).
+
+    ``residents``: register rows with a listed home, ordered by (home zone, person_id),
+    and per distinct zone its start and count there.  ``addresses`` (only for the ranked
+    rung; None when no listed home has a position): the distinct listed home points,
+    their k-d tree, and the register rows at each point ordered by person_id."""
+
+    level: str
+    pid: np.ndarray
+    rh: np.ndarray
+    rw: np.ndarray
+    adult: np.ndarray
+    rx: np.ndarray | None
+    ry: np.ndarray | None
+    residents: tuple
+    addresses: tuple | None
+
+
+def register_index(register: pd.DataFrame, level: str, rungs=RUNG_NAMES) -> RegisterIndex:
+    """Everything :func:`ladder_sets` needs of ``register`` at ``level`` (checked here;
+    InputError naming a missing column or a repeated person); with the ranked rung among
+    ``rungs`` also the listed home points."""
+    rungs = check_rungs(rungs)
+    level = check_level(level)
+    _check_register(register, rungs, level)
+    ranked = "ranked" in rungs
+    pid = register["person_id"].to_numpy()
+    n_reg = len(pid)
+    rh = register[register_column("home", level)].to_numpy(dtype=np.int64)
+    wc = register_column("work", level)
+    if wc in register.columns:
+        rw = register[wc].to_numpy(dtype=np.int64)
+    else:
+        log.debug("register has no %s: nobody's employer is listed", wc)
+        rw = np.full(n_reg, -1, dtype=np.int64)
+    if "age" in register.columns:
+        age = pd.to_numeric(register["age"], errors="coerce").to_numpy(dtype=np.float64)
+        adult = ~(age < ADULT_AGE)  # a missing age counts as adult
+    else:
+        adult = np.ones(n_reg, dtype=bool)
     order = np.lexsort((pid, rh))
     order = order[rh[order] >= 0]
-    zs = rh[order]
-    uz, zstart, zcnt = np.unique(zs, return_index=True, return_counts=True)
+    uz, zstart, zcnt = np.unique(rh[order], return_index=True, return_counts=True)
+    rx = ry = addresses = None
+    if ranked:
+        rx = register["home_x_m"].to_numpy(dtype=np.float64)
+        ry = register["home_y_m"].to_numpy(dtype=np.float64)
+        addresses = _address_index(rh, rx, ry, pid)
+    return RegisterIndex(level=level, pid=pid, rh=rh, rw=rw, adult=adult, rx=rx, ry=ry,
+                         residents=(order, uz, zstart, zcnt), addresses=addresses)
+
+
+def _residents(h, residents):
+    """(device row, register row) pairs of every device with the residents of its zone."""
+    order, uz, zstart, zcnt = residents
     pos = np.searchsorted(uz, h)
     pos_c = np.minimum(pos, max(len(uz) - 1, 0))
     hit = (h >= 0) & (pos < len(uz))
@@ -264,27 +320,56 @@ def _residents(h, rh, pid):
     return pair_dev, pair_reg.astype(np.int64), cnt
 
 
-def _neighbours(todo, need, h, hx, hy, rh, rx, ry, pid, ranked, fill_from):
-    """Fill ``ranked[i, fill_from[i]:fill_from[i] + need[i]]`` for the devices ``todo`` with
-    the register persons not resident in zone ``h[i]``, nearest listed home first (ties:
-    person_id).  k-d tree over the distinct addresses, queried with a growing k until the
-    distance of the last person taken is strictly below that of the first address left out."""
+def _address_index(rh, rx, ry, pid):
+    """The distinct listed home points of the persons with a listed home zone, their k-d
+    tree, and per point its register rows (ordered by person_id): (addr, tree,
+    addr_rows, acnt, astart), or None when there is none."""
     pool = np.flatnonzero((rh >= 0) & np.isfinite(rx) & np.isfinite(ry))
-    if not len(todo) or not len(pool):
-        return
+    if not len(pool):
+        return None
     addr, inv = np.unique(np.column_stack([rx[pool], ry[pool]]), axis=0, return_inverse=True)
     inv = np.asarray(inv).ravel()
-    n_addr = len(addr)
     porder = np.lexsort((pid[pool], inv))
-    addr_rows = pool[porder]
-    acnt = np.bincount(inv, minlength=n_addr).astype(np.int64)
-    astart = np.cumsum(acnt) - acnt
-    tree = cKDTree(addr)
+    acnt = np.bincount(inv, minlength=len(addr)).astype(np.int64)
+    return addr, cKDTree(addr), pool[porder], acnt, np.cumsum(acnt) - acnt
+
+
+def _starts(sorted_keys: np.ndarray) -> np.ndarray:
+    """Start of every run of equal values in ``sorted_keys``, and its length at the end."""
+    if not len(sorted_keys):
+        return np.zeros(1, dtype=np.int64)
+    return np.r_[0, np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1, len(sorted_keys)].astype(np.int64)
+
+
+@pjit
+def _segment_order(bounds, dist, pid):  # pragma: no cover - numba
+    """Within each segment ``bounds[i]:bounds[i + 1]`` the positions ordered by (dist,
+    pid), ties by position — ``np.lexsort((pid, dist, segment))`` for segments in order
+    (two stable sorts, pid first, as lexsort does)."""
+    out = np.empty(len(dist), dtype=np.int64)
+    for i in prange(len(bounds) - 1):
+        a, b = bounds[i], bounds[i + 1]
+        o1 = np.argsort(pid[a:b], kind="mergesort")
+        o2 = np.argsort(dist[a:b][o1], kind="mergesort")
+        out[a:b] = a + o1[o2]
+    return out
+
+
+def _neighbours(todo, need, h, hx, hy, rh, rx, ry, pid, ranked, fill_from, addresses):
+    """Fill ``ranked[i, fill_from[i]:fill_from[i] + need[i]]`` for the devices ``todo`` with
+    the register persons not resident in zone ``h[i]``, nearest listed home first (ties:
+    person_id).  k-d tree over the distinct addresses (:func:`_address_index`), queried
+    with a growing k until the distance of the last person taken is strictly below that
+    of the first address left out."""
+    if not len(todo) or addresses is None:
+        return
+    addr, tree, addr_rows, acnt, astart = addresses
+    n_addr = len(addr)
     pending = np.asarray(todo, dtype=np.int64)
     kq = min(n_addr, 2 * int(need[pending].max()) + 2)
     while len(pending):
         kq = min(kq, n_addr)
-        dk, ai = tree.query(np.column_stack([hx[pending], hy[pending]]), k=kq)
+        dk, ai = tree.query(np.column_stack([hx[pending], hy[pending]]), k=kq, workers=-1)
         dk = np.asarray(dk, dtype=np.float64).reshape(len(pending), kq)
         ai = np.asarray(ai, dtype=np.int64).reshape(len(pending), kq)
         fdev = np.repeat(pending, kq)
@@ -295,14 +380,18 @@ def _neighbours(todo, need, h, hx, hy, rh, rx, ry, pid, ranked, fill_from):
         keep = rh[prow] != h[pdev]
         pdev, prow = pdev[keep], prow[keep]
         pdist = np.hypot(rx[prow] - hx[pdev], ry[prow] - hy[pdev])
-        o = np.lexsort((pid[prow], pdist, pdev))
+        o = _segment_order(_starts(pdev), pdist, pid[prow])  # = np.lexsort((pid[prow], pdist, pdev))
         pdev, prow, pdist = pdev[o], prow[o], pdist[o]
         first = np.searchsorted(pdev, pending)
         rank = np.arange(len(pdev), dtype=np.int64) - first[np.searchsorted(pending, pdev)]
         take = rank < need[pdev]
-        got = np.bincount(np.searchsorted(pending, pdev[take]), minlength=len(pending))
+        tpos = np.searchsorted(pending, pdev[take])  # non-decreasing: pdev is sorted
+        got = np.bincount(tpos, minlength=len(pending))
+        # the farthest taken per device is its last taken one (sorted by distance within it)
         last_d = np.full(len(pending), -np.inf)
-        np.maximum.at(last_d, np.searchsorted(pending, pdev[take]), pdist[take])
+        if len(tpos):
+            ends = np.flatnonzero(np.r_[tpos[1:] != tpos[:-1], True])
+            last_d[tpos[ends]] = pdist[take][ends]
         bound = dk[:, -1]
         done = (kq >= n_addr) | ((got >= need[pending]) & (last_d < bound * (1 - 1e-9) - 1e-9))
         ok = take & done[np.searchsorted(pending, pdev)]
@@ -320,6 +409,7 @@ def ladder_sets(
     level: str = "building",
     k_max: int = max(KS),
     cumulative: bool = True,
+    index: RegisterIndex | None = None,
 ) -> LadderSets:
     """Candidate sets (and the ranked lists) of every pseudonym on every rung — no truth used.
 
@@ -335,25 +425,19 @@ def ladder_sets(
     level : the zone level of homes and employers.
     k_max : length of the ranked lists.
     cumulative : the monotone ladder (module docstring) or each rung on its own.
+    index : :func:`register_index` of ``register`` at ``level`` (built here if not
+        given): pass it to reuse the register's sorting and k-d tree across calls.
     """
     rungs = check_rungs(rungs)
     level = check_level(level)
     k_max = check_int("k_max", k_max, 1)
-    _check_sets_inputs(inferred, register, rungs, level)
-    pid = register["person_id"].to_numpy()
-    n_reg = len(pid)
-    rh = register[register_column("home", level)].to_numpy(dtype=np.int64)
-    wc = register_column("work", level)
-    if wc in register.columns:
-        rw = register[wc].to_numpy(dtype=np.int64)
-    else:
-        log.debug("register has no %s: nobody's employer is listed", wc)
-        rw = np.full(n_reg, -1, dtype=np.int64)
-    if "age" in register.columns:
-        age = pd.to_numeric(register["age"], errors="coerce").to_numpy(dtype=np.float64)
-        adult = ~(age < ADULT_AGE)  # a missing age counts as adult
-    else:
-        adult = np.ones(n_reg, dtype=bool)
+    _check_inferred(inferred)
+    if index is None:
+        index = register_index(register, level, rungs)
+    elif index.level != level or ("ranked" in rungs and index.rx is None) or len(index.pid) != len(register):
+        raise InputError("index was not built from this register for these rungs and level; pass "
+                         "register_index(register, level, rungs).")
+    pid, rh, rw, adult = index.pid, index.rh, index.rw, index.adult
     hx = inferred["home_x_m"].to_numpy(dtype=np.float64)
     hy = inferred["home_y_m"].to_numpy(dtype=np.float64)
     h = device_zone(world, hx, hy, level)
@@ -361,7 +445,7 @@ def ladder_sets(
                     inferred["work_y_m"].to_numpy(dtype=np.float64), level)
     n = len(h)
 
-    pair_dev, pair_reg, n_res = _residents(h, rh, pid)
+    pair_dev, pair_reg, n_res = _residents(h, index.residents)
 
     def dev_any(flag):
         return np.bincount(pair_dev, weights=flag, minlength=n) > 0
@@ -397,8 +481,7 @@ def ladder_sets(
 
     ranked = None
     if "ranked" in rungs:
-        rx = register["home_x_m"].to_numpy(dtype=np.float64)
-        ry = register["home_y_m"].to_numpy(dtype=np.float64)
+        rx, ry = index.rx, index.ry
         tier = np.where(emp_match, 0, np.where(unlisted, 1, 2))
         dist = np.hypot(rx[pair_reg] - hx[pair_dev], ry[pair_reg] - hy[pair_dev])
         dist = np.where(np.isnan(dist), np.inf, dist)
@@ -411,7 +494,7 @@ def ladder_sets(
         taken = np.minimum(n_res, k_max)
         need = k_max - taken
         todo = np.flatnonzero((need > 0) & np.isfinite(hx) & np.isfinite(hy))
-        _neighbours(todo, need, h, hx, hy, rh, rx, ry, pid, ranked, taken)
+        _neighbours(todo, need, h, hx, hy, rh, rx, ry, pid, ranked, taken, index.addresses)
         size["ranked"] = (ranked >= 0).sum(axis=1).astype(np.int64)
 
     return LadderSets(pseudonym=inferred["pseudonym"].to_numpy(), level=level, rungs=rungs, k_max=k_max,
@@ -630,6 +713,7 @@ def ladder_attack(
         span = span.assign(epoch=np.floor(span["first_day"].to_numpy(dtype=np.float64)
                                           / relink_period_days).astype(np.int64))
     k_max = max(ks)
+    index = register_index(register, level, rungs) if days else None  # the same for every window
     rows = []
     first_named = {}
     last = None
@@ -642,11 +726,11 @@ def ladder_attack(
             groups, q_rows = relink_groups(inf_d, span[span["pseudonym"].isin(ex)], method=relink_method,
                                            max_dist_m=relink_max_dist_m, world=world, level=relink_level)
             sets = ladder_sets(groups, register, world, rungs=rungs, level=level, k_max=k_max,
-                               cumulative=cumulative)
+                               cumulative=cumulative, index=index)
         else:
             q_rows = None
             sets = ladder_sets(inf_d, register, world, rungs=rungs, level=level, k_max=k_max,
-                               cumulative=cumulative)
+                               cumulative=cumulative, index=index)
         owner = truth_person(pseudonyms, ex, "release")
         device = truth_device(pseudonyms, ex, "release")
         pos = owner_positions(sets, owner, q_rows)
