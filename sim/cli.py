@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sim.core.errors import ConfigError, ReidsimError
 from sim.core.files import check_output_path
+from sim.core.storage import as_path
 
 log = logging.getLogger("sim")
 
@@ -144,7 +145,7 @@ def cmd_validate(a):
               "(--sample-devices 0 for all)")
     bad = check_calibration(st)
     print(json.dumps({k: v for k, v in st.items() if not isinstance(v, list)}, indent=2))
-    out = Path(a.dir) / "calibration.json"
+    out = as_path(a.dir) / "calibration.json"
     from sim.core.files import atomic_path
 
     with atomic_path(out) as tmp:
@@ -168,24 +169,23 @@ def cmd_defend(a):
 
 
 def cmd_infer(a):
-    import pandas as pd
-
     from sim.pipeline.stream import infer_streaming, read_inferred
 
     # always part by part (peak memory ~ the largest part); DIR/inferred/part-*.parquet, plus
     # DIR/inferred.parquet (all parts) when it has at most 5 M rows
-    s = infer_streaming(a.dir, days=a.days, backend=a.backend, scheduler=a.scheduler, n_workers=a.workers)
+    s = infer_streaming(a.dir, a.out, days=a.days, backend=a.backend, scheduler=a.scheduler, n_workers=a.workers)
     where = s["inferred_file"] or f"{s['inferred_dir']}/ ({s['parts']} part files)"
     print(f"inferred home for {s['known_home']:,} and work for {s['known_work']:,} of {s['rows']:,} pseudonyms "
           f"(window {s['window_days']} days, {s['parts']} part(s), {s['backend']}) -> {where}")
     if a.score:
+        from sim.core.storage import read_frame
         from sim.metrics.score import score_inference
         from sim.world.model import World
 
-        inf = pd.read_parquet(s["inferred_file"]) if s["inferred_file"] else read_inferred(a.dir)
-        truth = Path(a.dir) / "truth"  # scoring reads the truth tables, not the pings
-        sc = score_inference(inf, pd.read_parquet(truth / "pseudonyms.parquet"),
-                             pd.read_parquet(truth / "persons.parquet"), world=World.load(Path(a.dir) / "world"))
+        inf = read_frame(as_path(s["inferred_file"])) if s["inferred_file"] else read_inferred(a.out or a.dir)
+        truth = as_path(a.dir) / "truth"  # scoring reads the truth tables, not the pings
+        sc = score_inference(inf, read_frame(truth / "pseudonyms.parquet"),
+                             read_frame(truth / "persons.parquet"), world=World.load(as_path(a.dir) / "world"))
         print(sc if not hasattr(sc, "to_string") else sc.to_string())
     return 0
 
@@ -198,18 +198,18 @@ def cmd_attack(a):
         from sim.pipeline.main import attack_step, infer_step
 
         simulation = load(a.dir)
-        ibd, _ = infer_step(simulation, Path(a.dir))
-        tables, _ = attack_step(simulation, Path(a.dir), ibd)
+        ibd, _ = infer_step(simulation, as_path(a.out or a.dir))
+        tables, _ = attack_step(simulation, as_path(a.out or a.dir), ibd)
         profile = simulation.scenario.register.profile
     else:  # part by part (peak memory ~ the largest part, plus per-pseudonym tables)
         from sim.pipeline.stream_attacks import attack_streaming, dataset_attack_config
 
-        res = attack_streaming(a.dir, config=dataset_attack_config(a.dir, MAIN_ATTACK_CONFIG), backend=a.backend,
-                               scheduler=a.scheduler, n_workers=a.workers)
+        res = attack_streaming(a.dir, a.out, config=dataset_attack_config(a.dir, MAIN_ATTACK_CONFIG),
+                               backend=a.backend, scheduler=a.scheduler, n_workers=a.workers)
         tables, profile = res["tables"], res["register_profile"]
         log.info("attacked %d part(s) on %s in %.1f s", res["parts"], res["backend"], res["seconds"])
     print(headline_sentence(tables, profile)[0])
-    print(f"tables and summary.json written to {Path(a.dir) / 'attacks'}")
+    print(f"tables and summary.json written to {as_path(a.out or a.dir) / 'attacks'}")
     return 0
 
 
@@ -329,14 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
     g.add_argument("--workers", type=_positive_int, default=2,
                    help="LocalCluster workers for --backend dask (>= 1, default 2)")
-    g.add_argument("--out", required=True, help="output folder (new, empty, or a reidsim dataset with --overwrite)")
+    g.add_argument("--out", required=True, help="output folder or URL, e.g. s3://bucket/ds (new, empty, or a "
+                                                "reidsim dataset with --overwrite)")
     g.add_argument("--overwrite", action="store_true",
                    help="replace the reidsim dataset in --out (and the outputs derived from it)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
 
     v = sub.add_parser("validate", help="calibration statistics of a generated folder")
-    v.add_argument("dir")
+    v.add_argument("dir", help="a folder (or URL) written by reidsim generate")
     v.add_argument("--sample-devices", type=_nonnegative_int, default=20_000, metavar="N",
                    help="measure on a seeded sample of N devices, read part by part (default 20000; 0: all)")
     v.set_defaults(func=cmd_validate)
@@ -356,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_defend)
 
     c = sub.add_parser("infer", help="infer home and work of every pseudonym of a generated folder")
-    c.add_argument("dir")
+    c.add_argument("dir", help="a folder (or URL) written by reidsim generate")
+    c.add_argument("--out", help="write inferred/ here (a new or empty folder, or URL) instead of into DIR")
     c.add_argument("--days", type=_positive_days, help="use only the first D days of the window (D > 0)")
     c.add_argument("--score", action="store_true", help="also score against the truth (loads the whole dataset)")
     c.add_argument("--backend", choices=["local", "dask"], default="local",
@@ -367,7 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_infer)
 
     c = sub.add_parser("attack", help="run the re-identification attacks on a generated folder (part by part)")
-    c.add_argument("dir")
+    c.add_argument("dir", help="a folder (or URL) written by reidsim generate")
+    c.add_argument("--out", help="write attacks/ and the inferred tables here (a new or empty local folder) "
+                                 "instead of into DIR")
     c.add_argument("--backend", choices=["local", "dask"], default="local",
                    help="attack the release's parts in-process (local) or on Dask")
     c.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sim.core.storage import as_path
 from sim.core.errors import ConfigError, InputError
 from sim.core.files import atomic_path, write_table
 from sim.core.traces import Traces
@@ -326,8 +327,9 @@ def write_attack_outputs(out_dir, tables: dict, summary_dict: dict | None = None
     """Write ``out_dir/attacks/<name>.parquet`` and ``.csv`` per table and
     ``out_dir/attacks/summary.json`` (each file atomically, with the same permissions
     as every other output).  The summary is strict JSON (no NaN).  ``dataset_id`` is
-    recorded in every table's Parquet metadata.  Returns the folder."""
-    d = Path(out_dir) / "attacks"
+    recorded in every table's Parquet metadata.  ``out_dir`` may be a URL
+    (:func:`sim.core.storage.as_path`).  Returns the folder."""
+    d = as_path(out_dir) / "attacks"
     d.mkdir(parents=True, exist_ok=True)
     for name, df in tables.items():
         if not isinstance(df, pd.DataFrame):

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from sim.core.errors import ConfigError, InputError
+from sim.core.storage import URLPath, as_path, is_url, read_schema, rmtree, upload
+from sim.core.storage import replace as _replace
 
 
 @contextlib.contextmanager
@@ -25,8 +28,20 @@ def atomic_path(path):
     """Yield a temporary sibling path; rename it onto ``path`` only on success.
 
     Data already at ``path`` is never corrupted: a failure leaves it untouched and
-    removes the temporary file.
+    removes the temporary file.  For a URL (:class:`~sim.core.storage.URLPath`) the
+    temporary file is local and is uploaded on success to a temporary key, then moved
+    onto the final key (:func:`sim.core.storage.upload`).
     """
+    if is_url(path):
+        path = as_path(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix)
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            upload(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -48,7 +63,7 @@ def write_table(df: pd.DataFrame, path_stem: Path, *, dataset_id: str | None = N
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path_stem = Path(path_stem)
+    path_stem = as_path(path_stem)
     path_stem.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(df, preserve_index=False)
     if dataset_id is not None:
@@ -62,9 +77,7 @@ def write_table(df: pd.DataFrame, path_stem: Path, *, dataset_id: str | None = N
 
 def read_dataset_id(path) -> str | None:
     """The dataset_id a Parquet table written by :func:`write_table` records (or None)."""
-    import pyarrow.parquet as pq
-
-    md = pq.read_schema(path).metadata or {}
+    md = read_schema(as_path(path)).metadata or {}
     v = md.get(DATASET_ID_KEY)
     return None if v is None else v.decode()
 
@@ -99,7 +112,7 @@ STAGING_PREFIX = ".reidsim-staging-"
 def read_marker(path) -> dict | None:
     """The JSON object in the file ``path``, or None when it is missing, unreadable or
     not a JSON object (a marker file saying who wrote a folder)."""
-    p = Path(path)
+    p = as_path(path)
     if not p.is_file():
         return None
     try:
@@ -111,7 +124,7 @@ def read_marker(path) -> dict | None:
 
 def is_reidsim_folder(path) -> bool:
     """True when ``path`` holds a manifest.json written by reidsim (its own folder)."""
-    man = read_marker(Path(path) / "manifest.json")
+    man = read_marker(as_path(path) / "manifest.json")
     return man is not None and "reidsim_version" in man and "scenario" in man
 
 
@@ -122,7 +135,12 @@ def check_output_path(path, option: str = "--out") -> Path:
     if path is None or not str(path).strip():
         raise ConfigError(f"{option} is empty; give an output folder, e.g. {option} reidsim-out "
                           f"(or {option} . for the current folder).")
-    p = Path(path)
+    p = as_path(path)
+    if isinstance(p, URLPath):  # permissions are the store's business: its first write says
+        if p.is_file():
+            raise ConfigError(f"{option} {str(p)!r} is an existing file (object), not a folder; choose "
+                              "another URL.")
+        return p
     if p.exists() and not p.is_dir():
         raise ConfigError(f"{option} {str(p)!r} is an existing file, not a folder; choose another "
                           "path or remove the file.")
@@ -148,7 +166,8 @@ def claim_output_dir(path, *, overwrite: bool = False, option: str = "--out") ->
     that is not reidsim's or an existing dataset without ``overwrite``) before anything
     is written: reidsim never removes a file it did not write.  Staging folders that an
     interrupted run left are removed, and only in a folder that is empty apart from them
-    or reidsim's own.
+    or reidsim's own.  ``path`` may be a URL (returned as a
+    :class:`~sim.core.storage.URLPath`); the same rules hold for its keys.
     """
     p = check_output_path(path, option)
     if p.is_dir():
@@ -182,9 +201,11 @@ def is_staging_name(name: str) -> bool:
 def clean_stale_staging(path) -> list:
     """Remove staging entries an interrupted reidsim run left in ``path``; returns names."""
     gone = []
-    for e in Path(path).iterdir():
+    for e in as_path(path).iterdir():
         if is_staging_name(e.name):
-            if e.is_dir():
+            if isinstance(e, URLPath):
+                rmtree(e)
+            elif e.is_dir():
                 shutil.rmtree(e, ignore_errors=True)
             else:
                 e.unlink(missing_ok=True)
@@ -194,7 +215,7 @@ def clean_stale_staging(path) -> list:
 
 def new_staging_dir(path) -> Path:
     """A fresh staging folder inside ``path`` (moved into place by :func:`commit_staged`)."""
-    st = Path(path) / f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}"
+    st = as_path(path) / f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}"
     st.mkdir(parents=True)
     return st
 
@@ -206,7 +227,14 @@ def commit_staged(stage: Path, out: Path, *, marker: str, remove=()) -> None:
     last, so a crash in between leaves a folder without it — refused by every reader —
     rather than a silently mixed one.  ``remove`` names reidsim entries of ``out`` that
     are stale after this commit (outputs derived from a replaced dataset); they go too.
+
+    At a URL (:class:`~sim.core.storage.URLPath`) the same order holds, key by key: an
+    entry's old keys are removed and its staged keys moved in (copied and deleted on an
+    object store), the marker last.
     """
+    if isinstance(out, URLPath):
+        _commit_staged_url(stage, out, marker, remove)
+        return
     old = out / marker
     if old.exists():
         old.unlink()
@@ -231,10 +259,19 @@ def commit_staged(stage: Path, out: Path, *, marker: str, remove=()) -> None:
     stage.rmdir()
 
 
+def _commit_staged_url(stage: URLPath, out: URLPath, marker: str, remove) -> None:
+    (out / marker).unlink(missing_ok=True)
+    for name in remove:
+        rmtree(out / name)
+    for entry in sorted(stage.iterdir(), key=lambda p: p.name == marker):
+        _replace(entry, out / entry.name)
+    rmtree(stage)
+
+
 def file_sha256(path, chunk: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file's bytes, read in chunks."""
+    """Hex SHA-256 of a file's bytes (local or URL), read in chunks."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with (path.open("rb") if isinstance(path, URLPath) else open(path, "rb")) as f:
         while True:
             b = f.read(chunk)
             if not b:

@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import platform
-import shutil
+import tempfile
 import time
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +39,7 @@ from sim.core.files import (
     file_sha256,
     new_staging_dir,
 )
+from sim.core.storage import URLPath, as_path, copy_tree, parquet_file, rmtree
 from sim.population import SCHEDULES, building_gps_bias, choose_devices, make_persons, make_register
 from sim.generate.pseudonyms import maid_bytes, pseudonyms_of
 from sim.world.build import build_world
@@ -296,22 +297,29 @@ def to_latlon_inplace(world: World, x_m: np.ndarray, y_m: np.ndarray):
     return x_m, y_m
 
 
-def write_pings_part(table: pa.Table, path) -> None:
-    """Write one part file atomically (zstd; dictionary-encoded pseudonyms)."""
+def write_pings_part(table: pa.Table, path) -> dict:
+    """Write one part file atomically (zstd; dictionary-encoded pseudonyms) to ``path``
+    (local or URL: :func:`sim.core.files.atomic_path`).  Returns its
+    :func:`part_record`, taken from the written bytes before they move into place."""
+    path = as_path(path)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", use_byte_stream_split=["lat_deg", "lon_deg", "accuracy_m"],
                        row_group_size=1 << 20)
+        rec = part_record(tmp, name=path.name)
+    return rec
 
 
 def _block_task(scn_dict, world_dir, inputs, g0, g1, part_path):
     """Dask task: generate one block and write its part (the world is read once per worker).
 
-    ``inputs`` holds only this block's devices (rows g0..g1-1)."""
+    ``inputs`` holds only this block's devices (rows g0..g1-1); ``world_dir`` and
+    ``part_path`` are local paths or URLs (str), which the worker opens itself.  Returns
+    the block's pseudonym history, pings per device and the part's record."""
     scn = Scenario.from_dict(scn_dict)
     world = load_world_cached(world_dir)
     blk = generate_block(scn, world, _Offset(inputs, g0), g0, g1)
-    write_pings_part(blk.pings, part_path)
-    return blk.history, blk.device_pings
+    rec = write_pings_part(blk.pings, part_path)
+    return blk.history, blk.device_pings, rec
 
 
 class _Offset:
@@ -382,6 +390,12 @@ def generate(scn: Scenario, out_dir, *, progress: bool = True, backend: str = "l
     first written to a staging folder inside ``out_dir`` and moved into place at the
     end, so an interrupted run never damages a dataset already there.
 
+    ``out_dir`` may be a URL (``s3://bucket/ds``, ``file:///data/ds``, ...): the staging
+    folder is then a key prefix inside it, every file goes to a temporary key and is
+    moved to its final key, and ``manifest.json`` — the commit marker readers require —
+    is written last (:mod:`sim.core.storage`).  Dask workers write their parts there
+    themselves.
+
     backend : "local" (numba threads in-process) or "dask" (a LocalCluster of
         ``n_workers`` single-threaded workers, or the scheduler at ``scheduler``).
     overwrite : replace a reidsim dataset already in ``out_dir``.  Without it such a
@@ -424,7 +438,7 @@ def generate(scn: Scenario, out_dir, *, progress: bool = True, backend: str = "l
             side = []
             syn = synthesize(
                 scn, background=tables,
-                on_world=lambda w: side.append(tables.submit(w.save, stage / "world")),
+                on_world=lambda w: side.append(tables.submit(_save_world, w, stage / "world")),
                 on_persons=lambda p: side.append(
                     tables.submit(_write_frame, p, stage / "truth" / "persons.parquet")),
             )
@@ -456,9 +470,11 @@ def generate(scn: Scenario, out_dir, *, progress: bool = True, backend: str = "l
             else:
                 side[0].result()  # workers read the world from disk
                 results = _run_dask(scn, inputs, blocks, stage, scheduler, n_workers, bar)
-                for h, dp in results:
+                parts = []
+                for h, dp, rec in results:
                     histories.append(h)
                     dev_pings.append(dp)
+                    parts.append(rec)
             bar.close()
             t_pings = time.perf_counter() - t_start - t_synth
             hist = pd.concat(histories, ignore_index=True)
@@ -498,32 +514,43 @@ def generate(scn: Scenario, out_dir, *, progress: bool = True, backend: str = "l
         return commit_dataset(stage, out, manifest, parts)
     finally:
         if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
+            rmtree(stage)
 
 
-def part_record(path) -> dict:
-    """A part file's record: name, rows, bytes, SHA-256 and the t_s range (from the
-    Parquet metadata)."""
-    f = Path(path)
-    md = pq.ParquetFile(f).metadata
+def part_record(path, name: str | None = None) -> dict:
+    """A part file's record: name (``name``, default the file's), rows, bytes, SHA-256
+    and the t_s range (from the Parquet metadata).  ``path``: local or URL."""
+    f = as_path(path)
+    md = parquet_file(f).metadata
     lo, hi = parquet_t_range(md)
-    return {"file": f.name, "rows": int(md.num_rows), "bytes": f.stat().st_size,
+    return {"file": f.name if name is None else name, "rows": int(md.num_rows), "bytes": f.stat().st_size,
             "sha256": file_sha256(f), "t_s_min": lo, "t_s_max": hi}
 
 
-def part_records(pings_dir: Path) -> list:
+def part_records(pings_dir) -> list:
     """One :func:`part_record` per part file, in file-name order."""
-    return [part_record(f) for f in sorted(Path(pings_dir).glob("part-*.parquet"))]
+    return [part_record(f) for f in sorted(as_path(pings_dir).glob("part-*.parquet"), key=lambda f: f.name)]
 
 
 def _write_part(table: pa.Table, path) -> dict:
     """Write one part (:func:`write_pings_part`) and return its :func:`part_record`."""
-    write_pings_part(table, path)
-    return part_record(path)
+    return write_pings_part(table, path)
 
 
 def _write_frame(df: pd.DataFrame, path) -> None:
-    df.to_parquet(path, index=False)
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def _save_world(world: World, dest) -> None:
+    """``world.save(dest)``; at a URL through a local temporary folder, uploaded file by
+    file (each to a temporary key, then moved)."""
+    if not isinstance(dest, URLPath):
+        world.save(dest)
+        return
+    with tempfile.TemporaryDirectory(prefix="reidsim-world-") as td:
+        world.save(td)
+        copy_tree(Path(td), dest)
 
 
 def _write_register(register: Future, path) -> int:
@@ -570,7 +597,7 @@ def commit_dataset(stage: Path, out: Path, manifest: dict, parts=None) -> dict:
     Returns the manifest."""
     manifest["parts"] = part_records(stage / "pings") if parts is None else sorted(parts, key=lambda r: r["file"])
     manifest["dataset_id"] = dataset_id(manifest)
-    (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))  # a URL: atomically
     commit_staged(stage, out, marker="manifest.json", remove=DERIVED_ENTRIES)
     return manifest
 

@@ -34,24 +34,24 @@ differs from the in-memory defense's by the float64 round trip of the projection
 Backends: ``"local"`` defends the parts one after another in this process; ``"dask"``
 runs the same per-part function (:func:`defend_part`) on a LocalCluster (loopback only)
 or the scheduler at ``scheduler``.  Workers read the source part and write their output
-part by path, so they must see both folders at the same path.  Both backends write
-byte-identical part files.  Everything is staged and committed at the end (marker
+part by path or URL: with local folders they must see both at the same path; either
+folder may be a URL (``s3://...``, ``file://...``; :mod:`sim.core.storage`), which each
+worker opens itself.  Both backends write byte-identical part files.  Everything is staged and committed at the end (marker
 ``manifest.json`` last), so an interrupted run leaves ``OUT`` as it was.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import logging
-import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from sim import __version__
 from sim.core.errors import ConfigError, InputError
-from sim.core.files import claim_output_dir, new_staging_dir
+from sim.core.files import atomic_path, claim_output_dir, new_staging_dir
+from sim.core.storage import URLPath, as_path, copy_file, copy_tree, read_frame, rmtree
 from sim.core.traces import Traces
 from sim.generate.engine import commit_dataset, dask_client, pings_table, write_pings_part
 from sim.release.dataset import check_dataset, read_release_part
@@ -104,7 +104,9 @@ def _part_context(traces: Traces, ctx_path: str, seed: int, world) -> BrokerCont
     import pyarrow.dataset as ds
 
     names = np.asarray(traces.pseudonym, dtype=object).astype(str)
-    tab = ds.dataset(ctx_path).to_table(filter=ds.field("pseudonym").isin(pa.array(names, type=pa.string())))
+    p = as_path(ctx_path)
+    source = ds.dataset(p.path, filesystem=p.fs) if isinstance(p, URLPath) else ds.dataset(p)
+    tab = source.to_table(filter=ds.field("pseudonym").isin(pa.array(names, type=pa.string())))
     df = tab.to_pandas().drop_duplicates("pseudonym").set_index("pseudonym")
     pos = df.index.get_indexer(pd.Index(names, dtype=object))
     if (pos < 0).any():
@@ -118,21 +120,23 @@ def _part_context(traces: Traces, ctx_path: str, seed: int, world) -> BrokerCont
 def defend_part(directory, part: str, manifest: dict, steps, ctx_path: str, out_path: str, seed: int,
                 world_dir: str | None = None) -> dict:
     """Defend one release part and write it to ``out_path`` (the unit of work of both
-    backends).  Returns the part's figures and its pseudonym table: ``mapping`` (the
+    backends; paths or URLs).  Returns the part's figures, its part ``record``
+    (:func:`sim.generate.engine.part_record`) and its pseudonym table: ``mapping`` (the
     defense's, when pseudonyms changed) or ``counts`` (pseudonym, n_pings)."""
     t0, c0 = time.perf_counter(), time.process_time()
     traces = read_release_part(directory, part, manifest)
     world = load_world_cached(world_dir) if world_dir and any(REGISTRY[n].needs_world for n, _ in steps) else None
     ctx = _part_context(traces, ctx_path, seed, world)
     out, mapping, _ = apply_defenses(traces, ctx, steps)
-    write_pings_part(traces_to_pings_table(out, manifest["crs"]), out_path)
+    rec = write_pings_part(traces_to_pings_table(out, manifest["crs"]), out_path)
     same = np.diff(out.t_s) == 0
     if len(same):
         same &= np.diff(out.trace_index()) == 0
     res = {"part": part, "pings_in": int(traces.n_pings), "pings_out": int(out.n_pings),
            "duplicate_times": int(np.count_nonzero(same)),
            "traces_in": int(np.count_nonzero(traces.lengths)), "traces_out": int(np.count_nonzero(out.lengths)),
-           "seconds": round(time.perf_counter() - t0, 3), "cpu_s": round(time.process_time() - c0, 3)}
+           "seconds": round(time.perf_counter() - t0, 3), "cpu_s": round(time.process_time() - c0, 3),
+           "record": rec}
     if mapping is not None:
         res["mapping"] = mapping.reset_index(drop=True)
     else:
@@ -179,17 +183,17 @@ def defend_streaming(directory, out_dir, defenses, *, backend: str = "local", sc
     if isinstance(n_workers, bool) or not isinstance(n_workers, (int, np.integer)) or n_workers < 1:
         raise ConfigError(f"n_workers must be an integer >= 1, got {n_workers!r}; use e.g. 2 (one per core).")
     steps = check_steps(defenses)
-    src = Path(directory)
+    src = as_path(directory)
     man = check_dataset(src, verify_hashes=verify_hashes)
-    if Path(out_dir).resolve() == src.resolve():
+    if as_path(out_dir).resolve() == src.resolve():
         raise InputError(f"--out {str(out_dir)!r} is the source dataset; write the defended release to another "
                          "folder (the source stays as it is).")
     seed = int(man["scenario"].get("seed", 0)) if seed is None else int(seed)
     out = claim_output_dir(out_dir, overwrite=overwrite)
     stage = new_staging_dir(out)
     try:
-        pseud = pd.read_parquet(src / "truth" / "pseudonyms.parquet")
-        persons = pd.read_parquet(src / "truth" / "persons.parquet", columns=["person_id", "home_x_m", "home_y_m"])
+        pseud = read_frame(src / "truth" / "pseudonyms.parquet")
+        persons = read_frame(src / "truth" / "persons.parquet", columns=["person_id", "home_x_m", "home_y_m"])
         pp = persons.drop_duplicates("person_id").set_index("person_id")
         pos = pp.index.get_indexer(pseud["person_id"])
         ctx = pd.DataFrame({"pseudonym": pseud["pseudonym"].astype(str), "maid": pseud["maid"].astype(str),
@@ -197,7 +201,8 @@ def defend_streaming(directory, out_dir, defenses, *, backend: str = "local", sc
                             "home_y_m": np.where(pos >= 0, pp["home_y_m"].to_numpy(np.float64)[pos], np.nan)})
         del persons, pp
         ctx_path = stage / CONTEXT_FILE
-        ctx.to_parquet(ctx_path, index=False)
+        with atomic_path(ctx_path) as tmp:
+            ctx.to_parquet(tmp, index=False)
         del ctx
         (stage / "pings").mkdir()
         world_dir = str((src / "world").resolve())
@@ -214,12 +219,13 @@ def defend_streaming(directory, out_dir, defenses, *, backend: str = "local", sc
         changed = any("mapping" in r for r in results)
         truth = _truth_pseudonyms(pseud, results, changed)
         (stage / "truth").mkdir()
-        truth.to_parquet(stage / "truth" / "pseudonyms.parquet", index=False)
+        with atomic_path(stage / "truth" / "pseudonyms.parquet") as tmp:
+            truth.to_parquet(tmp, index=False)
         for f in ("persons.parquet", "devices.parquet"):
-            shutil.copy2(src / "truth" / f, stage / "truth" / f)
-        shutil.copy2(src / "register.parquet", stage / "register.parquet")
-        shutil.copytree(src / "world", stage / "world")
-        per_part = [{k: v for k, v in r.items() if k not in ("mapping", "counts")} for r in results]
+            copy_file(src / "truth" / f, stage / "truth" / f)
+        copy_file(src / "register.parquet", stage / "register.parquet")
+        copy_tree(src / "world", stage / "world")
+        per_part = [{k: v for k, v in r.items() if k not in ("mapping", "counts", "record")} for r in results]
         manifest = {k: v for k, v in man.items() if k not in ("parts", "dataset_id", "seconds", "timings_s")}
         manifest.update(
             created_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -232,7 +238,7 @@ def defend_streaming(directory, out_dir, defenses, *, backend: str = "local", sc
         if any(r["duplicate_times"] for r in results):  # e.g. time_round: readers keep them
             manifest["duplicate_times"] = True
         manifest["seconds"] = round(time.perf_counter() - t_start, 3)
-        return commit_dataset(stage, out, manifest)
+        return commit_dataset(stage, out, manifest, [r["record"] for r in results])
     finally:
         if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
+            rmtree(stage)

@@ -23,9 +23,11 @@ Everything is written to a staging folder first and committed at the end (the
 Backends: ``"local"`` infers the parts one after another in this process (the kernel
 uses numba threads); ``"dask"`` runs the same per-part function (:func:`infer_part`) on
 a Dask LocalCluster (:func:`sim.generate.engine.local_cluster`, loopback only) or the
-scheduler at ``scheduler``; each worker reads its part by path and writes its own output
-file, so the workers must see the dataset folder at the same path (no fsspec URLs yet).
-Both backends give identical tables.
+scheduler at ``scheduler``; each worker reads its part and writes its own output file by
+path or URL.  With a local folder the workers must see it at the same path; with a URL
+(``s3://...``, ``gs://...``, ``file://...``; :mod:`sim.core.storage`) each worker opens
+it itself, so a cluster on other machines needs no shared disk (the dataset and the
+output folder may each be local or a URL).  Both backends give identical tables.
 
 The attacks stream too (:mod:`sim.pipeline.stream_attacks`, ``reidsim attack``), on the
 same per-part runner (:func:`run_parts`); the main job ``reidsim run`` still loads the
@@ -35,7 +37,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -56,6 +57,7 @@ from sim.core.files import (
     write_json,
     write_table,
 )
+from sim.core.storage import as_path, read_frame, read_table, rmtree
 from sim.infer import INFERRED_COLUMNS, InferenceParams, infer_home_work
 from sim.release.dataset import check_dataset, read_manifest, read_release_part
 
@@ -103,7 +105,7 @@ def infer_part(directory, part: str, out_stem, manifest: dict, days=None, params
     if days is not None:
         traces = traces.prefix(days)
     inf = infer_home_work(traces, **(params or {}))
-    write_table(inf, Path(out_stem), dataset_id=manifest["dataset_id"])
+    write_table(inf, as_path(out_stem), dataset_id=manifest["dataset_id"])
     hashes = np.unique(pd.util.hash_array(np.asarray(traces.pseudonym, dtype=object)).astype(np.uint64))
     out = {
         "part": part, "rows": len(inf), "pings": pings, "pings_in_window": int(traces.n_pings),
@@ -124,10 +126,10 @@ def infer_streaming(directory, out_dir=None, days=None, backend: str = "local", 
     Parameters
     ----------
     directory : a folder written by ``reidsim generate`` (checked with
-        :func:`sim.release.dataset.check_dataset` first).
+        :func:`sim.release.dataset.check_dataset` first); a local path or a URL.
     out_dir : the folder that receives ``inferred/`` (and ``inferred.parquet``); default
         the dataset folder.  Another folder must be new, empty, or hold only these
-        entries.
+        entries.  A local path or a URL.
     days : use only the first ``days`` days of the window (``Traces.prefix``), > 0.
     backend : ``"local"`` (in-process, part after part) or ``"dask"``.
     scheduler : a Dask scheduler address; default a LocalCluster of ``n_workers``
@@ -167,7 +169,7 @@ def infer_streaming(directory, out_dir=None, days=None, backend: str = "local", 
             raise ConfigError("days must be a finite number of days > 0 (e.g. 7 or 0.5), or None for the "
                               "whole window.")
     params = InferenceParams.make(**(infer_params or {})).as_dict()
-    d = Path(directory)
+    d = as_path(directory)
     man = check_dataset(d, verify_hashes=verify_hashes)
     did = man["dataset_id"]
     out = _claim(d, out_dir)
@@ -175,7 +177,7 @@ def infer_streaming(directory, out_dir=None, days=None, backend: str = "local", 
     stage = new_staging_dir(out)
     try:
         (stage / INFERRED_DIR).mkdir()
-        parts = [r["file"] for r in man["parts"]]
+        parts = [r["file"] for r in man["parts"]]  # tasks name paths or URLs as str
         tasks = [dict(directory=str(d.resolve()), part=p, out_stem=str((stage / INFERRED_DIR / Path(p).stem).resolve()),
                       manifest=man, days=days, params=params) for p in parts]
         if backend == "local":
@@ -217,20 +219,21 @@ def infer_streaming(directory, out_dir=None, days=None, backend: str = "local", 
         return summary
     finally:
         if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
+            rmtree(stage)
 
 
-def _claim(dataset: Path, out_dir) -> Path:
+def _claim(dataset, out_dir):
     """The output folder: the dataset's own, or one that is new, empty or only ours."""
     return claim_out_dir(dataset, out_dir, OWN_ENTRIES, "streaming inference")
 
 
-def claim_out_dir(dataset: Path, out_dir, own_entries, what: str) -> Path:
+def claim_out_dir(dataset, out_dir, own_entries, what: str):
     """The output folder of a streaming stage (``what``): the dataset's own folder when
     ``out_dir`` is None or it, else a folder that is new, empty or holds only
-    ``own_entries`` (and staging folders); created.  InputError otherwise."""
-    if out_dir is None or Path(out_dir).resolve() == Path(dataset).resolve():
-        return Path(dataset)
+    ``own_entries`` (and staging folders); created.  InputError otherwise.  Either may
+    be a local path or a URL (a Path or :class:`~sim.core.storage.URLPath` is returned)."""
+    if out_dir is None or as_path(out_dir).resolve() == as_path(dataset).resolve():
+        return as_path(dataset)
     out = check_output_path(out_dir, "out_dir")
     if out.is_dir():
         other = sorted(e.name for e in out.iterdir() if e.name not in own_entries and not is_staging_name(e.name))
@@ -241,7 +244,7 @@ def claim_out_dir(dataset: Path, out_dir, own_entries, what: str) -> Path:
     return out
 
 
-def _check_disjoint(directory: Path, results: list) -> None:
+def _check_disjoint(directory, results: list) -> None:
     """Refuse a release where a pseudonym has pings in two parts (per-part inference
     would then differ from whole-release inference)."""
     hashes = [r["pseudonym_hashes"] for r in results if len(r["pseudonym_hashes"])]
@@ -256,19 +259,19 @@ def _check_disjoint(directory: Path, results: list) -> None:
             "(as `reidsim generate` does) or use sim.infer.infer_home_work(load_release(DIR)).")
 
 
-def _concatenate(part_dir: Path, stems: list, stem: Path, did: str) -> None:
+def _concatenate(part_dir, stems: list, stem, did: str) -> None:
     """``stem``.parquet/.csv: the part tables in order, streamed one part at a time."""
-    import pyarrow.parquet as pq
-
-    write_inferred_concat((pq.read_table(part_dir / f"{s}.parquet") for s in stems), stem, did)
+    write_inferred_concat((read_table(part_dir / f"{s}.parquet") for s in stems), stem, did)
 
 
-def write_inferred_concat(tables, stem: Path, did: str) -> int:
+def write_inferred_concat(tables, stem, did: str) -> int:
     """Write the inferred tables ``tables`` (an iterable of Arrow tables, consumed one at
-    a time) one after the other as ``stem``.parquet and ``stem``.csv, each atomically,
-    with the dataset_id ``did`` in the Parquet metadata.  Returns the rows written."""
+    a time) one after the other as ``stem``.parquet and ``stem``.csv (a local path or a
+    URL), each atomically, with the dataset_id ``did`` in the Parquet metadata.  Returns
+    the rows written."""
     import pyarrow.parquet as pq
 
+    stem = as_path(stem)
     schema = inferred_schema().with_metadata({DATASET_ID_KEY: str(did).encode()})
     rows = 0
     with atomic_path(stem.with_suffix(".parquet")) as tmp_pq, atomic_path(stem.with_suffix(".csv")) as tmp_csv:
@@ -318,7 +321,7 @@ def read_inferred(directory, *, columns=None) -> pd.DataFrame:
     another dataset or a folder whose summary does not list them."""
     import json
 
-    d = Path(directory)
+    d = as_path(directory)
     folder = d / INFERRED_DIR
     sp = folder / "summary.json"
     if not sp.is_file():
@@ -332,7 +335,7 @@ def read_inferred(directory, *, columns=None) -> pd.DataFrame:
         p = folder / f"{Path(rec['part']).stem}.parquet"
         if read_dataset_id(p) != summary["dataset_id"]:
             raise InputError(f"{str(p)!r} was computed from another dataset; re-run `reidsim infer {d}`.")
-        frames.append(pd.read_parquet(p, columns=columns))
+        frames.append(read_frame(p, columns=columns))
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in (columns or INFERRED_COLUMNS)})
     return pd.concat(frames, ignore_index=True)

@@ -88,8 +88,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +115,7 @@ from sim.core.config import Scenario
 from sim.core.constants import DAY_S, LEVELS
 from sim.core.errors import ConfigError, InputError
 from sim.core.files import clean_stale_staging, new_staging_dir, write_json
+from sim.core.storage import as_path, read_frame, read_schema, read_table, replace, rmtree, write_parquet
 from sim.core.traces import Traces, derived_cache
 from sim.infer import InferenceParams, infer_prefixes
 from sim.pipeline.evaluate import observation_days
@@ -179,11 +178,12 @@ def gathering_part(directory, part: str, manifest: dict, t0: int, t1: int,
                    cell_m: float = 2 * GATHERING_RADIUS_M) -> dict:
     """Pass 0 for one part: the cells (``cell_m`` squares) of the pings in [t0, t1) with
     accuracy <= 100 m, with the number of distinct pseudonyms in each.  Only those pings
-    are projected.  Returns gx, gy, n_pseudonyms (int64 arrays) and the part's figures."""
+    are projected.  Returns gx, gy, n_pseudonyms (int64 arrays) and the part's figures.
+    ``directory``: a local path or a URL (the worker opens it)."""
     import pyarrow.compute as pc
 
     tt0 = time.perf_counter()
-    table = read_pings_table(Path(directory) / "pings" / part)
+    table = read_pings_table(as_path(directory) / "pings" / part)
     t = table.column("t_s")
     table = table.filter(pc.and_(pc.greater_equal(t, t0), pc.less(t, t1)))
     pings = table.num_rows
@@ -223,6 +223,7 @@ def attack_part(directory, part: str, manifest: dict, plan: MapPlan, world=None)
     the full tables go to ``plan.parts_dir``, one row group per window), ``box`` (the
     geofence box's pings), ``topn`` ({(level, N): (signatures, counts, n_short)}),
     ``candidates`` (see :func:`_candidates`), ``bounds`` (x, y, t extremes) and figures.
+    ``directory`` and ``plan.parts_dir``: local paths or URLs (the worker opens them).
     """
     t0, c0 = time.perf_counter(), time.process_time()
     traces = read_release_part(directory, part, manifest)
@@ -233,18 +234,17 @@ def attack_part(directory, part: str, manifest: dict, plan: MapPlan, world=None)
         long = infer_prefixes(traces, days=plan.days, **plan.infer_params)
         if plan.parts_dir is not None and traces.n_traces:
             import pyarrow as pa
-            import pyarrow.parquet as pq
 
             # one row group per window: infer_prefixes gives n_traces rows per window
-            pq.write_table(pa.Table.from_pandas(long, preserve_index=False),
-                           Path(plan.parts_dir) / part, row_group_size=traces.n_traces)
+            write_parquet(pa.Table.from_pandas(long, preserve_index=False),
+                          as_path(plan.parts_dir) / part, row_group_size=traces.n_traces)
         out["inferred"] = {int(d): g[list(DEVICE_COLUMNS)].reset_index(drop=True)
                            for d, g in long.groupby("window_days", sort=True)}
         del long
     if plan.box is not None:
         out["box"] = _box_pings(traces, plan.box)
     if plan.topn_levels:
-        world = load_world_cached(Path(directory) / "world") if world is None else world
+        world = load_world_cached(as_path(directory) / "world") if world is None else world
         out["topn"] = {}
         for lv in plan.topn_levels:
             top, n_places = top_locations(traces, world, lv, n_max=max(plan.topn_ns), by=plan.topn_by)
@@ -437,7 +437,8 @@ def attack_streaming(directory, out_dir=None, config=None, backend: str = "local
     backend : ``"local"`` (the parts one after another in this process) or ``"dask"``
         (the same per-part functions on a loopback LocalCluster of ``n_workers``
         single-threaded workers, or on the scheduler at ``scheduler``; workers read parts
-        by path, so they must see the folder at the same path).
+        by path or URL, so they must see a local folder at the same path).  ``directory``
+        and ``out_dir`` may be URLs (:mod:`sim.core.storage`).
     infer_params : :class:`sim.infer.InferenceParams` fields of the inference.
     verify_hashes : as :func:`check_dataset` (default: hash releases up to 2 GiB).
     inferred_by_day : ``{days: inferred table}`` (or the long table of
@@ -465,7 +466,7 @@ def attack_streaming(directory, out_dir=None, config=None, backend: str = "local
         inferred_by_day = split_prefixes(inferred_by_day)
     if wants_geofence(cfg):
         check_fence(cfg.geofence_polygon, *cfg.geofence_window_s)
-    d = Path(directory)
+    d = as_path(directory)
     man = check_dataset(d, verify_hashes=verify_hashes)
     world = World.load(d / "world")
     out = claim_out_dir(d, out_dir, OWN_ENTRIES, "reidsim attack") if write else None
@@ -484,7 +485,7 @@ def attack_streaming(directory, out_dir=None, config=None, backend: str = "local
         return {**rec, "tables": tables, "config": cfg}
     finally:
         if stage is not None and stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
+            rmtree(stage)
 
 
 class _Run:
@@ -740,17 +741,16 @@ def _seen(box_pings: pd.DataFrame, cfg, man) -> pd.DataFrame:
     return seen_in_fence(tr, cfg.geofence_polygon, t0, t1)
 
 
-def _truth(d: Path):
+def _truth(d):
     """register, truth pseudonyms, and the truth persons' id and zone columns (all the
-    per-device attacks read of them)."""
-    import pyarrow.parquet as pq
-
-    register = pd.read_parquet(d / "register.parquet")
-    pseudonyms = pd.read_parquet(d / "truth" / "pseudonyms.parquet")
-    names = pq.read_schema(d / "truth" / "persons.parquet").names
+    per-device attacks read of them).  ``d``: a local path or a URL."""
+    d = as_path(d)
+    register = read_frame(d / "register.parquet")
+    pseudonyms = read_frame(d / "truth" / "pseudonyms.parquet")
+    names = read_schema(d / "truth" / "persons.parquet").names
     zone_cols = {register_column(side, lv) for side in ("home", "work") for lv in LEVELS}
-    persons = pd.read_parquet(d / "truth" / "persons.parquet",
-                              columns=[c for c in names if c == "person_id" or c in zone_cols])
+    persons = read_frame(d / "truth" / "persons.parquet",
+                         columns=[c for c in names if c == "person_id" or c in zone_cols])
     return register, pseudonyms, persons
 
 
@@ -777,12 +777,12 @@ def _write(out: Path, stage: Path, rec: dict, tables: dict, cfg, world, inferred
     write_json(rec, stage / "attacks" / "stream_summary.json")
     (out / "attacks").mkdir(exist_ok=True)
     for f in sorted((stage / "attacks").iterdir()):
-        os.replace(f, out / "attacks" / f.name)
+        replace(f, out / "attacks" / f.name)
     for name in names:
         for ext in (".parquet", ".csv"):
             src, dst = stage / f"{name}{ext}", out / f"{name}{ext}"
             if src.exists():
-                os.replace(src, dst)
+                replace(src, dst)
             elif inferred is not None and dst.exists():  # stale: from another run of this folder
                 dst.unlink()
     return written
@@ -792,12 +792,11 @@ def _write_inferred(stage: Path, inferred: dict, did: str) -> None:
     """inferred_by_day (every window) and inferred (the largest), rows of each window in
     the whole release's pseudonym order, read back one part's window at a time."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    folder, order = Path(inferred["parts_dir"]), pa.array(inferred["order"])
+    folder, order = as_path(inferred["parts_dir"]), pa.array(inferred["order"])
 
     def window(d):  # window d of every part (its own row group), in part order, then in pseudonym order
-        return pa.concat_tables([pq.read_table(folder / n, filters=[("window_days", "=", int(d))])
+        return pa.concat_tables([read_table(folder / n, filters=[("window_days", "=", int(d))])
                                  for n in inferred["part_names"]]).take(order)
 
     days = inferred["days"]

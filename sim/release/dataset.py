@@ -1,20 +1,22 @@
 """Reading a generated dataset folder: the broker's release (pings Parquet) as
 :class:`~sim.core.traces.Traces`, its manifest, its content digest, and the whole folder
-(world, truth, register) as a :class:`Simulation`."""
+(world, truth, register) as a :class:`Simulation`.
+
+Every reader takes a local folder or a URL (``s3://bucket/ds``, ``file:///data/ds``,
+``memory://ds``, ...; :func:`sim.core.storage.as_path`)."""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from sim.core.config import Scenario
 from sim.core.constants import DAY_S
 from sim.core.errors import InputError
 from sim.core.files import file_sha256
+from sim.core.storage import URLPath, as_path, parquet_file, read_frame, read_table
 from sim.generate.engine import parquet_t_range, dataset_id
 from sim.core.traces import Traces, local_midnight
 from sim.world.crs import project_from_latlon
@@ -40,14 +42,12 @@ def read_pings_table(path, columns=None):
     with pseudonyms kept dictionary-encoded.  Raises InputError for missing or malformed
     data."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-
-    p = Path(path)
+    p = as_path(path)
     if not p.exists():
         raise InputError(f"no pings at {str(p)!r}; run `reidsim generate --out DIR` first or check the path.")
     try:
-        table = pq.read_table(p, columns=columns, read_dictionary=["pseudonym"])
+        table = read_table(p, columns=columns, read_dictionary=["pseudonym"])
     except Exception as e:
         raise InputError(f"could not read pings Parquet at {str(p)!r}: {e}") from e
     need = {"pseudonym", "t_s", "lat_deg", "lon_deg"}
@@ -162,7 +162,7 @@ def release_to_traces(table, world_crs: str, utc_offset_s: int, start_s=None, n_
 
 def read_manifest(directory) -> dict:
     """The parsed manifest.json of a generated folder (InputError if absent or broken)."""
-    p = Path(directory) / "manifest.json"
+    p = as_path(directory) / "manifest.json"
     if not p.exists():
         raise InputError(
             f"{str(directory)!r} has no manifest.json; pass a folder written by `reidsim generate`."
@@ -206,11 +206,14 @@ def check_dataset(directory, *, verify_hashes: bool | None = None) -> dict:
     manifest's window (``start_s`` .. ``start_s + n_days`` days, with
     :data:`T_SLACK_S` of slack), which catches milliseconds and a wrong ``n_days``; and
     ``dataset_id`` matches the parts.
-    Only Parquet metadata is read, except for hashing.
+    Only Parquet metadata is read, except for hashing.  ``directory`` may be a URL; a
+    folder without ``manifest.json`` (e.g. a write still in progress or interrupted) is
+    refused.
     """
-    d = Path(directory)
+    d = as_path(directory)
     if not d.is_dir():
-        raise InputError(f"{str(d)!r} is not a folder; pass a folder written by `reidsim generate`.")
+        what = "holds nothing (no such folder)" if isinstance(d, URLPath) else "is not a folder"
+        raise InputError(f"{str(d)!r} {what}; pass a folder written by `reidsim generate`.")
     man = read_manifest(d)
     fix = "regenerate it with `reidsim generate --out DIR --overwrite`"
     missing = [k for k in MANIFEST_KEYS if k not in man]
@@ -259,7 +262,7 @@ def check_dataset(directory, *, verify_hashes: bool | None = None) -> dict:
             raise InputError(f"{str(f)!r} has {f.stat().st_size} bytes, the manifest recorded {rec['bytes']}: "
                              f"the file was changed or truncated; {fix}.")
         try:
-            md = pq.ParquetFile(f).metadata
+            md = parquet_file(f).metadata
         except Exception as e:
             raise InputError(f"{str(f)!r} is not a readable Parquet file ({e}); {fix}.") from e
         if md.num_rows != int(rec["rows"]):
@@ -284,11 +287,11 @@ def check_dataset(directory, *, verify_hashes: bool | None = None) -> dict:
     return man
 
 
-def _parquet_rows(path: Path, fix: str) -> int:
+def _parquet_rows(path, fix: str) -> int:
     if not path.exists():
         raise InputError(f"{str(path)!r} is missing; {fix}.")
     try:
-        return int(pq.ParquetFile(path).metadata.num_rows)
+        return int(parquet_file(path).metadata.num_rows)
     except Exception as e:
         raise InputError(f"{str(path)!r} is not a readable Parquet file ({e}); {fix}.") from e
 
@@ -313,7 +316,7 @@ def dataset_digest(directory) -> str:
 
     import numpy as np
 
-    table = read_pings_table(Path(directory) / "pings")
+    table = read_pings_table(as_path(directory) / "pings")
     ps = table.column("pseudonym").combine_chunks()
     names = ps.dictionary.to_numpy(zero_copy_only=False).astype(object)[ps.indices.to_numpy()]
     t = table.column("t_s").to_numpy()
@@ -346,7 +349,7 @@ class Simulation:
 def load(directory, *, verify_hashes: bool | None = None) -> Simulation:
     """Load a folder written by ``reidsim generate`` as a :class:`Simulation`, after
     :func:`check_dataset`."""
-    d = Path(directory)
+    d = as_path(directory)
     man = check_dataset(d, verify_hashes=verify_hashes)
     world = World.load(d / "world")
     table = read_pings_table(d / "pings")
@@ -358,17 +361,17 @@ def load(directory, *, verify_hashes: bool | None = None) -> Simulation:
             raise InputError(f"{str(truth / (f + '.parquet'))!r} is missing; regenerate the dataset.")
     return Simulation(
         scenario=Scenario.from_dict(man["scenario"]), world=world,
-        persons=pd.read_parquet(truth / "persons.parquet"),
-        devices=pd.read_parquet(truth / "devices.parquet"),
-        pseudonyms=pd.read_parquet(truth / "pseudonyms.parquet"),
-        register=pd.read_parquet(d / "register.parquet"), release=release, meta=man,
+        persons=read_frame(truth / "persons.parquet"),
+        devices=read_frame(truth / "devices.parquet"),
+        pseudonyms=read_frame(truth / "pseudonyms.parquet"),
+        register=read_frame(d / "register.parquet"), release=release, meta=man,
     )
 
 
 def load_release(directory, *, verify_hashes: bool | None = None) -> Traces:
     """Only the attacker's view of a generated folder: the release as Traces, after
     :func:`check_dataset`."""
-    d = Path(directory)
+    d = as_path(directory)
     man = check_dataset(d, verify_hashes=verify_hashes)
     world = World.load(d / "world")
     return release_to_traces(read_pings_table(d / "pings"), world.crs, man["utc_offset_s"],
@@ -390,7 +393,7 @@ def read_release_part(directory, part: str, manifest: dict) -> Traces:
     if part not in listed:
         raise InputError(f"{part!r} is not a part file of {str(directory)!r} (its manifest lists "
                          f"{listed[:3]}{'...' if len(listed) > 3 else ''}); pass a listed part.")
-    table = read_pings_table(Path(directory) / "pings" / part)
+    table = read_pings_table(as_path(directory) / "pings" / part)
     return release_to_traces(table, manifest["crs"], manifest["utc_offset_s"], start_s=manifest["start_s"],
                              n_days=manifest["n_days"], duplicates=duplicate_policy(manifest))
 
@@ -452,7 +455,7 @@ def load_sample(directory, n_devices: int | None, *, seed: int | None = None,
     """
     import pyarrow as pa
 
-    d = Path(directory)
+    d = as_path(directory)
     if n_devices is not None and (isinstance(n_devices, bool) or not isinstance(n_devices, (int, np.integer))
                                   or n_devices < 1):
         raise InputError(f"n_devices must be a whole number >= 1 or None (all devices), got {n_devices!r}.")
@@ -461,7 +464,7 @@ def load_sample(directory, n_devices: int | None, *, seed: int | None = None,
     for f in ("persons", "devices", "pseudonyms"):
         if not (truth / f"{f}.parquet").exists():
             raise InputError(f"{str(truth / (f + '.parquet'))!r} is missing; regenerate the dataset.")
-    pseud = pd.read_parquet(truth / "pseudonyms.parquet")
+    pseud = read_frame(truth / "pseudonyms.parquet")
     n_all = int(pseud["device_idx"].nunique())
     if n_devices is None or n_devices >= n_all:
         return load(d, verify_hashes=False)
@@ -476,13 +479,13 @@ def load_sample(directory, n_devices: int | None, *, seed: int | None = None,
     release = release_to_traces(table, world.crs, man["utc_offset_s"], start_s=man["start_s"],
                                 n_days=man["n_days"], duplicates=duplicate_policy(man))
     meta = {**man, "sample": {"devices": int(len(chosen)), "of": n_all, "seed": seed}}
-    devices = pd.read_parquet(truth / "devices.parquet")
+    devices = read_frame(truth / "devices.parquet")
     return Simulation(
         scenario=scn, world=world,
-        persons=pd.read_parquet(truth / "persons.parquet"),
+        persons=read_frame(truth / "persons.parquet"),
         devices=devices[devices["device_idx"].isin(chosen)].reset_index(drop=True),
         pseudonyms=pseud[pseud["device_idx"].isin(chosen)].reset_index(drop=True),
-        register=pd.read_parquet(d / "register.parquet"), release=release, meta=meta,
+        register=read_frame(d / "register.parquet"), release=release, meta=meta,
     )
 
 
@@ -490,7 +493,7 @@ def iter_release_parts(directory, *, verify_hashes: bool | None = None):
     """Iterate a generated release part by part: yields ``(part_name, Traces)`` in the
     manifest's part order, after :func:`check_dataset` (:func:`read_release_part` for
     each part).  Peak memory is one part's, never the whole release's."""
-    d = Path(directory)
+    d = as_path(directory)
     man = check_dataset(d, verify_hashes=verify_hashes)
     for rec in man["parts"]:
         yield rec["file"], read_release_part(d, rec["file"], man)

@@ -16,6 +16,7 @@ seed (within its tract), and tracts/districts follow from the nesting.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from scipy.spatial import cKDTree
 from sim.core.constants import LEVELS, ZONE_LEVELS
 from sim.core.errors import InputError
 from sim.core.files import atomic_path
+from sim.core.storage import URLPath, as_path, read_frame
 from sim.world._kernels import GridIndex
 from sim.world.crs import project_from_latlon, project_to_latlon
 
@@ -211,14 +213,15 @@ class World:
 
     @classmethod
     def load(cls, directory) -> "World":
-        d = Path(directory)
+        """The world saved in ``directory`` (a local folder or a URL)."""
+        d = as_path(directory)
         if not (d / "world.json").exists():
             raise InputError(f"{str(d)!r} holds no world.json; pass the world/ folder written by `reidsim generate`.")
         meta = json.loads((d / "world.json").read_text())
-        zones = {lvl: gpd.read_parquet(d / f"{lvl}.parquet") for lvl in ZONE_LEVELS}
+        zones = {lvl: read_frame(d / f"{lvl}.parquet", reader=gpd.read_parquet) for lvl in ZONE_LEVELS}
         known = {"crs", "utc_offset_s", "kind", "block_seed_xy", "boundary_wkt"}
         return cls(
-            crs=meta["crs"], buildings=pd.read_parquet(d / "buildings.parquet"), zones=zones,
+            crs=meta["crs"], buildings=read_frame(d / "buildings.parquet"), zones=zones,
             block_seed_xy=np.asarray(meta["block_seed_xy"], dtype=np.float64),
             boundary=shapely.from_wkt(meta["boundary_wkt"]), utc_offset_s=int(meta["utc_offset_s"]),
             kind=meta["kind"], meta={k: v for k, v in meta.items() if k not in known},
@@ -230,15 +233,30 @@ _LOADED: dict = {}
 
 def load_world_cached(directory) -> World:
     """``World.load(directory)``, kept for the next call in this process while its
-    world.json is unchanged (same path, size and modification time): the per-part tasks
-    of generation, defenses and streamed attacks load a world once per worker.  One
-    world is kept at a time."""
+    world.json is unchanged (same path, size and modification time; at a URL: same URL
+    and the same world.json bytes, by SHA-256): the per-part tasks of generation,
+    defenses and streamed attacks load a world once per worker.  One world is kept at a
+    time."""
+    if isinstance(as_path(directory), URLPath):
+        return _load_world_url(as_path(directory))
     d = Path(directory).resolve()
     try:
         st = (d / "world.json").stat()
     except FileNotFoundError:
         return World.load(d)  # its error message
     key = (str(d), st.st_size, st.st_mtime_ns)
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = World.load(d)
+    return _LOADED[key]
+
+
+def _load_world_url(d: URLPath) -> World:
+    try:
+        digest = hashlib.sha256((d / "world.json").read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return World.load(d)  # its error message
+    key = (d.url, digest)
     if key not in _LOADED:
         _LOADED.clear()
         _LOADED[key] = World.load(d)
