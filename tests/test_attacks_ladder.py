@@ -475,3 +475,19 @@ def test_segment_order_is_lexsort(seed):
     got = _segment_order(_starts(seg), dist, pid)
     np.testing.assert_array_equal(got, np.lexsort((pid, dist, seg)))
     assert len(_segment_order(_starts(seg[:0]), dist[:0], pid[:0])) == 0
+
+
+@pytest.mark.parametrize("relink", [None, 2])
+def test_blocked_candidate_sets_equal_one_block(rotated, relink):
+    """The candidate sets are built block_rows rows at a time; every table is the same
+    whatever the block (queries of a relinked group scored in the group's block)."""
+    w, p, inf = rotated
+    by_day = {1: inf.iloc[::2], 2: inf, 4: inf}
+    kw = dict(release=p["release"], relink_period_days=relink)
+    ref = LD.ladder_attack(by_day, p["register"], w, p["pseudonyms"], block_rows=10**9, **kw)
+    for block in (1, 3, 7):
+        got = LD.ladder_attack(by_day, p["register"], w, p["pseudonyms"], block_rows=block, **kw)
+        pd.testing.assert_frame_equal(got[0], ref[0])
+        pd.testing.assert_frame_equal(got[1], ref[1])
+    with pytest.raises(ConfigError):
+        LD.ladder_attack(by_day, p["register"], w, p["pseudonyms"], block_rows=0)

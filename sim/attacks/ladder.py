@@ -167,6 +167,8 @@ RUNGS: dict[str, Rung] = {r.name: r for r in (
          ("inferred home point", "register home addresses (home_x_m, home_y_m)")),
 )}
 RUNG_NAMES = tuple(RUNGS)
+#: rows of a window's inferred table per candidate-set block in :func:`ladder_attack`
+BLOCK_ROWS = 50_000
 
 
 def rung_table() -> pd.DataFrame:
@@ -662,6 +664,7 @@ def ladder_attack(
     relink_level: str = "block",
     ci: str = "wilson",
     seed: int = 0,
+    block_rows: int = BLOCK_ROWS,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The ladder on every observation window, scored per device and per pseudonym.
 
@@ -680,6 +683,8 @@ def ladder_attack(
         rotation epochs (``first_day // R``) linked by ``propose_links(method=relink_method,
         max_dist_m=relink_max_dist_m, level=relink_level)`` are merged first
         (:func:`relink_groups`).
+    block_rows : candidate sets are built for this many rows of a window's table at a
+        time (a memory bound; the results do not depend on it).
 
     Returns
     -------
@@ -695,6 +700,7 @@ def ladder_attack(
     rungs = check_rungs(rungs)
     ks = check_ks(ks)
     level = check_level(level)
+    block_rows = check_int("block_rows", block_rows, 1)
     if relink_period_days is not None:
         relink_period_days = check_positive("relink_period_days", relink_period_days)
         if relink_method not in METHODS:
@@ -723,17 +729,14 @@ def ladder_attack(
         ex = existing_pseudonyms(d, span, pseudonyms, table["pseudonym"].to_numpy(dtype=object))
         inf_d = _aligned(table, ex)
         if relink_period_days is not None:
-            groups, q_rows = relink_groups(inf_d, span[span["pseudonym"].isin(ex)], method=relink_method,
-                                           max_dist_m=relink_max_dist_m, world=world, level=relink_level)
-            sets = ladder_sets(groups, register, world, rungs=rungs, level=level, k_max=k_max,
-                               cumulative=cumulative, index=index)
+            queried, q_rows = relink_groups(inf_d, span[span["pseudonym"].isin(ex)], method=relink_method,
+                                            max_dist_m=relink_max_dist_m, world=world, level=relink_level)
         else:
-            q_rows = None
-            sets = ladder_sets(inf_d, register, world, rungs=rungs, level=level, k_max=k_max,
-                               cumulative=cumulative, index=index)
+            queried, q_rows = inf_d, None
         owner = truth_person(pseudonyms, ex, "release")
         device = truth_device(pseudonyms, ex, "release")
-        pos = owner_positions(sets, owner, q_rows)
+        pos = _blocked_positions(queried, owner, q_rows, register, world, index, block_rows, rungs=rungs,
+                                 level=level, k_max=k_max, cumulative=cumulative)
         dev_u, inv = np.unique(device, return_inverse=True)
         n_ps = np.bincount(inv, minlength=len(dev_u))
         per_rung = {}
@@ -756,6 +759,29 @@ def ladder_attack(
     table = pd.DataFrame(rows, columns=LADDER_COLUMNS)
     per_device = _per_device(last, rungs, level, first_named, k_max)
     return table, per_device
+
+
+def _blocked_positions(table, owner, q_rows, register, world, index, block_rows, **kw) -> dict:
+    """:func:`owner_positions` of every query, the candidate sets built ``block_rows``
+    rows of ``table`` at a time (sets are per row, so this equals one call on the whole
+    table).  ``q_rows``: the row each query is scored on (None: query i on row i)."""
+    _check_inferred(table)
+    n = len(table)
+    rows = np.arange(len(owner), dtype=np.int64) if q_rows is None else np.asarray(q_rows, dtype=np.int64)
+    owner = np.asarray(owner)
+    out = None
+    for b0 in range(0, max(n, 1), block_rows):
+        b1 = min(b0 + block_rows, n)
+        sets = ladder_sets(table.iloc[b0:b1].reset_index(drop=True), register, world, index=index, **kw)
+        sel = np.flatnonzero((rows >= b0) & (rows < b1)) if (b0, b1) != (0, n) else np.arange(len(rows))
+        pos = owner_positions(sets, owner[sel], rows[sel] - b0)
+        if out is None:
+            out = {r: (np.zeros(len(rows), dtype=size.dtype), np.full(len(rows), np.inf))
+                   for r, (size, _) in pos.items()}
+        for r, (size, owner_k) in pos.items():
+            out[r][0][sel], out[r][1][sel] = size, owner_k
+        del sets
+    return out
 
 
 def _per_device(last, rungs, level, first_named, k_max) -> pd.DataFrame:
