@@ -178,3 +178,31 @@ def test_power_law_fit_recovers_exponent():
     assert np.isnan(one["exponent"].iloc[0])
     with pytest.raises(ConfigError):
         U.fit_power_law(pd.DataFrame(rows), resolution="x")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_query_index_counts_equal_full_index(seed):
+    """build_query_index keeps only the wanted keys' postings: the same postings as the
+    full index for those keys, and the same counts for targets drawn from them (here the
+    targets are drawn from another release, so some keys are absent)."""
+    part, other = _random_traces(seed, n=80), _random_traces(seed + 10, n=30)
+    origin = U.key_origin((-5, -5, 0), (40, 40, 80))
+    v, h = 250.0, 1.0
+    draws = U.draw_trace_points(other, np.arange(other.n_traces), [(v, h)], 4, seed)
+    n_pts, cells = draws[0]
+    keys = U.cell_keys(cells, origin)
+    full = U.build_index(part, v, h, origin=origin)
+    quick = U.build_query_index(part, v, h, keys, origin=origin)
+    for j, k in enumerate(quick.post_keys):
+        q = np.searchsorted(full.post_keys, k)
+        assert full.post_keys[q] == k
+        np.testing.assert_array_equal(quick.post_traces[quick.post_offsets[j]:quick.post_offsets[j + 1]],
+                                      full.post_traces[full.post_offsets[q]:full.post_offsets[q + 1]])
+    missing = np.setdiff1d(np.intersect1d(keys, full.post_keys), quick.post_keys)
+    assert not len(missing)
+    for p in (1, 2, 3, 4):
+        np.testing.assert_array_equal(U.count_containing(quick, keys, n_pts, p),
+                                      U.count_containing(full, keys, n_pts, p))
+    # a part with none of the keys, and no keys at all
+    none = U.build_query_index(part, v, h, np.zeros(0, dtype=np.int64), origin=origin)
+    assert len(none.post_keys) == 0 and not U.count_containing(none, keys, n_pts, 1).any()

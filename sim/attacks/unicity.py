@@ -329,6 +329,84 @@ def build_index(traces: Traces, v_m: float, h_h: float, *, origin=None) -> Point
     return PointIndex(pt_off, pt_keys, pt_post, post_off, owner[order], sk[starts])
 
 
+@pjit
+def _query_hits(offsets, x, y, t, v_m, bin_s, t0, origin, wanted, cells, counts, out):  # pragma: no cover - numba
+    """Per trace: the distinct positions in ``wanted`` of its ping keys (ascending).
+    ``cells`` flags the cells (ix * ny + iy, origin-relative) of the wanted keys, so most
+    pings are rejected without a search.  First call (``out`` empty) counts them into
+    ``counts``; the second fills ``out`` at the offsets ``counts`` gives (passed as the
+    cumulative offsets)."""
+    ix0, iy0, tb0, nx, ny, nt = origin
+    fill = len(out) > 0
+    for i in prange(len(offsets) - 1):
+        a, b = offsets[i], offsets[i + 1]
+        buf = np.empty(b - a, dtype=np.int64)
+        m = 0
+        for j in range(a, b):
+            c = (np.int64(np.floor(x[j] / v_m)) - ix0) * ny + (np.int64(np.floor(y[j] / v_m)) - iy0)
+            if c < 0 or c >= len(cells) or not cells[c]:
+                continue
+            k = c * nt + ((t[j] - t0) // bin_s - tb0)
+            q = np.searchsorted(wanted, k)
+            if q < len(wanted) and wanted[q] == k:
+                buf[m] = q
+                m += 1
+        buf = np.sort(buf[:m])
+        c = 0
+        for j in range(m):
+            if j == 0 or buf[j] != buf[j - 1]:
+                if fill:
+                    out[counts[i] + c] = buf[j]
+                c += 1
+        if not fill:
+            counts[i] = c
+
+
+def _wanted_cells(wanted: np.ndarray, origin) -> np.ndarray:
+    """Flags of the cells (ix * ny + iy, origin-relative) holding a wanted key."""
+    _, _, _, nx, ny, nt = (int(v) for v in origin)
+    cells = np.zeros(nx * ny, dtype=np.bool_)
+    c = wanted // nt
+    cells[c[(c >= 0) & (c < nx * ny)]] = True
+    return cells
+
+
+def build_query_index(traces: Traces, v_m: float, h_h: float, wanted, *, origin=None) -> PointIndex:
+    """The posting lists of :func:`build_index` for the keys in ``wanted`` only — all
+    :func:`count_containing` reads for targets whose drawn keys are in ``wanted`` (the
+    same ``post_keys``, ``post_offsets`` and ``post_traces`` for those keys; the per-trace
+    ``pt_*`` arrays are left empty).  One parallel pass over the pings (each key looked up
+    in the sorted wanted keys), no sort of every point: counting a small sample against
+    a large part is cheap.  ``origin`` as :func:`point_keys` (default the traces' own)."""
+    v_m, bin_s = check_resolution(v_m, h_h)
+    wanted = np.unique(np.asarray(wanted, dtype=np.int64).ravel())
+    nt = int(traces.n_traces)
+    empty = np.zeros(0, dtype=np.int64)
+    if not len(wanted) or not traces.n_pings:
+        return PointIndex(np.zeros(nt + 1, dtype=np.int64), empty, empty, np.zeros(1, dtype=np.int64), empty, empty)
+    if origin is None:
+        ix, iy, tb = point_cells(traces, v_m, h_h)
+        origin = key_origin((ix.min(), iy.min(), tb.min()), (ix.max(), iy.max(), tb.max()))
+        del ix, iy, tb
+    args = (np.ascontiguousarray(traces.offsets, dtype=np.int64), np.ascontiguousarray(traces.x_m, dtype=np.float64),
+            np.ascontiguousarray(traces.y_m, dtype=np.float64), np.ascontiguousarray(traces.t_s, dtype=np.int64),
+            np.float64(v_m), np.int64(bin_s), np.int64(traces.start_s), np.asarray(origin, dtype=np.int64), wanted,
+            _wanted_cells(wanted, origin))
+    counts = np.zeros(nt, dtype=np.int64)
+    _query_hits(*args, counts, empty)
+    starts = np.zeros(nt + 1, dtype=np.int64)
+    np.cumsum(counts, out=starts[1:])
+    hits = np.empty(int(starts[-1]), dtype=np.int64)
+    if len(hits):
+        _query_hits(*args, starts, hits)
+    owner = np.repeat(np.arange(nt, dtype=np.int64), counts)
+    order = np.argsort(hits, kind="stable")  # by key, traces ascending within a key
+    k = hits[order]
+    uk, first = np.unique(k, return_index=True)
+    return PointIndex(np.zeros(nt + 1, dtype=np.int64), empty, empty, np.append(first, len(k)).astype(np.int64),
+                      owner[order], wanted[uk])
+
+
 def sample_uniforms(pseudonym, seed: int) -> np.ndarray:
     """The seeded uniform of each pseudonym that :func:`sample_traces` ranks by (a pure
     function of the pseudonym and the seed, so any part of a release gives the same)."""

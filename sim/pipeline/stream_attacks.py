@@ -108,7 +108,7 @@ from sim.attacks.run import (AttackConfig, attack_levels, ordered_tables, run_de
                              wants_geofence, write_attack_outputs)
 from sim.attacks.topn import (TOPN_COLUMNS, check_day_span, check_topn_args, merge_signature_counts,
                               signature_counts, top_locations, topn_rows)
-from sim.attacks.unicity import (UNICITY_COLUMNS, build_index, cell_keys, check_resolution, check_unicity_args,
+from sim.attacks.unicity import (UNICITY_COLUMNS, build_query_index, cell_keys, check_resolution, check_unicity_args,
                                  count_containing, draw_trace_points, fit_power_law, resolution_origin,
                                  sample_uniforms, unicity_row)
 from sim.core.config import Scenario
@@ -312,7 +312,7 @@ def count_part(directory, part: str, manifest: dict, plan: CountPlan) -> dict:
     traces = read_release_part(directory, part, manifest)
     out = {"part": part, "unicity": {}, "known": {}}
     for i, (v, h, origin, keys, n_points, ps) in enumerate(plan.unicity):
-        index = build_index(traces, v, h, origin=origin)
+        index = build_query_index(traces, v, h, keys[:, :max(ps)], origin=origin)  # the sample's keys only
         for p in ps:
             out["unicity"][(i, p)] = count_containing(index, keys, n_points, p)
         del index
