@@ -110,16 +110,18 @@ def release_to_traces(table, world_crs: str, utc_offset_s: int, start_s=None, n_
     acc = (table.column("accuracy_m").to_numpy().astype(np.float32) if "accuracy_m" in table.column_names
            else np.full(len(t), np.nan, np.float32))
     n = len(t)
+    order = None
     # canonical order: traces sorted by pseudonym, each trace's rows by time.  Parts of a
     # generated dataset hold whole traces, so usually only runs need reordering (cheap).
     if n:
-        brk = np.flatnonzero(np.diff(codes) != 0) + 1
-        run_start = np.concatenate([[0], brk])
+        same = np.diff(codes) == 0
+        run_start = np.concatenate([[0], np.flatnonzero(~same) + 1])
         run_code = codes[run_start]
         dt = np.diff(t)
-        same = np.diff(codes) == 0
         time_ok = not np.any(same & (dt < 0))
-        if time_ok and len(np.unique(run_code)) == len(run_code):
+        if time_ok and bool(np.all(run_code[1:] > run_code[:-1])):
+            pass  # already canonical (a part written by `reidsim generate`): nothing to move
+        elif time_ok and len(np.unique(run_code)) == len(run_code):
             run_len = np.diff(np.concatenate([run_start, [n]]))
             ro = np.argsort(run_code, kind="stable")
             lens = run_len[ro]
@@ -131,9 +133,11 @@ def release_to_traces(table, world_crs: str, utc_offset_s: int, start_s=None, n_
             if not time_ok:
                 log.warning("pings of some pseudonyms are not sorted by t_s; sorting them")
             order = np.lexsort((t, codes))
-        codes, t, lat, lon, acc = codes[order], t[order], lat[order], lon[order], acc[order]
+        if order is not None:
+            codes, t, lat, lon, acc = codes[order], t[order], lat[order], lon[order], acc[order]
+            same, dt = np.diff(codes) == 0, np.diff(t)
     if n > 1 and duplicates == "error":
-        same = (np.diff(codes) == 0) & (np.diff(t) == 0)
+        same &= dt == 0
         if same.any():
             i = int(np.flatnonzero(same)[0])
             raise InputError(
