@@ -61,12 +61,14 @@ same seeded pseudonyms, so the same intervals).  Both backends give identical ta
 (tested).
 
 Memory: a task holds one part (its pings, the inference's and one zone level's or one
-unicity resolution's index of them).  The driver holds what grows with the number of
-pseudonyms, not pings: the observed span (3 columns) and the inferred tables of every
-window trimmed to the 7 columns the per-device attacks read (about 60 B per pseudonym
-and window), the distinct top-N signatures, the register and the truth tables (the
-persons table only with its zone columns), plus K candidates with their draws and the
-geofence box's pings.  Those per-pseudonym tables, and the per-device attacks' own
+unicity resolution's postings of the sample's keys).  The driver holds what grows with
+the number of pseudonyms, not pings: the observed span (3 columns) and one window's
+inferred table trimmed to the 7 columns the per-device attacks read (read from the
+parts' inferred files when it is asked for; without an output folder every window is
+kept, about 60 B per pseudonym and window), the distinct top-N signatures, the register
+and the truth tables (the persons table only with its zone columns), plus K candidates
+with their draws and the geofence box's pings; the ladder builds its candidate sets
+50,000 pseudonyms at a time.  Those per-pseudonym tables, and the per-device attacks' own
 working memory on them, are what still grows with the release (``benchmarks/
 bench_scale.py``: at 100,000 devices x 30 days in 2 parts the streaming attack peaked at
 4.5 GiB, streaming inference at 4.2 GiB, the whole-release attack at 8.3 GiB; the driver
@@ -238,8 +240,9 @@ def attack_part(directory, part: str, manifest: dict, plan: MapPlan, world=None)
             # one row group per window: infer_prefixes gives n_traces rows per window
             write_parquet(pa.Table.from_pandas(long, preserve_index=False),
                           as_path(plan.parts_dir) / part, row_group_size=traces.n_traces)
-        out["inferred"] = {int(d): g[list(DEVICE_COLUMNS)].reset_index(drop=True)
-                           for d, g in long.groupby("window_days", sort=True)}
+        if plan.parts_dir is None:  # otherwise the driver reads the windows from the part's file
+            out["inferred"] = {int(d): g[list(DEVICE_COLUMNS)].reset_index(drop=True)
+                               for d, g in long.groupby("window_days", sort=True)}
         del long
     if plan.box is not None:
         out["box"] = _box_pings(traces, plan.box)
@@ -579,7 +582,12 @@ class _Run:
         t_red = time.perf_counter()
         tables = _global_tables(cfg, st, cand, counts, maps, n_panel, bounds, cplan, man)
         # -------------------------------------------------------------- the per-device attacks
-        ibd = _inferred_by_day(maps, order, span) if ibd_given is None else ibd_given
+        if ibd_given is not None:
+            ibd = ibd_given
+        elif parts_dir is not None:  # one window in memory at a time, read from the parts' files
+            ibd = _Windows(days, parts_dir, [r["part"] for r in maps if r["traces"]], order, span)
+        else:
+            ibd = _inferred_by_day(maps, order, span)
         seen = None
         if box is not None:
             boxp = pd.concat([r.pop("box") for r in maps], ignore_index=True)
@@ -706,6 +714,52 @@ def _global_tables(cfg, st, cand, counts, maps, n_panel, bounds, cplan: CountPla
             rows += r
         out["known_points"] = pd.DataFrame(rows, columns=KNOWN_POINTS_COLUMNS)
     return out
+
+
+class _Windows(dict):
+    """``{days: inferred table}`` (the :data:`DEVICE_COLUMNS`, rows in the whole
+    release's pseudonym order) whose tables are read from the parts' inferred files when
+    asked for, so the driver holds one window (the last one read) instead of all of them.
+    A dict (the per-device attacks accept dicts) whose values live on disk."""
+
+    def __init__(self, days, folder, part_names: list, order: np.ndarray, span: pd.DataFrame):
+        super().__init__({int(d): None for d in days})
+        self._folder, self._names, self._order = as_path(folder), list(part_names), order
+        self._want = span["pseudonym"].to_numpy(dtype=object)
+        self._last = (None, None)
+
+    def __getitem__(self, d):
+        if d not in self.keys():
+            raise KeyError(d)
+        if self._last[0] != d:
+            self._last = (None, None)  # drop the previous window before reading the next
+            self._last = (d, self._read(int(d)))
+        return self._last[1]
+
+    def _read(self, d: int) -> pd.DataFrame:
+        import pyarrow as pa
+
+        if not self._names:
+            return pd.DataFrame({c: pd.Series(dtype=object if c == "pseudonym" else np.float64)
+                                 for c in DEVICE_COLUMNS})
+        parts = [read_table(self._folder / n, columns=list(DEVICE_COLUMNS), filters=[("window_days", "=", d)])
+                 for n in self._names]
+        t = pa.concat_tables(parts).to_pandas()
+        del parts
+        t = t.iloc[self._order].reset_index(drop=True)
+        t["pseudonym"] = t["pseudonym"].to_numpy(dtype=object)
+        if not np.array_equal(t["pseudonym"].to_numpy(dtype=object), self._want):  # not one row per trace: sort
+            t = t.sort_values("pseudonym", kind="stable").reset_index(drop=True)
+        return t
+
+    def get(self, d, default=None):
+        return self[d] if d in self.keys() else default
+
+    def values(self):
+        return (self[d] for d in self.keys())
+
+    def items(self):
+        return ((d, self[d]) for d in self.keys())
 
 
 def _inferred_by_day(maps: list, order: np.ndarray, span: pd.DataFrame) -> dict:
