@@ -138,6 +138,8 @@ OWN_ENTRIES = ("attacks", "inferred.parquet", "inferred.csv", "inferred_by_day.p
 #: the inferred columns the per-device attacks read (linkage: home/work points; re-linking
 #: groups: their support); the driver keeps only these of every window
 DEVICE_COLUMNS = ("pseudonym", "home_x_m", "home_y_m", "work_x_m", "work_y_m", "home_nights", "work_days")
+#: register columns no attack reads (not loaded by the driver: names are the largest column)
+_UNREAD_REGISTER = ("name", "sources")
 #: margin (metres) around a picked fence's box, against rounding at the cell edges
 _BOX_MARGIN_M = 1.0
 
@@ -796,11 +798,14 @@ def _seen(box_pings: pd.DataFrame, cfg, man) -> pd.DataFrame:
 
 
 def _truth(d):
-    """register, truth pseudonyms, and the truth persons' id and zone columns (all the
-    per-device attacks read of them).  ``d``: a local path or a URL."""
+    """register (without :data:`_UNREAD_REGISTER`), truth pseudonyms (without the
+    advertising ID), and the truth persons' id and zone columns (all the per-device
+    attacks read of them).  ``d``: a local path or a URL."""
     d = as_path(d)
-    register = read_frame(d / "register.parquet")
-    pseudonyms = read_frame(d / "truth" / "pseudonyms.parquet")
+    register = read_frame(d / "register.parquet", columns=[c for c in read_schema(d / "register.parquet").names
+                                                           if c not in _UNREAD_REGISTER])
+    pseudonyms = read_frame(d / "truth" / "pseudonyms.parquet",
+                            columns=[c for c in read_schema(d / "truth" / "pseudonyms.parquet").names if c != "maid"])
     names = read_schema(d / "truth" / "persons.parquet").names
     zone_cols = {register_column(side, lv) for side in ("home", "work") for lv in LEVELS}
     persons = read_frame(d / "truth" / "persons.parquet",
