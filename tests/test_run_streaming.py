@@ -51,6 +51,9 @@ def test_context_figures_are_on_the_recorded_sample(streamed):
     lad = pd.read_parquet(d / "attacks" / "ladder.parquet")
     assert int(lad["n"].max()) > 200  # the attack tables count the whole release
     assert "infer_attacks_streaming_s" in info["timings_s"]
+    peaks = info["peak_rss_mb"]  # per stage (Linux): every stage that ran, each a positive figure
+    assert set(peaks) == {k[:-2] for k in info["timings_s"]}
+    assert all(v is None or v > 0 for v in peaks.values())
     page = (d / "report.md").read_text()
     assert "seeded random sample of 80 devices" in page
 

@@ -43,6 +43,7 @@ from sim.attacks.gathering import pick_gathering
 from sim.core.config import Scenario
 from sim.core.fmt import pct_ci
 from sim.core.ledger import ledger_rows
+from sim.core.memory import peak_rss_mb, reset_peak_rss
 from sim.core.files import (
     DATASET_ENTRIES,
     DERIVED_ENTRIES,
@@ -303,13 +304,15 @@ def _run_into(scn, out: Path, progress, defenses, report, infer_params, attack_c
               sample_devices=DEFAULT_SAMPLE_DEVICES) -> dict:
     bar = tqdm(total=7 if report else 6, desc="reidsim run", unit="stage", disable=not progress,
                bar_format="{desc}: {n}/{total} stages |{bar}| {elapsed} {postfix}")
-    timings = {}
+    timings, peaks = {}, {}
 
     def stage(name, fn):
         bar.set_postfix_str(name)
+        reset_peak_rss()
         t = time.perf_counter()
         res = fn()
         timings[f"{name}_s"] = time.perf_counter() - t
+        peaks[name] = peak_rss_mb()
         bar.update(1)
         return res
 
@@ -331,11 +334,12 @@ def _run_into(scn, out: Path, progress, defenses, report, infer_params, attack_c
             "config_hash": scn.config_hash(), "seed": scn.seed, "reidsim_version": __version__,
             "dataset_id": manifest["dataset_id"], "sample": sample,
             "settings": {"inference": infer_settings, "attacks": attack_settings, **defense_settings},
-            "timings_s": {k: round(v, 2) for k, v in timings.items()}}
+            "timings_s": {k: round(v, 2) for k, v in timings.items()}, "peak_rss_mb": dict(peaks)}
     write_json(info, out / "run.json")
     if report:
         stage("report", lambda: write_report(out, simulation=simulation))
     bar.close()
     info["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    info["peak_rss_mb"] = dict(peaks)
     write_json(info, out / "run.json")
     return info

@@ -116,6 +116,7 @@ from sim.attacks.unicity import (UNICITY_COLUMNS, build_query_index, cell_keys, 
 from sim.core.config import Scenario
 from sim.core.constants import DAY_S, LEVELS
 from sim.core.errors import ConfigError, InputError
+from sim.core.memory import peak_rss_mb
 from sim.core.files import clean_stale_staging, new_staging_dir, write_json
 from sim.core.storage import as_path, read_frame, read_schema, read_table, replace, rmtree, write_parquet
 from sim.core.traces import Traces, derived_cache
@@ -832,7 +833,7 @@ def _write(out: Path, stage: Path, rec: dict, tables: dict, cfg, world, inferred
             written = True
     rec["inferred_written"] = written
     rec["seconds"] = round(time.perf_counter() - t_start, 3)
-    rec["driver_peak_rss_mb"] = _peak_rss_mb()
+    rec["driver_peak_rss_mb"] = peak_rss_mb()
     write_json(rec, stage / "attacks" / "stream_summary.json")
     (out / "attacks").mkdir(exist_ok=True)
     for f in sorted((stage / "attacks").iterdir()):
@@ -861,13 +862,3 @@ def _write_inferred(stage: Path, inferred: dict, did: str) -> None:
     days = inferred["days"]
     write_inferred_concat((window(d) for d in days), stage / "inferred_by_day", did)
     write_inferred_concat((window(d) for d in days[-1:]), stage / "inferred", did)
-
-
-def _peak_rss_mb() -> float | None:
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
