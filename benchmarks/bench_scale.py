@@ -14,7 +14,13 @@ For each size, in fresh processes (so wall time, CPU time and peak RSS are the s
     ``reidsim attack`` (the main job's: every attack, inference of every window, a picked
     geofence; local backend), writing what ``reidsim attack`` writes;
   * ``attack_whole`` (only up to ``--whole-max-devices``): ``reidsim attack --in-memory``'s
-    path (``load`` + ``infer_step`` + ``attack_step``), for comparison.
+    path (``load`` + ``infer_step`` + ``attack_step``), for comparison;
+  * ``defend``: ``sim.pipeline.defend.defend_streaming`` with :data:`DEFENSES` (local
+    backend, part by part), writing the defended dataset as ``reidsim defend`` does;
+  * ``run`` (only up to ``--run-max-devices``): ``reidsim run`` end to end on the same
+    scenario (it generates again, then streams the attack above ``--sample-devices``'s
+    default and measures the context figures, defenses and report on the sample); its
+    row also carries the per-stage seconds and peak RSS of ``run.json``.
 Readers skip part hashing (``verify_hashes=False``) so every size does the same work
 (``reidsim infer`` hashes releases up to 2 GiB).  Peak RSS is the child's VmHWM
 (``/proc/self/status``), which unlike ``ru_maxrss`` is not inherited from the parent.
@@ -59,11 +65,14 @@ from _common import RESULTS, machine, save  # noqa: E402
 BLOCK = 50_000
 TARGET_DEVICES, TARGET_DAYS = 12_000_000, 120
 PREDICT_WORKERS = (1, 2, 8, 32, 128)
-STAGES = ("generate", "largest_part", "stream", "whole", "attack", "attack_whole")
+#: the trace defenses of the ``defend`` stage (coarsening and a night-time blackout)
+DEFENSES = ["grid:cell_m=500", "night_suppression:duration_h=8,end_h=6"]
+STAGES = ("generate", "largest_part", "stream", "whole", "attack", "attack_whole", "defend", "run")
 #: the stages' names in the plot
 LABELS = {"generate": "generate", "largest_part": "infer the largest part", "stream": "inference (streaming)",
           "whole": "inference (whole release)", "attack": "attack (streaming)",
-          "attack_whole": "attack (whole release)"}
+          "attack_whole": "attack (whole release)", "defend": "defend (streaming)",
+          "run": "reidsim run (end to end)"}
 
 PRELUDE = """
 import json, resource, sys, time
@@ -125,6 +134,23 @@ res = dict(pings=s['pings'], rows=s['pseudonyms'], parts=s['parts'],
            part_map_seconds_max=max(p['map_seconds'] for p in s['per_part']),
            part_count_seconds_max=max(p['count_seconds'] or 0 for p in s['per_part']),
            inferred_written=s['inferred_written'], tables=len(s['tables']))
+"""
+
+DEFEND = """
+from sim.pipeline.defend import defend_streaming
+_t0, _r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+s = defend_streaming({d!r}, {out!r}, {defenses!r}, verify_hashes=False)
+res = dict(pings=sum(r['pings_in'] for r in s['per_part']), pings_out=s['rows']['pings'], parts=len(s['parts']))
+"""
+
+RUN = """
+from sim.cli import main
+_t0, _r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)  # imports excluded
+open({out!r} + '.toml', 'w').write('seed = 1\\nn_devices = {n}\\nblock_devices = {block}\\n[pings]\\ndays = {days}\\n')
+rc = main(['run', '--config', {out!r} + '.toml', '--out', {out!r}, '-q'])
+assert rc == 0, rc
+info = json.load(open({out!r} + '/run.json'))
+res = dict(run_timings_s=info['timings_s'], run_peak_rss_mb=info.get('peak_rss_mb'), sample=info.get('sample'))
 """
 
 ATTACK_WHOLE = """
@@ -359,6 +385,8 @@ def main():
                     help=f"devices per part (default {BLOCK:,}; 10,000 with --quick so parts are several)")
     ap.add_argument("--whole-max-devices", type=int, default=300_000,
                     help="run the whole-release comparison only up to this many devices")
+    ap.add_argument("--run-max-devices", type=int, default=100_000,
+                    help="run the end-to-end `reidsim run` stage only up to this many devices")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per child process")
     ap.add_argument("--workdir", default=None, help="where datasets go (default a temporary folder)")
     ap.add_argument("--stages", default=",".join(STAGES),
@@ -413,10 +441,12 @@ def main():
             extra = {"largest_part_pings": g["largest_part_pings"], "persons": g["persons"]}
             runs = [("largest_part", PART, True), ("stream", STREAM, True),
                     ("whole", WHOLE, n <= a.whole_max_devices), ("attack", ATTACK, True),
-                    ("attack_whole", ATTACK_WHOLE, n <= a.whole_max_devices)]
+                    ("attack_whole", ATTACK_WHOLE, n <= a.whole_max_devices), ("defend", DEFEND, True),
+                    ("run", RUN, n <= a.run_max_devices)]
             for stage, code, ok in runs:
                 if stage in stages and ok:
-                    r = child(code.format(d=str(d), out=str(tmp / f"o-{stage}-{n}")), a.timeout)
+                    r = child(code.format(d=str(d), out=str(tmp / f"o-{stage}-{n}"), defenses=DEFENSES, n=n,
+                                          days=days, block=block), a.timeout)
                     record({"stage": stage, **common, **extra, **r})
                     shutil.rmtree(tmp / f"o-{stage}-{n}", ignore_errors=True)
             shutil.rmtree(d, ignore_errors=True)
