@@ -59,7 +59,7 @@ from sim.metrics.waterfall import identification_waterfall
 from sim.infer import InferenceParams
 from sim.pipeline.evaluate import DEFAULT_DEFENSES, DEFENSE_ATTACK_CONFIG, evaluate_defenses, infer_by_day
 from sim.pipeline.sensitivity import sensitivity
-from sim.release.dataset import DEFAULT_SAMPLE_DEVICES, load_sample
+from sim.release.dataset import DEFAULT_SAMPLE_DEVICES, load_sample, released_devices
 from sim.report.document import write_report
 
 log = logging.getLogger(__name__)
@@ -255,20 +255,19 @@ def _load_and_validate(out: Path, sample_devices: int | None = DEFAULT_SAMPLE_DE
     return simulation
 
 
-def stream_step(simulation, out: Path, infer_params=None, attack_config=None) -> tuple:
+def stream_step(out: Path, infer_params=None, attack_config=None) -> tuple:
     """Inference and attacks of a large release, part by part over the whole release
     (:func:`sim.pipeline.stream_attacks.attack_streaming`: the tables of
-    :func:`attack_step`, ``inferred`` and ``inferred_by_day`` written), then the
-    observation windows of the sampled devices (``simulation.release``) for the context
-    figures — the very rows the whole release gives them, inference being per pseudonym.
-    Returns ``(sample windows, inference settings, tables, attack settings)``."""
+    :func:`attack_step`, ``inferred`` and ``inferred_by_day`` written).  Needs nothing in
+    memory: it runs before the device sample is loaded, so the sample, the register and
+    the truth tables of :func:`_load_and_validate` do not add to its peak.
+    Returns ``(inference settings, tables, attack settings)``."""
     from sim.pipeline.stream_attacks import attack_streaming, dataset_attack_config
 
     params = dataclasses.asdict(InferenceParams(**(infer_params or {})))
     cfg = dataset_attack_config(out, MAIN_ATTACK_CONFIG, attack_config)
     res = attack_streaming(out, config=cfg, infer_params=params, concat_max_rows=10**9)
-    ibd = infer_by_day(simulation.release, **params)
-    return ibd, params, res["tables"], settings_record(dataclasses.asdict(res["config"]))
+    return params, res["tables"], settings_record(dataclasses.asdict(res["config"]))
 
 
 def run_main(scn: Scenario | None = None, out_dir="reidsim-out", *, progress: bool = True,
@@ -317,15 +316,17 @@ def _run_into(scn, out: Path, progress, defenses, report, infer_params, attack_c
         return res
 
     manifest = stage("generate", lambda: generate(scn, out, progress=False))
-    simulation = stage("load_validate", lambda: _load_and_validate(out, sample_devices))
-    sample = simulation.meta.get("sample")
-    if sample is None:  # everything in memory
+    if sample_devices is None or released_devices(out) <= sample_devices:  # everything in memory
+        simulation = stage("load_validate", lambda: _load_and_validate(out, sample_devices))
         ibd, infer_settings = stage("infer", lambda: infer_step(simulation, out, infer_params))
         tables, attack_settings = stage("attacks", lambda: attack_step(simulation, out, ibd, attack_config))
-    else:  # the whole release part by part; context figures on the device sample
-        ibd, infer_settings, tables, attack_settings = stage(
-            "infer_attacks_streaming", lambda: stream_step(simulation, out, infer_params, attack_config))
-        bar.update(1)
+    else:  # the whole release part by part, first; then the context figures on the device sample
+        infer_settings, tables, attack_settings = stage(
+            "infer_attacks_streaming", lambda: stream_step(out, infer_params, attack_config))
+        simulation = stage("load_validate", lambda: _load_and_validate(out, sample_devices))
+        # the sampled devices' windows: the very rows the whole release gives them (inference is per pseudonym)
+        ibd = stage("infer_sample", lambda: infer_by_day(simulation.release, **infer_settings))
+    sample = simulation.meta.get("sample")
     ceilings = stage("context", lambda: honest_step(simulation, out, ibd, attack_settings))
     _, _, defense_settings = stage("defenses", lambda: defense_step(simulation, out, defenses, progress=False))
     sentence, head = headline_sentence(tables, scn.register.profile)

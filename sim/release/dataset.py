@@ -444,6 +444,13 @@ def sample_devices(device_idx, n_devices: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(dev, size=int(n_devices), replace=False))
 
 
+def released_devices(directory) -> int:
+    """The devices with at least one pseudonym in the release — what :func:`load_sample`
+    samples from (reads one column of the truth pseudonyms)."""
+    pseud = read_frame(as_path(directory) / "truth" / "pseudonyms.parquet", columns=["device_idx"])
+    return int(pseud["device_idx"].nunique())
+
+
 def load_sample(directory, n_devices: int | None, *, seed: int | None = None,
                 verify_hashes: bool | None = None) -> Simulation:
     """Like :func:`load`, but the release holds only the pings of a seeded random sample
