@@ -251,11 +251,47 @@ def write_markdown(scen: list, speed: dict, command: str = "python benchmarks/ru
                 when = json.loads(full.read_text()).get("machine", {}).get("when_utc", "?")
                 lines += [f"  Last full-size run (`{info['script']}` without --quick, {when}):", "", "```",
                           _speed_summary(full), "```", ""]
+    lines += _scale_section(RESULTS / "scale.json")
     p = HERE.parent / "BENCHMARKS.md"
     tmp = p.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(p)
     return p
+
+
+def _scale_section(path: Path) -> list:
+    """The scaling benchmark's figures (``bench_scale.py``, not re-run here: it takes about
+    an hour at 1 M devices): wall time, CPU time and peak RSS per stage and size, the
+    fitted log-log slopes, the prediction for 12 M devices x 120 days, and the plot."""
+    if not path.exists():
+        return []
+    d = json.loads(path.read_text())
+    rows = d.get("rows", [])
+    when = d.get("machine", {}).get("when_utc", "?")
+    out = ["## Scaling (out of core)", "",
+           f"From `{d.get('command', 'python benchmarks/bench_scale.py')}` ({when}; not re-run by this script), "
+           f"{d.get('days')} days, parts of {d.get('block_devices', 0):,} devices, each stage in a fresh process on "
+           "this shared machine; peak RSS is the process's VmHWM. Full record: `benchmarks/results/scale.json`.", "",
+           f"![time and memory per stage against devices x days]({path.with_suffix('.png').relative_to(HERE.parent)})",
+           "", "| stage | devices | pings | wall (s) | CPU (s) | peak RSS (GiB) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['stage']} | {r['devices']:,} | {r.get('pings', 0):,} | {r['wall_s']:,.1f} | "
+                   f"{r['cpu_s']:,.1f} | {r['peak_rss_mb'] / 1024:.2f} |")
+    model = d.get("model", {})
+    slopes = {k: v.get("wall_vs_device_days") for k, v in model.get("slopes", {}).items()
+              if v.get("wall_vs_device_days") is not None}
+    if slopes:
+        out += ["", "Slope of log(wall time) on log(devices x days) (1 = linear): "
+                + ", ".join(f"{k} {v:.2f}" for k, v in slopes.items()) + "."]
+    pred = model.get("prediction", {})
+    if pred.get("per_workers"):
+        out += ["", f"Predicted for {pred['devices']:,} devices x {pred['days']} days ({pred['pings']:,} pings) on N "
+                "machines like this one (assumptions in `scale.json` → `model.assumptions`):", "",
+                "| workers | generate (s) | streaming inference (s) | streaming attack (s) |", "|---|---|---|---|"]
+        for w in pred["per_workers"]:
+            out.append(f"| {w['workers']} | {w['generate_s']} | {w.get('stream_infer_s')} | "
+                       f"{w.get('stream_attack_s')} |")
+    return out + [""]
 
 
 def _speed_summary(path: Path) -> str:
