@@ -36,6 +36,7 @@ from sim.core.constants import ZONE_LEVELS
 from sim.core.errors import ConfigError
 from sim.core.jit import jit, pjit, prange
 from sim.core.rng import TAG_POP, seed_sequence
+from sim.world._kernels import counting_argsort
 from sim.world.model import World
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,101 @@ _P_SIZES, _P_AGES, _P_SLOTS, _P_UNITS, _P_EMPLOY, _P_WORK, _P_PHONE = 1, 2, 3, 4
 #: stable sub-stream of each register profile (a profile lists the same persons alone or
 #: in a combination)
 _PROFILE_STREAM = {"people_search": 1, "voter_file": 2, "professional_network": 3}
+
+#: dtype of the id columns of persons, devices and register (person, household,
+#: building and zone ids; -1 = none): ten million persons take 1.2 GB as int64
+ID_DTYPE = np.int32
+#: dtype of ages (whole years)
+AGE_DTYPE = np.int16
+
+
+def check_id_range(n: int, what: str) -> None:
+    """Refuse ``n`` ids (0..n-1) that would not fit :data:`ID_DTYPE`."""
+    if int(n) > np.iinfo(ID_DTYPE).max:
+        raise ConfigError(
+            f"{int(n):,} {what} exceed the {np.iinfo(ID_DTYPE).max:,} ids the population tables hold "
+            f"({np.dtype(ID_DTYPE).name}); lower world.residents or n_devices.")
+
+
+def as_ids(a: np.ndarray, what: str) -> np.ndarray:
+    """Integer ids (-1 = none) as :data:`ID_DTYPE`, refused when one does not fit."""
+    a = np.asarray(a)
+    if a.dtype == ID_DTYPE:
+        return a
+    if len(a) and int(a.max()) > np.iinfo(ID_DTYPE).max:
+        check_id_range(int(a.max()) + 1, what)
+    return a.astype(ID_DTYPE)
+
+
+# ====================================================================== compact kernels
+def stable_argsort_ids(keys: np.ndarray, n_keys: int) -> np.ndarray:
+    """``np.argsort(keys, kind="stable")`` of integer keys in [0, n_keys), by counting
+    sort (linear time)."""
+    return counting_argsort(np.ascontiguousarray(keys), int(n_keys))[0]
+
+
+@jit
+def _sort_tied_runs(sorted_keys, order):
+    """Within every run of equal ``sorted_keys``, put ``order`` in ascending order (what
+    a stable sort leaves there)."""
+    n = len(order)
+    i = 0
+    while i < n:
+        j = i + 1
+        while j < n and sorted_keys[j] == sorted_keys[i]:
+            j += 1
+        if j - i > 1:
+            order[i:j] = np.sort(order[i:j])
+        i = j
+
+
+def stable_argsort_descending(key: np.ndarray) -> np.ndarray:
+    """``np.argsort(-key, kind="stable")`` of float keys without NaN: NumPy's fast
+    (unstable) sort, then tied keys put back in index order."""
+    neg = -np.asarray(key, dtype=np.float64)
+    order = np.argsort(neg)
+    s = neg[order]
+    if len(s) > 1 and (s[1:] == s[:-1]).any():
+        _sort_tied_runs(s, order)
+    return order
+
+
+@pjit
+def _gather_xy(bx, by, b, ox, oy):
+    for i in prange(len(b)):
+        if b[i] >= 0:
+            ox[i], oy[i] = bx[b[i]], by[b[i]]
+        else:
+            ox[i], oy[i] = np.nan, np.nan
+
+
+def building_xy(bx: np.ndarray, by: np.ndarray, building_id: np.ndarray):
+    """(x_m, y_m) of the given buildings (NaN for -1), as ``np.where(b >= 0,
+    bx[max(b, 0)], nan)``."""
+    b = np.ascontiguousarray(building_id)
+    ox, oy = np.empty(len(b)), np.empty(len(b))
+    _gather_xy(bx, by, b, ox, oy)
+    return ox, oy
+
+
+@pjit
+def _gather_ids(table, b, out):
+    for i in prange(len(b)):
+        out[i] = table[b[i]] if b[i] >= 0 else -1
+
+
+def zone_ids(world: World, building_id: np.ndarray) -> dict:
+    """:meth:`World.building_zone_ids` as :data:`ID_DTYPE` arrays (-1 passes through)."""
+    b = np.ascontiguousarray(building_id)
+    out = {}
+    for lvl in ZONE_LEVELS:
+        col = world.buildings[f"{lvl}_id"].to_numpy()
+        if len(col) and int(col.max()) > np.iinfo(ID_DTYPE).max:  # pragma: no cover - world holds fewer
+            raise ConfigError(f"{lvl} ids of the world exceed {np.dtype(ID_DTYPE).name}")
+        o = np.empty(len(b), dtype=ID_DTYPE)
+        _gather_ids(np.ascontiguousarray(col, dtype=ID_DTYPE), b, o)
+        out[f"{lvl}_id"] = o
+    return out
 
 
 @dataclass
@@ -158,7 +254,7 @@ def _compose(rng, sizes: np.ndarray, ages: np.ndarray) -> np.ndarray:
     rest = np.flatnonzero(~first)
     w = np.where(slot[rest] == 1, SECOND_SLOT_CHILD_WEIGHT, 1.0)
     key = np.log(rng.random(len(rest)) + 1e-300) / w  # Efraimidis-Spirakis keys
-    order = np.argsort(-key, kind="stable")
+    order = stable_argsort_descending(key)
     kid_slots = rest[order[:len(kids)]]
     adult_slots = rest[order[len(kids):]]
     out[kid_slots] = kids
@@ -243,7 +339,9 @@ def make_persons(world: World, n_persons: int, cfg: PopulationConfig, seed: int)
     age, home_building_id, home_x_m, home_y_m, home_<level>_id, work_building_id,
     work_x_m, work_y_m, work_<level>_id, schedule, smartphone.  Persons are ordered by
     home building (spatial locality), household members next to each other, the adult
-    householder first.
+    householder first.  Ids are :data:`ID_DTYPE` (int32; -1 = no work), ages
+    :data:`AGE_DTYPE`, coordinates float64, schedule a categorical: about 76 bytes a
+    person.
     """
     def rng(k):
         return seed_sequence(seed, TAG_POP, _SUB_PERSONS, k)
@@ -253,33 +351,36 @@ def make_persons(world: World, n_persons: int, cfg: PopulationConfig, seed: int)
     n_hh = len(sizes)
     ages = _compose(rng(_P_SLOTS), sizes, draw_ages(rng(_P_AGES), n_persons, cfg))
     hh_building = _place_households(rng(_P_UNITS), world, n_hh)
-    order = np.argsort(hh_building, kind="stable")  # persons ordered by home building
+    check_id_range(n_persons, "persons")
+    check_id_range(world.n_buildings, "buildings")
+    # persons ordered by home building (a counting sort: np.argsort(kind="stable"))
+    order = stable_argsort_ids(hh_building, world.n_buildings)
     hh_building = hh_building[order]
     start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     sizes = sizes[order]
     idx = np.repeat(start[order], sizes) + (np.arange(n_persons) - np.repeat(np.cumsum(sizes) - sizes, sizes))
-    ages = ages[idx]
-    household_id = np.repeat(np.arange(n_hh, dtype=np.int64), sizes)
-    home_b = hh_building[household_id]
+    ages = ages[idx].astype(AGE_DTYPE)
+    del idx, order, start
+    household_id = np.repeat(np.arange(n_hh, dtype=ID_DTYPE), sizes)
+    home_b = hh_building.astype(ID_DTYPE)[household_id]
     n = len(household_id)
     r = rng(_P_EMPLOY)
     employed = r.random(n) < employment_probability(ages, cfg)
     night = employed & (r.random(n) < cfg.night_shift_share)
-    schedule = np.where(employed, np.where(night, SCHED_NIGHT, SCHED_DAY), SCHED_NONE)
+    schedule = np.where(employed, np.where(night, SCHED_NIGHT, SCHED_DAY), SCHED_NONE).astype(np.int8)
+    del night
     work_b = _gravity_workplaces(world, home_b, employed, cfg.commute_decay_km * 1000.0, rng(_P_WORK))
+    del employed
     phone = rng(_P_PHONE).random(n) < smartphone_probability(ages, cfg)
-    hx = b["x_m"].to_numpy()[home_b]
-    hy = b["y_m"].to_numpy()[home_b]
-    has = work_b >= 0
-    wx = np.where(has, b["x_m"].to_numpy()[np.maximum(work_b, 0)], np.nan)
-    wy = np.where(has, b["y_m"].to_numpy()[np.maximum(work_b, 0)], np.nan)
-    hz, wz = world.building_zone_ids(home_b), world.building_zone_ids(work_b)
+    bx, by = b["x_m"].to_numpy(np.float64), b["y_m"].to_numpy(np.float64)
+    (hx, hy), (wx, wy) = building_xy(bx, by, home_b), building_xy(bx, by, work_b)
+    hz, wz = zone_ids(world, home_b), zone_ids(world, work_b)
     cols = {
-        "person_id": np.arange(n, dtype=np.int64), "household_id": household_id,
-        "age": ages.astype(np.int64),
-        "home_building_id": home_b.astype(np.int64), "home_x_m": hx, "home_y_m": hy,
+        "person_id": np.arange(n, dtype=ID_DTYPE), "household_id": household_id,
+        "age": ages,
+        "home_building_id": home_b, "home_x_m": hx, "home_y_m": hy,
         **{f"home_{lvl}_id": hz[f"{lvl}_id"] for lvl in ZONE_LEVELS},
-        "work_building_id": work_b.astype(np.int64), "work_x_m": wx, "work_y_m": wy,
+        "work_building_id": work_b, "work_x_m": wx, "work_y_m": wy,
         **{f"work_{lvl}_id": wz[f"{lvl}_id"] for lvl in ZONE_LEVELS},
         "schedule": pd.Categorical.from_codes(schedule, categories=list(SCHEDULES)),
         "smartphone": phone,
@@ -297,18 +398,19 @@ def _gravity_workplaces(world, home_b, employed, decay_m, rng):
     bjobs = np.bincount(blk, weights=jobs, minlength=n_blocks)
     seeds = world.block_seed_xy
     home_blk = blk[home_b]
-    out = np.full(len(home_b), -1, dtype=np.int64)
+    out = np.full(len(home_b), -1, dtype=ID_DTYPE)
     # buildings with jobs, grouped by block
     jb = np.flatnonzero(jobs > 0)
     jb = jb[np.argsort(blk[jb], kind="stable")]
     starts = np.searchsorted(blk[jb], np.arange(n_blocks + 1))
     emp_idx = np.flatnonzero(employed)
-    order = emp_idx[np.argsort(home_blk[emp_idx], kind="stable")]
+    order = emp_idx[stable_argsort_ids(home_blk[emp_idx], n_blocks)]
     hb_sorted = home_blk[order]
     bounds = np.searchsorted(hb_sorted, np.arange(n_blocks + 1))
     wblk = np.full(len(order), -1, dtype=np.int64)
     # home blocks with employed residents, a few at a time: the kernels compute what
-    # np.hypot, the division and the cumulative sum give row by row; exp stays NumPy's
+    # np.hypot, the cumulative sum, the division and np.searchsorted give row by row;
+    # exp stays NumPy's
     homes = np.flatnonzero(bounds[1:] > bounds[:-1])
     sx, sy = np.ascontiguousarray(seeds[:, 0]), np.ascontiguousarray(seeds[:, 1])
     bjobs = bjobs.astype(np.float64)
@@ -319,10 +421,10 @@ def _gravity_workplaces(world, home_b, employed, decay_m, rng):
         w = buf[:len(hbs)]
         gravity_exponents(sx, sy, hbs, float(decay_m), w)
         np.exp(w, out=w)
-        ok = gravity_cdf_rows(w, bjobs)
+        ok = np.flatnonzero(gravity_cumsum_rows(w, bjobs))
         lo, hi = bounds[hbs][ok], bounds[hbs + 1][ok]
         u = rng.random(int((hi - lo).sum()))  # the draws of every home block in order, at once
-        gravity_pick(w[ok], lo, hi, u, wblk)
+        gravity_pick(w, ok, lo, hi, u, wblk)
     # building inside the chosen block with probability ~ its jobs (one vectorised pass)
     cum = np.concatenate([[0.0], np.cumsum(jobs[jb])])
     lo_c = cum[starts[:-1]]
@@ -341,22 +443,87 @@ def _gravity_workplaces(world, home_b, employed, decay_m, rng):
 GRAVITY_CHUNK = 1 << 21
 
 
+#: constants of glibc's hypot (sysdeps/ieee754/dbl-64/e_hypot.c, glibc >= 2.35)
+_HYPOT_SCALE, _HYPOT_LARGE, _HYPOT_TINY, _HYPOT_EPS = 2.0 ** -600, 2.0 ** 511, 2.0 ** -459, 2.0 ** -54
+
+
+@jit
+def _hypot_kernel(ax, ay):
+    """glibc's hypot kernel without FMA (ax >= ay >= 0, squares in range): the rounded
+    root corrected by Borges' (2019) unfused step."""
+    h = np.sqrt(ax * ax + ay * ay)
+    if h <= 2.0 * ay:
+        delta = h - ay
+        t1 = ax * (2.0 * delta - ax)
+        t2 = (delta - 2.0 * (ax - ay)) * delta
+    else:
+        delta = h - ax
+        t1 = 2.0 * delta * (ax - 2.0 * ay)
+        t2 = (4.0 * delta - ay) * ay + delta * delta
+    return h - (t1 + t2) / (2.0 * h)
+
+
+@jit
+def hypot_glibc(x, y):
+    """hypot(x, y) as glibc >= 2.35 computes it on x86-64 (no FMA), which is what
+    np.hypot and numba's np.hypot call there: bit for bit, every branch (the tests
+    check it against np.hypot)."""
+    if not (np.isfinite(x) and np.isfinite(y)):
+        if np.isinf(x) or np.isinf(y):
+            return np.inf
+        return x + y
+    x, y = abs(x), abs(y)
+    ax = y if x < y else x
+    ay = x if x < y else y
+    if ax > _HYPOT_LARGE:
+        if ay <= ax * _HYPOT_EPS:
+            return ax + ay
+        return _hypot_kernel(ax * _HYPOT_SCALE, ay * _HYPOT_SCALE) / _HYPOT_SCALE
+    if ay < _HYPOT_TINY:
+        if ax >= ay / _HYPOT_EPS:
+            return ax + ay
+        return _hypot_kernel(ax / _HYPOT_SCALE, ay / _HYPOT_SCALE) * _HYPOT_SCALE
+    if ay <= ax * _HYPOT_EPS:
+        return ax + ay
+    return _hypot_kernel(ax, ay)
+
+
 @pjit
 def gravity_exponents(sx, sy, homes, decay_m, out):
     """out[r, j] = -hypot(sx[j] - sx[h], sy[j] - sy[h]) / decay_m for home block
-    h = homes[r]: the exponent of the distance decay, as NumPy computes it."""
+    h = homes[r]: the exponent of the distance decay, as NumPy computes it.
+
+    hypot is :func:`hypot_glibc`: the common case (finite, neither difference tiny
+    nor huge nor negligible against the other) in a branch-free pass the compiler
+    vectorises, then the other pairs (the home block itself, equal coordinates, NaN)
+    again through :func:`hypot_glibc`."""
+    n = len(sx)
     for r in prange(len(homes)):
         hx, hy = sx[homes[r]], sy[homes[r]]
-        for j in range(len(sx)):
-            out[r, j] = -np.hypot(sx[j] - hx, sy[j] - hy) / decay_m
+        row = out[r]
+        for j in range(n):
+            x, y = abs(sx[j] - hx), abs(sy[j] - hy)
+            ax = y if x < y else x
+            ay = x if x < y else y
+            h = np.sqrt(ax * ax + ay * ay)
+            c = h <= 2.0 * ay
+            delta = h - (ay if c else ax)
+            t1 = ax * (2.0 * delta - ax) if c else 2.0 * delta * (ax - 2.0 * ay)
+            t2 = (delta - 2.0 * (ax - ay)) * delta if c else (4.0 * delta - ay) * ay + delta * delta
+            row[j] = -(h - (t1 + t2) / (2.0 * h)) / decay_m
+        for j in range(n):
+            x, y = abs(sx[j] - hx), abs(sy[j] - hy)
+            ax = y if x < y else x
+            ay = x if x < y else y
+            if not (ay >= _HYPOT_TINY and ax <= _HYPOT_LARGE and ay > ax * _HYPOT_EPS):
+                row[j] = -hypot_glibc(sx[j] - hx, sy[j] - hy) / decay_m
 
 
 @pjit
-def gravity_cdf_rows(w, bjobs):
-    """Row r of ``w`` holds exp(exponents); it becomes the normalised cumulative sum of
-    p = bjobs * w[r] (added left to right, as np.cumsum, then divided by the total).
-    Returns whether each row has a positive weight (rows without one are left as the
-    cumulative sums, all 0)."""
+def gravity_cumsum_rows(w, bjobs):
+    """Row r of ``w`` holds exp(exponents); it becomes the cumulative sum of
+    p = bjobs * w[r] (added left to right, as np.cumsum).  Returns whether each row has
+    a positive weight."""
     n_r, n = w.shape
     ok = np.zeros(n_r, dtype=np.bool_)
     for r in prange(n_r):
@@ -368,25 +535,34 @@ def gravity_cdf_rows(w, bjobs):
             s += p
             w[r, j] = s
         ok[r] = pos
-        if pos:
-            tot = w[r, n - 1]
-            for j in range(n):
-                w[r, j] = w[r, j] / tot
     return ok
 
 
-@jit
-def gravity_pick(cdf, lo, hi, u, out):
-    """For row r: out[lo[r]:hi[r]] = min(searchsorted(cdf[r], u_r, side="right"), n - 1),
-    u_r the next hi[r] - lo[r] values of ``u``."""
-    n = cdf.shape[1]
-    k = 0
-    for r in range(len(lo)):
-        m = hi[r] - lo[r]
-        idx = np.searchsorted(cdf[r], u[k:k + m], side="right")
-        for q in range(m):
-            out[lo[r] + q] = min(idx[q], n - 1)
-        k += m
+@pjit
+def gravity_pick(cum, rows, lo, hi, u, out):
+    """For k-th row r = rows[k] of cumulative sums ``cum``:
+    out[lo[k]:hi[k]] = min(searchsorted(cum[r] / cum[r, -1], u_k, side="right"), n - 1),
+    u_k the next hi[k] - lo[k] values of ``u``.  The normalised cdf is divided only
+    where the binary search reads it (the same quotients, so the same answer: the cdf
+    is non-decreasing)."""
+    n = cum.shape[1]
+    m = hi - lo
+    first = np.zeros(len(rows) + 1, dtype=np.int64)
+    for k in range(len(rows)):
+        first[k + 1] = first[k] + m[k]
+    for k in prange(len(rows)):
+        c = cum[rows[k]]
+        tot = c[n - 1]
+        for q in range(m[k]):
+            v = u[first[k] + q]
+            a, b = 0, n  # first index whose cdf exceeds v
+            while a < b:
+                mid = (a + b) >> 1
+                if c[mid] / tot <= v:
+                    a = mid + 1
+                else:
+                    b = mid
+            out[lo[k] + q] = min(a, n - 1)
 
 
 def single_household_share(persons: pd.DataFrame) -> float:
@@ -425,7 +601,7 @@ def choose_devices(persons: pd.DataFrame, n_devices: int, seed: int) -> pd.DataF
     # narrow its owner's register id (a side channel in the release).
     pos = rng.choice(len(owners), size=n_devices, replace=False)
     pid = persons["person_id"].to_numpy()[owners[pos]]
-    return pd.DataFrame({"device_idx": np.arange(n_devices, dtype=np.int64), "person_id": pid.astype(np.int64)})
+    return pd.DataFrame({"device_idx": np.arange(n_devices, dtype=ID_DTYPE), "person_id": as_ids(pid, "person ids")})
 
 
 # ====================================================================== GPS bias
@@ -490,7 +666,7 @@ def make_register(persons: pd.DataFrame, world: World, cfg: RegisterConfig, seed
     Columns (docs/CONTRACTS.md): person_id, name, age, home_building_id, home_x_m,
     home_y_m, home_<level>_id, work_building_id, work_x_m, work_y_m, work_<level>_id
     (-1/NaN where not listed), sources (the profiles listing the person, "+"-joined).
-    Rows are ordered by person_id.
+    Rows are ordered by person_id.  Ids are :data:`ID_DTYPE`, ages :data:`AGE_DTYPE`.
     """
     comps = cfg.components()
     b = world.buildings
@@ -507,23 +683,19 @@ def make_register(persons: pd.DataFrame, world: World, cfg: RegisterConfig, seed
         home_b = np.where((home_b < 0) & (home >= 0), home, home_b)
         work_b = np.where((work_b < 0) & (emp >= 0), emp, work_b)
     rows = np.flatnonzero(listed_any)
-    p = persons.iloc[rows]
-    pid = p["person_id"].to_numpy()
-    home_b, work_b, src_bits = home_b[rows], work_b[rows], src_bits[rows]
-    bx, by = b["x_m"].to_numpy(), b["y_m"].to_numpy()
-    hs, ws = home_b >= 0, work_b >= 0
-    hz, wz = world.building_zone_ids(home_b), world.building_zone_ids(work_b)
+    pid = as_ids(persons["person_id"].to_numpy()[rows], "person ids")
+    home_b, work_b = as_ids(home_b[rows], "building ids"), as_ids(work_b[rows], "building ids")
+    src_bits = src_bits[rows]
+    bx, by = b["x_m"].to_numpy(np.float64), b["y_m"].to_numpy(np.float64)
+    (hx, hy), (wx, wy) = building_xy(bx, by, home_b), building_xy(bx, by, work_b)
+    hz, wz = zone_ids(world, home_b), zone_ids(world, work_b)
     cols = {
         "person_id": pid,
         "name": register_names(pid),
-        "age": p["age"].to_numpy(np.int64),
-        "home_building_id": home_b,
-        "home_x_m": np.where(hs, bx[np.maximum(home_b, 0)], np.nan),
-        "home_y_m": np.where(hs, by[np.maximum(home_b, 0)], np.nan),
+        "age": persons["age"].to_numpy()[rows].astype(AGE_DTYPE),
+        "home_building_id": home_b, "home_x_m": hx, "home_y_m": hy,
         **{f"home_{lvl}_id": hz[f"{lvl}_id"] for lvl in ZONE_LEVELS},
-        "work_building_id": work_b,
-        "work_x_m": np.where(ws, bx[np.maximum(work_b, 0)], np.nan),
-        "work_y_m": np.where(ws, by[np.maximum(work_b, 0)], np.nan),
+        "work_building_id": work_b, "work_x_m": wx, "work_y_m": wy,
         **{f"work_{lvl}_id": wz[f"{lvl}_id"] for lvl in ZONE_LEVELS},
     }
     names = [c[0] for c in comps]
@@ -533,7 +705,7 @@ def make_register(persons: pd.DataFrame, world: World, cfg: RegisterConfig, seed
     cats = sorted(labels)
     code_of_mask = np.array([cats.index(lab) for lab in labels], dtype=np.int64)
     cols["sources"] = pd.Categorical.from_codes(code_of_mask[np.searchsorted(masks, src_bits)], categories=cats)
-    return pd.DataFrame(cols, copy=False)  # columns are new arrays or views of the subset `p`
+    return pd.DataFrame(cols, copy=False)  # every column is a new array: no copy needed
 
 
 def register_names(person_id):

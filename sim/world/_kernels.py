@@ -3,7 +3,9 @@
 Seeds are bucketed into square cells; a query scans rings of cells outward from its
 own cell and stops once the ring's inner distance exceeds the best distance found, so
 the answer is the exact nearest seed (ties: lowest seed index).  Used by
-:meth:`sim.world.World.locate` for blocks (Voronoi cells) and buildings.
+:meth:`sim.world.World.locate` for blocks (Voronoi cells) and buildings.  The points are
+bucketed by a counting sort (:func:`counting_argsort`, also the population's stable
+sort of small integer keys).
 """
 import numpy as np
 
@@ -26,9 +28,12 @@ class GridIndex:
         cx = np.floor((xy[:, 0] - x0) / cell).astype(np.int64)
         cy = np.floor((xy[:, 1] - y0) / cell).astype(np.int64)
         cid = cy * nx + cx
-        order = np.argsort(cid, kind="stable")
-        self.order = order.astype(np.int64)
-        self.start = np.searchsorted(cid[order], np.arange(nx * ny + 1)).astype(np.int64)
+        if n and 0 <= cid.min() and cid.max() < nx * ny:
+            self.order, self.start = counting_argsort(cid, nx * ny)
+        else:  # no point, or NaN coordinates
+            order = np.argsort(cid, kind="stable")
+            self.order = order.astype(np.int64)
+            self.start = np.searchsorted(cid[order], np.arange(nx * ny + 1)).astype(np.int64)
         self.params = np.array([x0, y0, cell], dtype=np.float64)
         self.nx, self.ny = nx, ny
 
@@ -39,6 +44,25 @@ class GridIndex:
         out = np.empty(len(x), dtype=np.int64)
         _query(x, y, self.xy, self.order, self.start, self.params, self.nx, self.ny, out)
         return out
+
+
+@jit
+def counting_argsort(keys, n_keys):
+    """``(order, start)`` of integer keys in [0, n_keys), by counting sort (linear
+    time): ``order = np.argsort(keys, kind="stable")`` and the CSR offsets
+    ``start[k] = np.searchsorted(keys[order], k)`` for k in 0..n_keys."""
+    start = np.zeros(n_keys + 1, dtype=np.int64)
+    for i in range(len(keys)):
+        start[keys[i] + 1] += 1
+    for k in range(n_keys):
+        start[k + 1] += start[k]
+    nxt = start[:-1].copy()
+    order = np.empty(len(keys), dtype=np.int64)
+    for i in range(len(keys)):
+        k = keys[i]
+        order[nxt[k]] = i
+        nxt[k] += 1
+    return order, start
 
 
 @jit

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import shapely
 from scipy.spatial import cKDTree
+from threadpoolctl import threadpool_limits
 
 from sim.core.config import WorldConfig, mean_household_size
 from sim.core.jit import jit
@@ -339,7 +340,11 @@ def _kmeans_groups(xy, weights, k, rng):
     if k == 1:
         return np.zeros(len(xy), dtype=np.int64)
     km = KMeans(n_clusters=k, n_init=1, random_state=int(rng.integers(2**31 - 1)), max_iter=100)
-    lab = km.fit_predict(xy, sample_weight=np.maximum(weights, 1e-9))
+    # one BLAS thread: the k-means++ seeding makes thousands of tiny products, which
+    # two BLAS threads make several times slower on a busy machine (each product is
+    # computed whole by one thread either way, so the result is the same)
+    with threadpool_limits(limits=1, user_api="blas"):
+        lab = km.fit_predict(xy, sample_weight=np.maximum(weights, 1e-9))
     # relabel densely in order of first appearance (sorted by centroid x, y)
     cen = km.cluster_centers_
     order = np.lexsort((cen[:, 1], cen[:, 0]))
@@ -364,7 +369,7 @@ def assemble_world(xy, exp_res, jobs_w, seeds, boundary, cfg, rng, crs, utc_offs
     n_blocks = len(seeds)
     tree = cKDTree(seeds)
     if tract_of_block is None:
-        block = tree.query(xy)[1].astype(np.int64)
+        block = tree.query(xy, workers=-1)[1].astype(np.int64)  # each point alone: any thread count
         bpop = np.bincount(block, weights=exp_res, minlength=n_blocks)
         n_tracts = max(1, int(round(n_blocks / cfg.blocks_per_tract)))
         tract_of_block = _kmeans_groups(seeds, bpop + 1.0, n_tracts, rng)
