@@ -446,6 +446,8 @@ def main():
                 if stage in stages and ok:
                     r = child(code.format(d=str(d), out=str(tmp / f"o-{stage}-{n}"), defenses=DEFENSES, n=n,
                                           days=days, block=block), a.timeout)
+                    if r.get("run_peak_rss_mb"):  # `run` resets the peak per stage: the child's is their max
+                        r["peak_rss_mb"] = max([r["peak_rss_mb"]] + [v for v in r["run_peak_rss_mb"].values() if v])
                     record({"stage": stage, **common, **extra, **r})
                     shutil.rmtree(tmp / f"o-{stage}-{n}", ignore_errors=True)
             shutil.rmtree(d, ignore_errors=True)
