@@ -740,20 +740,12 @@ class _Windows(dict):
         return self._last[1]
 
     def _read(self, d: int) -> pd.DataFrame:
-        import pyarrow as pa
-
         if not self._names:
             return pd.DataFrame({c: pd.Series(dtype=object if c == "pseudonym" else np.float64)
                                  for c in DEVICE_COLUMNS})
-        parts = [read_table(self._folder / n, columns=list(DEVICE_COLUMNS), filters=[("window_days", "=", d)])
-                 for n in self._names]
-        t = pa.concat_tables(parts).to_pandas()
-        del parts
-        t = t.iloc[self._order].reset_index(drop=True)
+        t = _read_window(self._folder, self._names, self._order, d, list(DEVICE_COLUMNS)).to_pandas()
         t["pseudonym"] = t["pseudonym"].to_numpy(dtype=object)
-        if not np.array_equal(t["pseudonym"].to_numpy(dtype=object), self._want):  # not one row per trace: sort
-            t = t.sort_values("pseudonym", kind="stable").reset_index(drop=True)
-        return t
+        return _in_trace_order(t, self._want)
 
     def get(self, d, default=None):
         return self[d] if d in self.keys() else default
@@ -765,6 +757,23 @@ class _Windows(dict):
         return ((d, self[d]) for d in self.keys())
 
 
+def _in_trace_order(t: pd.DataFrame, want: np.ndarray) -> pd.DataFrame:
+    """A window's table (already taken in pseudonym order), sorted by pseudonym when it
+    is not one row per trace of ``want``."""
+    if not np.array_equal(t["pseudonym"].to_numpy(dtype=object), want):
+        t = t.sort_values("pseudonym", kind="stable").reset_index(drop=True)
+    return t
+
+
+def _read_window(folder, part_names: list, order: np.ndarray, d: int, columns=None):
+    """Window ``d`` of every part's inferred file (its own row group), in part order,
+    then taken in the whole release's pseudonym order: a pyarrow Table."""
+    import pyarrow as pa
+
+    return pa.concat_tables([read_table(folder / n, columns=columns, filters=[("window_days", "=", int(d))])
+                             for n in part_names]).take(pa.array(order))
+
+
 def _inferred_by_day(maps: list, order: np.ndarray, span: pd.DataFrame) -> dict:
     """``{days: table}`` in the whole release's trace (pseudonym) order, one window at a
     time (each part's tables of a window are dropped once concatenated)."""
@@ -773,10 +782,7 @@ def _inferred_by_day(maps: list, order: np.ndarray, span: pd.DataFrame) -> dict:
     out = {}
     for d in days:
         t = pd.concat([r["inferred"].pop(d) for r in maps], ignore_index=True)
-        t = t.iloc[order].reset_index(drop=True)
-        if not np.array_equal(t["pseudonym"].to_numpy(dtype=object), want):  # not one row per trace: sort
-            t = t.sort_values("pseudonym", kind="stable").reset_index(drop=True)
-        out[int(d)] = t
+        out[int(d)] = _in_trace_order(t.iloc[order].reset_index(drop=True), want)
     return out
 
 
@@ -851,13 +857,10 @@ def _write(out: Path, stage: Path, rec: dict, tables: dict, cfg, world, inferred
 def _write_inferred(stage: Path, inferred: dict, did: str) -> None:
     """inferred_by_day (every window) and inferred (the largest), rows of each window in
     the whole release's pseudonym order, read back one part's window at a time."""
-    import pyarrow as pa
+    folder, names, order = as_path(inferred["parts_dir"]), inferred["part_names"], inferred["order"]
 
-    folder, order = as_path(inferred["parts_dir"]), pa.array(inferred["order"])
-
-    def window(d):  # window d of every part (its own row group), in part order, then in pseudonym order
-        return pa.concat_tables([read_table(folder / n, filters=[("window_days", "=", int(d))])
-                                 for n in inferred["part_names"]]).take(order)
+    def window(d):
+        return _read_window(folder, names, order, d)
 
     days = inferred["days"]
     write_inferred_concat((window(d) for d in days), stage / "inferred_by_day", did)
