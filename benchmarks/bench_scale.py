@@ -75,14 +75,10 @@ LABELS = {"generate": "generate", "largest_part": "infer the largest part", "str
 
 PRELUDE = """
 import json, resource, sys, time
+from sim.core.memory import peak_rss_mb
 def _peak_mb():
-    try:
-        for line in open('/proc/self/status'):
-            if line.startswith('VmHWM:'):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    v = peak_rss_mb()  # VmHWM; ru_maxrss where /proc is missing
+    return v if v is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 _t0, _r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
 """
 EPILOGUE = """
