@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -203,12 +202,7 @@ def clean_stale_staging(path) -> list:
     gone = []
     for e in as_path(path).iterdir():
         if is_staging_name(e.name):
-            if isinstance(e, URLPath):
-                rmtree(e)
-            elif e.is_dir():
-                shutil.rmtree(e, ignore_errors=True)
-            else:
-                e.unlink(missing_ok=True)
+            rmtree(e)
             gone.append(e.name)
     return gone
 
@@ -232,40 +226,22 @@ def commit_staged(stage: Path, out: Path, *, marker: str, remove=()) -> None:
     entry's old keys are removed and its staged keys moved in (copied and deleted on an
     object store), the marker last.
     """
-    if isinstance(out, URLPath):
-        _commit_staged_url(stage, out, marker, remove)
-        return
-    old = out / marker
-    if old.exists():
-        old.unlink()
-    for name in remove:
-        e = out / name
-        if e.is_dir():
-            shutil.rmtree(e, ignore_errors=True)
-        elif e.exists():
-            e.unlink()
-    for entry in sorted(stage.iterdir(), key=lambda p: p.name == marker):
-        dst = out / entry.name
-        if dst.exists():
-            trash = out / f"{STAGING_PREFIX}old-{uuid.uuid4().hex[:8]}-{entry.name}"
-            os.replace(dst, trash)
-            os.replace(entry, dst)
-            if trash.is_dir():
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                trash.unlink(missing_ok=True)
-        else:
-            os.replace(entry, dst)
-    stage.rmdir()
-
-
-def _commit_staged_url(stage: URLPath, out: URLPath, marker: str, remove) -> None:
     (out / marker).unlink(missing_ok=True)
     for name in remove:
         rmtree(out / name)
     for entry in sorted(stage.iterdir(), key=lambda p: p.name == marker):
-        _replace(entry, out / entry.name)
-    rmtree(stage)
+        dst = out / entry.name
+        if isinstance(dst, URLPath) or not dst.exists():
+            _replace(entry, dst)  # at a URL: the old keys go, then the staged ones move in
+        else:  # swap through a trash name, so dst is never missing
+            trash = out / f"{STAGING_PREFIX}old-{uuid.uuid4().hex[:8]}-{entry.name}"
+            os.replace(dst, trash)
+            os.replace(entry, dst)
+            rmtree(trash)
+    if isinstance(stage, URLPath):
+        rmtree(stage)
+    else:
+        stage.rmdir()
 
 
 def file_sha256(path, chunk: int = 1 << 22) -> str:

@@ -316,13 +316,13 @@ def _tmp_sibling(p: URLPath) -> URLPath:
     return p.with_name(f".{p.name}.tmp-{uuid.uuid4().hex[:8]}")
 
 
-def upload(local, dst: URLPath) -> None:
-    """Copy the local file ``local`` to ``dst``: to a temporary key beside it, then moved
-    onto ``dst``, so ``dst`` holds either its old bytes or the complete new ones.  The
-    temporary key is removed on failure."""
+def _via_tmp(dst: URLPath, write) -> None:
+    """``write(key)`` to a temporary key beside ``dst``, then move it onto ``dst``, so
+    ``dst`` holds either its old bytes or the complete new ones; the temporary key is
+    removed on failure."""
     tmp = _tmp_sibling(dst)
     try:
-        dst.fsspec.put_file(str(local), tmp.path)
+        write(tmp.path)
         dst.fsspec.mv(tmp.path, dst.path)
     finally:
         if tmp.fsspec.exists(tmp.path):
@@ -330,17 +330,15 @@ def upload(local, dst: URLPath) -> None:
     dst.fsspec.invalidate_cache(dst.parent.path)
 
 
+def upload(local, dst: URLPath) -> None:
+    """Copy the local file ``local`` to the URL ``dst`` atomically (:func:`_via_tmp`)."""
+    _via_tmp(dst, lambda key: dst.fsspec.put_file(str(local), key))
+
+
 def write_bytes_atomic(p: URLPath, data: bytes) -> None:
-    """Write ``data`` to the URL ``p`` through a temporary key (see :func:`upload`).
-    Local files: :func:`sim.core.files.atomic_path`."""
-    tmp = _tmp_sibling(p)
-    try:
-        p.fsspec.pipe_file(tmp.path, data)
-        p.fsspec.mv(tmp.path, p.path)
-    finally:
-        if tmp.fsspec.exists(tmp.path):
-            tmp.unlink(missing_ok=True)
-    p.fsspec.invalidate_cache(p.parent.path)
+    """Write ``data`` to the URL ``p`` atomically (:func:`_via_tmp`).  Local files:
+    :func:`sim.core.files.atomic_path`."""
+    _via_tmp(p, lambda key: p.fsspec.pipe_file(key, data))
 
 
 def _files_under(p: URLPath) -> list:
