@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import platform
-import tempfile
 import time
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from sim.core.files import (
     file_sha256,
     new_staging_dir,
 )
-from sim.core.storage import URLPath, as_path, copy_tree, parquet_file, rmtree
+from sim.core.storage import as_path, parquet_file, rmtree
 from sim.population import SCHEDULES, building_gps_bias, choose_devices, make_persons, make_register
 from sim.generate.pseudonyms import maid_bytes, pseudonyms_of
 from sim.world.build import build_world
@@ -438,7 +437,7 @@ def generate(scn: Scenario, out_dir, *, progress: bool = True, backend: str = "l
             side = []
             syn = synthesize(
                 scn, background=tables,
-                on_world=lambda w: side.append(tables.submit(_save_world, w, stage / "world")),
+                on_world=lambda w: side.append(tables.submit(w.save, stage / "world")),
                 on_persons=lambda p: side.append(
                     tables.submit(_write_frame, p, stage / "truth" / "persons.parquet")),
             )
@@ -540,17 +539,6 @@ def _write_part(table: pa.Table, path) -> dict:
 def _write_frame(df: pd.DataFrame, path) -> None:
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
-
-
-def _save_world(world: World, dest) -> None:
-    """``world.save(dest)``; at a URL through a local temporary folder, uploaded file by
-    file (each to a temporary key, then moved)."""
-    if not isinstance(dest, URLPath):
-        world.save(dest)
-        return
-    with tempfile.TemporaryDirectory(prefix="reidsim-world-") as td:
-        world.save(td)
-        copy_tree(Path(td), dest)
 
 
 def _write_register(register: Future, path) -> int:

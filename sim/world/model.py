@@ -194,9 +194,9 @@ class World:
 
     # ------------------------------------------------------------ I/O
     def save(self, directory) -> None:
-        """Write buildings.parquet, block/tract/district GeoParquet and world.json."""
-
-        d = Path(directory)
+        """Write buildings.parquet, block/tract/district GeoParquet and world.json, each
+        atomically (``directory`` may be a URL)."""
+        d = as_path(directory)
         d.mkdir(parents=True, exist_ok=True)
         with atomic_path(d / "buildings.parquet") as tmp:
             self.buildings.to_parquet(tmp, index=False)
