@@ -51,7 +51,7 @@ import pandas as pd
 from sim import __version__
 from sim.core.errors import ConfigError, InputError
 from sim.core.files import atomic_path, claim_output_dir, new_staging_dir
-from sim.core.storage import URLPath, as_path, copy_file, copy_tree, read_frame, rmtree
+from sim.core.storage import as_path, copy_file, copy_tree, read_frame, read_table, rmtree
 from sim.core.traces import Traces
 from sim.generate.engine import commit_dataset, dask_client, pings_table, write_pings_part
 from sim.release.dataset import check_dataset, read_release_part
@@ -104,9 +104,7 @@ def _part_context(traces: Traces, ctx_path: str, seed: int, world) -> BrokerCont
     import pyarrow.dataset as ds
 
     names = np.asarray(traces.pseudonym, dtype=object).astype(str)
-    p = as_path(ctx_path)
-    source = ds.dataset(p.path, filesystem=p.fs) if isinstance(p, URLPath) else ds.dataset(p)
-    tab = source.to_table(filter=ds.field("pseudonym").isin(pa.array(names, type=pa.string())))
+    tab = read_table(as_path(ctx_path), filters=ds.field("pseudonym").isin(pa.array(names, type=pa.string())))
     df = tab.to_pandas().drop_duplicates("pseudonym").set_index("pseudonym")
     pos = df.index.get_indexer(pd.Index(names, dtype=object))
     if (pos < 0).any():
