@@ -223,7 +223,8 @@ def cmd_run(a):
     check_output_path(a.out)
     _check_memory(scn, what="running this scenario")
     info = run_main(scn, a.out, progress=not a.quiet, overwrite=a.overwrite,
-                    sample_devices=a.sample_devices or None)
+                    sample_devices=a.sample_devices or None, backend=a.backend, scheduler=a.scheduler,
+                    n_workers=a.workers)
     if info.get("sample"):
         print(f"attacks over all {info['sample']['of']:,} devices part by part; context figures on a seeded "
               f"sample of {info['sample']['devices']:,} devices")
@@ -390,6 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--sample-devices", type=_nonnegative_int, default=20_000, metavar="N",
                    help="above N devices, attack the release part by part and measure the context figures on a "
                         "seeded sample of N devices (default 20000; 0: everything in memory)")
+    c.add_argument("--backend", choices=["local", "dask"], default="local",
+                   help="run that part-by-part attack stage in this process (local) or as Dask tasks, one per "
+                        "part (dask; the same tables)")
+    c.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
+    c.add_argument("--workers", type=_positive_int, default=2,
+                   help="LocalCluster workers for --backend dask (>= 1, default 2)")
     c.add_argument("-q", "--quiet", action="store_true")
     c.set_defaults(func=cmd_run)
 

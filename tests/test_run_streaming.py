@@ -68,3 +68,21 @@ def test_cli_sample_devices(tmp_path, capsys):
     assert json.loads((tmp_path / "o" / "run.json").read_text())["sample"]["devices"] == 40
     assert main(["run", "--config", str(cfg), "--out", str(tmp_path / "p"), "-q", "--sample-devices", "-2"]) == 2
     assert not (tmp_path / "p").exists()
+
+
+def test_dask_backend_gives_the_local_tables(streamed, tmp_path):
+    """``run_main(backend="dask")`` (``reidsim run --backend dask``): the part-by-part
+    stage on a LocalCluster of two worker processes writes the local backend's tables and
+    records the workers' peaks."""
+    from sim.pipeline.main import run_main
+
+    d, info = streamed
+    scn = tiny_scenario().replace(block_devices=97)
+    got = run_main(scn, tmp_path / "o", report=False, progress=False, sample_devices=80, backend="dask", n_workers=2)
+    assert got["headline"] == info["headline"]
+    assert got["stream"]["backend"] == "dask" and got["stream"]["n_workers"] == 2
+    assert len(got["stream"]["worker_peak_rss_mb"]) == 2 and all(v > 0 for v in got["stream"]["worker_peak_rss_mb"])
+    assert info["stream"]["backend"] == "local" and "worker_peak_rss_mb" not in info["stream"]
+    for name in ATTACK_TABLES:
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "o" / "attacks" / f"{name}.parquet"),
+                                      pd.read_parquet(d / "attacks" / f"{name}.parquet"), obj=name)

@@ -4,10 +4,16 @@
 kernel's high-water mark (``VmHWM``) is reset by writing 5 to ``/proc/self/clear_refs``.
 Where that is not allowed, the reset does nothing and the figure is the process's peak
 so far (an upper bound).
+
+``release_free_memory()`` hands memory that freed Python objects and arrays leave in the
+allocator's heap back to the system (``gc`` then glibc's ``malloc_trim``), so that what
+one stage freed does not count in the next stage's peak.
 """
 from __future__ import annotations
 
-__all__ = ["peak_rss_mb", "reset_peak_rss"]
+import gc
+
+__all__ = ["peak_rss_mb", "release_free_memory", "reset_peak_rss"]
 
 
 def peak_rss_mb() -> float | None:
@@ -29,4 +35,16 @@ def reset_peak_rss() -> bool:
             f.write("5")
         return True
     except OSError:
+        return False
+
+
+def release_free_memory() -> bool:
+    """Collect garbage and return the allocator's free heap pages to the system (glibc
+    ``malloc_trim(0)``); False where there is no glibc (then only the collection runs)."""
+    gc.collect()
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
         return False

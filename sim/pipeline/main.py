@@ -43,7 +43,7 @@ from sim.attacks.gathering import pick_gathering
 from sim.core.config import Scenario
 from sim.core.fmt import pct_ci
 from sim.core.ledger import ledger_rows
-from sim.core.memory import peak_rss_mb, reset_peak_rss
+from sim.core.memory import peak_rss_mb, release_free_memory, reset_peak_rss
 from sim.core.files import (
     DATASET_ENTRIES,
     DERIVED_ENTRIES,
@@ -255,29 +255,40 @@ def _load_and_validate(out: Path, sample_devices: int | None = DEFAULT_SAMPLE_DE
     return simulation
 
 
-def stream_step(out: Path, infer_params=None, attack_config=None) -> tuple:
+def stream_step(out: Path, infer_params=None, attack_config=None, *, backend: str = "local",
+                scheduler: str | None = None, n_workers: int = 2) -> tuple:
     """Inference and attacks of a large release, part by part over the whole release
     (:func:`sim.pipeline.stream_attacks.attack_streaming`: the tables of
     :func:`attack_step`, ``inferred`` and ``inferred_by_day`` written).  Needs nothing in
     memory: it runs before the device sample is loaded, so the sample, the register and
     the truth tables of :func:`_load_and_validate` do not add to its peak.
-    Returns ``(inference settings, tables, attack settings)``."""
+    ``backend``, ``scheduler``, ``n_workers``: as :func:`attack_streaming` (the passes
+    over the parts on Dask workers; the reduce stays in this process).  Returns
+    ``(inference settings, tables, attack settings, stream record)``; the record has the
+    passes' seconds and, on Dask, the workers' peak memory."""
     from sim.pipeline.stream_attacks import attack_streaming, dataset_attack_config
 
     params = dataclasses.asdict(InferenceParams(**(infer_params or {})))
     cfg = dataset_attack_config(out, MAIN_ATTACK_CONFIG, attack_config)
-    res = attack_streaming(out, config=cfg, infer_params=params, concat_max_rows=10**9)
-    return params, res["tables"], settings_record(dataclasses.asdict(res["config"]))
+    res = attack_streaming(out, config=cfg, infer_params=params, concat_max_rows=10**9, backend=backend,
+                           scheduler=scheduler, n_workers=n_workers)
+    rec = {k: res.get(k) for k in ("backend", "n_workers", "passes", "driver_peak_rss_mb", "worker_peak_rss_mb")
+           if res.get(k) is not None}
+    return params, res["tables"], settings_record(dataclasses.asdict(res["config"])), rec
 
 
 def run_main(scn: Scenario | None = None, out_dir="reidsim-out", *, progress: bool = True,
              defenses=None, report: bool = True, overwrite: bool = False,
-             infer_params=None, attack_config=None, sample_devices: int | None = DEFAULT_SAMPLE_DEVICES) -> dict:
+             infer_params=None, attack_config=None, sample_devices: int | None = DEFAULT_SAMPLE_DEVICES,
+             backend: str = "local", scheduler: str | None = None, n_workers: int = 2) -> dict:
     """Run the whole pipeline on a scenario (default: the built-in one) into ``out_dir``.
 
     Above ``sample_devices`` devices the release is attacked part by part and the
     context figures are measured on a seeded sample of that many devices (module
-    docstring); ``None`` holds everything in memory whatever the size.
+    docstring); ``None`` holds everything in memory whatever the size.  ``backend``
+    ``"dask"`` runs that part-by-part stage's passes on a LocalCluster of ``n_workers``
+    worker processes (or on ``scheduler``); the tables are the same as the local
+    backend's.  run.json's ``stream`` block then records the workers' peak memory.
 
     ``out_dir`` must be new, empty, or a reidsim folder (replaced only with
     ``overwrite=True``; see :func:`sim.core.files.claim_output_dir`).  Everything is
@@ -291,7 +302,8 @@ def run_main(scn: Scenario | None = None, out_dir="reidsim-out", *, progress: bo
     out = claim_output_dir(out_dir, overwrite=overwrite)
     staging = new_staging_dir(out)
     try:
-        info = _run_into(scn, staging, progress, defenses, report, infer_params, attack_config, sample_devices)
+        info = _run_into(scn, staging, progress, defenses, report, infer_params, attack_config, sample_devices,
+                         dict(backend=backend, scheduler=scheduler, n_workers=n_workers))
         commit_staged(staging, out, marker="run.json", remove=DATASET_ENTRIES + DERIVED_ENTRIES)
     finally:
         if staging.exists():
@@ -299,14 +311,22 @@ def run_main(scn: Scenario | None = None, out_dir="reidsim-out", *, progress: bo
     return info
 
 
+def _headline_tables(tables: dict) -> dict:
+    """The attack tables the rest of the run reads (the headline's ladder).  The others
+    are written already; at scale their per-device tables run to millions of rows and
+    would only add to every later stage's memory."""
+    return {"ladder": tables.get("ladder")}
+
+
 def _run_into(scn, out: Path, progress, defenses, report, infer_params, attack_config,
-              sample_devices=DEFAULT_SAMPLE_DEVICES) -> dict:
+              sample_devices=DEFAULT_SAMPLE_DEVICES, dask=None) -> dict:
     bar = tqdm(total=7 if report else 6, desc="reidsim run", unit="stage", disable=not progress,
                bar_format="{desc}: {n}/{total} stages |{bar}| {elapsed} {postfix}")
     timings, peaks = {}, {}
 
     def stage(name, fn):
         bar.set_postfix_str(name)
+        release_free_memory()  # what earlier stages freed does not count in this one's peak
         reset_peak_rss()
         t = time.perf_counter()
         res = fn()
@@ -316,13 +336,16 @@ def _run_into(scn, out: Path, progress, defenses, report, infer_params, attack_c
         return res
 
     manifest = stage("generate", lambda: generate(scn, out, progress=False))
+    stream_rec = None
     if sample_devices is None or released_devices(out) <= sample_devices:  # everything in memory
         simulation = stage("load_validate", lambda: _load_and_validate(out, sample_devices))
         ibd, infer_settings = stage("infer", lambda: infer_step(simulation, out, infer_params))
         tables, attack_settings = stage("attacks", lambda: attack_step(simulation, out, ibd, attack_config))
+        tables = _headline_tables(tables)
     else:  # the whole release part by part, first; then the context figures on the device sample
-        infer_settings, tables, attack_settings = stage(
-            "infer_attacks_streaming", lambda: stream_step(out, infer_params, attack_config))
+        infer_settings, tables, attack_settings, stream_rec = stage(
+            "infer_attacks_streaming", lambda: stream_step(out, infer_params, attack_config, **(dask or {})))
+        tables = _headline_tables(tables)
         simulation = stage("load_validate", lambda: _load_and_validate(out, sample_devices))
         # the sampled devices' windows: the very rows the whole release gives them (inference is per pseudonym)
         ibd = stage("infer_sample", lambda: infer_by_day(simulation.release, **infer_settings))
@@ -333,7 +356,7 @@ def _run_into(scn, out: Path, progress, defenses, report, infer_params, attack_c
     head["ceilings"] = ceilings
     info = {"headline": sentence, "headline_figures": head, "ledger": ledger_rows(scn), "scenario": scn.to_dict(),
             "config_hash": scn.config_hash(), "seed": scn.seed, "reidsim_version": __version__,
-            "dataset_id": manifest["dataset_id"], "sample": sample,
+            "dataset_id": manifest["dataset_id"], "sample": sample, "stream": stream_rec,
             "settings": {"inference": infer_settings, "attacks": attack_settings, **defense_settings},
             "timings_s": {k: round(v, 2) for k, v in timings.items()}, "peak_rss_mb": dict(peaks)}
     write_json(info, out / "run.json")

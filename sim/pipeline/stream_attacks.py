@@ -461,7 +461,7 @@ def attack_streaming(directory, out_dir=None, config=None, backend: str = "local
         The ``attacks/stream_summary.json`` record (dataset_id, backend, n_workers, parts,
         pings, pseudonyms, largest_part_pings — the most pings any task held —, seconds,
         per-pass and per-part seconds, sample_candidates, inferred_written, geofence,
-        driver_peak_rss_mb) plus ``tables`` ({name: DataFrame}, as ``run_attacks``
+        driver_peak_rss_mb; on Dask also worker_peak_rss_mb, each worker's peak) plus ``tables`` ({name: DataFrame}, as ``run_attacks``
         returns), ``config`` (the ``AttackConfig`` run, the picked geofence filled in) and
         ``register_profile``.
     """
@@ -528,7 +528,11 @@ class _Run:
         with ctx as client:
             self.client = client
             try:
-                return self._attack(cfg, st, gathering, params, ibd_given)
+                res = self._attack(cfg, st, gathering, params, ibd_given)
+                if client is not None:  # each worker's peak (its whole life: one run's, on a LocalCluster)
+                    self.rec["worker_peak_rss_mb"] = sorted(v for v in client.run(peak_rss_mb).values()
+                                                            if v is not None)
+                return res
             finally:
                 self.client = None
 
