@@ -651,7 +651,8 @@ def _profile_listing(persons, res, name, prof, seed):
     return listed, home, emp
 
 
-def make_register(persons: pd.DataFrame, world: World, cfg: RegisterConfig, seed: int) -> pd.DataFrame:
+def make_register(persons: pd.DataFrame, world: World, cfg: RegisterConfig, seed: int, *,
+                  names: bool = True) -> pd.DataFrame:
     """The attacker's register: adults with their home address (and some employers).
 
     ``cfg.profile`` names one or several record profiles joined by "+" (see
@@ -667,6 +668,8 @@ def make_register(persons: pd.DataFrame, world: World, cfg: RegisterConfig, seed
     home_y_m, home_<level>_id, work_building_id, work_x_m, work_y_m, work_<level>_id
     (-1/NaN where not listed), sources (the profiles listing the person, "+"-joined).
     Rows are ordered by person_id.  Ids are :data:`ID_DTYPE`, ages :data:`AGE_DTYPE`.
+    ``names=False`` leaves out the name column (no attack reads it; at millions of rows
+    it is the largest column), the other columns unchanged.
     """
     comps = cfg.components()
     b = world.buildings
@@ -691,7 +694,7 @@ def make_register(persons: pd.DataFrame, world: World, cfg: RegisterConfig, seed
     hz, wz = zone_ids(world, home_b), zone_ids(world, work_b)
     cols = {
         "person_id": pid,
-        "name": register_names(pid),
+        **({"name": register_names(pid)} if names else {}),
         "age": persons["age"].to_numpy()[rows].astype(AGE_DTYPE),
         "home_building_id": home_b, "home_x_m": hx, "home_y_m": hy,
         **{f"home_{lvl}_id": hz[f"{lvl}_id"] for lvl in ZONE_LEVELS},

@@ -491,3 +491,19 @@ def test_blocked_candidate_sets_equal_one_block(rotated, relink):
         pd.testing.assert_frame_equal(got[1], ref[1])
     with pytest.raises(ConfigError):
         LD.ladder_attack(by_day, p["register"], w, p["pseudonyms"], block_rows=0)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 5000])
+def test_unique_points_equals_numpy_unique_rows(n):
+    """The ranked rung's distinct listed addresses: the same points and inverse as
+    ``np.unique(..., axis=0, return_inverse=True)``, the slow reference."""
+    from sim.attacks.ladder import unique_points
+
+    rng = np.random.default_rng(n)
+    x = rng.integers(-20, 20, n) * 12.5
+    y = rng.integers(-20, 20, n) * 0.1
+    got, inv = unique_points(x, y)
+    ref, rinv = np.unique(np.column_stack([x, y]), axis=0, return_inverse=True)
+    np.testing.assert_array_equal(got, ref.reshape(-1, 2))
+    np.testing.assert_array_equal(inv, np.ravel(rinv))
+    np.testing.assert_array_equal(got[inv], np.column_stack([x, y]).reshape(-1, 2))

@@ -231,6 +231,8 @@ def test_register_is_the_table_first_written(world, persons, profile):
     want = ref_register_columns(persons, world, cfg, seed=4)
     pd.testing.assert_frame_equal(got[want.columns], want, check_dtype=False, check_exact=True)
     assert list(got["name"]) == list(register_names(want["person_id"].to_numpy()))
+    lean = make_register(persons, world, cfg, seed=4, names=False)  # the same table without the names
+    pd.testing.assert_frame_equal(lean, got.drop(columns="name"), check_exact=True)
 
 
 def test_the_same_seed_gives_identical_tables(world, persons):

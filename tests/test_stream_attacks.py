@@ -381,3 +381,29 @@ def test_key_spaces_from_extremes_equal_the_whole_releases(rotating):
         x0, y0, t0, nx, ny, nt = grid_origin(b, radius, tol)
         assert nx == int(np.floor((r.x_m - x0) / cw).max()) + 1 and ny == int(np.floor((r.y_m - y0) / cw).max()) + 1
         assert nt == int(((r.t_s - t0) // tol if tol else r.t_s - t0).max()) + 1
+
+
+def test_tables_above_csv_max_rows_get_no_csv(rotating, tmp_path, monkeypatch):
+    """A table of more than ``CSV_MAX_ROWS`` rows is written as Parquet only, and the CSV
+    an earlier run left for it is removed; smaller tables keep their CSV."""
+    import sim.core.files as F
+
+    d, sim, _ = rotating
+    b = copy_dataset(d, tmp_path / "b")
+    assert cli(["attack", str(b)]) == 0
+    before = {p.name: pd.read_parquet(p) for p in (b / "attacks").glob("*.parquet")}
+    assert (b / "inferred_by_day.csv").exists() and (b / "attacks" / "linkage_per_device.csv").exists()
+    limit = sim.release.n_traces  # inferred.parquet has this many rows; inferred_by_day and linkage_per_device more
+    monkeypatch.setattr(F, "CSV_MAX_ROWS", limit)
+    assert cli(["attack", str(b)]) == 0
+    for p in [b / "inferred_by_day.parquet", b / "inferred.parquet", *(b / "attacks").glob("*.parquet")]:
+        rows = pq.ParquetFile(p).metadata.num_rows
+        assert p.with_suffix(".csv").exists() == (rows <= limit), p.name
+    assert not (b / "inferred_by_day.csv").exists() and (b / "inferred.csv").exists()
+    assert not (b / "attacks" / "linkage_per_device.csv").exists()
+    for name, t in before.items():  # the Parquet tables themselves are unchanged
+        pd.testing.assert_frame_equal(pd.read_parquet(b / "attacks" / name), t, obj=name)
+    # the in-memory writer follows the same rule
+    F.write_table(pd.DataFrame({"a": np.arange(limit + 1)}), tmp_path / "t")
+    F.write_table(pd.DataFrame({"a": np.arange(limit)}), tmp_path / "u")
+    assert (tmp_path / "t.parquet").exists() and not (tmp_path / "t.csv").exists() and (tmp_path / "u.csv").exists()

@@ -322,6 +322,21 @@ def _residents(h, residents):
     return pair_dev, pair_reg.astype(np.int64), cnt
 
 
+def unique_points(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (x, y) points in (x, y) order and each input point's index among them:
+    ``np.unique(np.column_stack([x, y]), axis=0, return_inverse=True)`` for finite
+    coordinates, by one lexsort instead of a sort of row records (many times faster on
+    millions of points)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    order = np.lexsort((y, x))
+    xs, ys = x[order], y[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (xs[1:] != xs[:-1]) | (ys[1:] != ys[:-1])
+    inv = np.empty(len(order), dtype=np.int64)
+    inv[order] = np.cumsum(new) - 1
+    return np.column_stack([xs[new], ys[new]]), inv
+
+
 def _address_index(rh, rx, ry, pid):
     """The distinct listed home points of the persons with a listed home zone, their k-d
     tree, and per point its register rows (ordered by person_id): (addr, tree,
@@ -329,8 +344,7 @@ def _address_index(rh, rx, ry, pid):
     pool = np.flatnonzero((rh >= 0) & np.isfinite(rx) & np.isfinite(ry))
     if not len(pool):
         return None
-    addr, inv = np.unique(np.column_stack([rx[pool], ry[pool]]), axis=0, return_inverse=True)
-    inv = np.asarray(inv).ravel()
+    addr, inv = unique_points(rx[pool], ry[pool])
     porder = np.lexsort((pid[pool], inv))
     acnt = np.bincount(inv, minlength=len(addr)).astype(np.int64)
     return addr, cKDTree(addr), pool[porder], acnt, np.cumsum(acnt) - acnt

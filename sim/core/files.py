@@ -56,9 +56,28 @@ def atomic_path(path):
 DATASET_ID_KEY = b"reidsim.dataset_id"
 
 
+#: tables of more rows than this get no CSV copy (the Parquet file is the table): at a
+#: million devices the per-device tables run to 10 million rows, whose CSV nobody opens
+#: in a spreadsheet and which took longer to write than the attacks that made them
+CSV_MAX_ROWS = 1_000_000
+
+
+def wants_csv(rows: int) -> bool:
+    """Whether a table of ``rows`` rows gets a CSV copy (:data:`CSV_MAX_ROWS`)."""
+    return int(rows) <= CSV_MAX_ROWS
+
+
+def drop_stale_csv(path_stem) -> None:
+    """Remove ``path_stem``.csv (a copy of an earlier, smaller table of that name)."""
+    p = as_path(path_stem).with_suffix(".csv")
+    if p.exists():
+        p.unlink()
+
+
 def write_table(df: pd.DataFrame, path_stem: Path, *, dataset_id: str | None = None) -> None:
-    """Write ``df`` as Parquet and CSV next to each other, atomically.  ``dataset_id``
-    (the manifest's) is stored in the Parquet metadata (:func:`read_dataset_id`)."""
+    """Write ``df`` as Parquet and, up to :data:`CSV_MAX_ROWS` rows, CSV next to each
+    other, atomically (a larger table's stale CSV is removed).  ``dataset_id`` (the
+    manifest's) is stored in the Parquet metadata (:func:`read_dataset_id`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -70,6 +89,9 @@ def write_table(df: pd.DataFrame, path_stem: Path, *, dataset_id: str | None = N
                                                DATASET_ID_KEY: str(dataset_id).encode()})
     with atomic_path(path_stem.with_suffix(".parquet")) as tmp:
         pq.write_table(table, tmp)
+    if not wants_csv(len(df)):
+        drop_stale_csv(path_stem)
+        return
     with atomic_path(path_stem.with_suffix(".csv")) as tmp:
         df.to_csv(tmp, index=False)
 

@@ -72,7 +72,7 @@ def sensitivity(simulation, inferred_by_day: dict, measure, *, ledger=LEDGER, pr
         for setting, v in (("low", a.low), ("high", a.high)):
             if a.method == "register":
                 cfg = _with_field(scn, a.path, type(value)(v) if value is not None else v)
-                reg = make_register(simulation.persons, simulation.world, cfg, scn.seed)
+                reg = make_register(simulation.persons, simulation.world, cfg, scn.seed, names=False)
                 add(a, setting, v, days, measure(simulation.release, inferred_by_day, reg, simulation.pseudonyms))
             elif a.method == "prefix":
                 want = int(v)

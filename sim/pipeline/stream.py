@@ -53,7 +53,9 @@ from sim.core.files import (
     commit_staged,
     is_staging_name,
     new_staging_dir,
+    drop_stale_csv,
     read_dataset_id,
+    wants_csv,
     write_json,
     write_table,
 )
@@ -194,7 +196,8 @@ def infer_streaming(directory, out_dir=None, days=None, backend: str = "local", 
         rows = sum(r["rows"] for r in results)
         concat = rows <= int(concat_max_rows) and int(concat_max_rows) > 0
         if concat:
-            _concatenate(stage / INFERRED_DIR, [Path(p).stem for p in parts], stage / "inferred", did)
+            _concatenate(stage / INFERRED_DIR, [Path(p).stem for p in parts], stage / "inferred", did,
+                         csv=wants_csv(rows))
         window = (results[0]["window_days"] if results else
                   int(math.ceil(min(days, man["n_days"]))) if days is not None else int(man["n_days"]))
         summary = {
@@ -259,30 +262,37 @@ def _check_disjoint(directory, results: list) -> None:
             "(as `reidsim generate` does) or use sim.infer.infer_home_work(load_release(DIR)).")
 
 
-def _concatenate(part_dir, stems: list, stem, did: str) -> None:
-    """``stem``.parquet/.csv: the part tables in order, streamed one part at a time."""
-    write_inferred_concat((read_table(part_dir / f"{s}.parquet") for s in stems), stem, did)
+def _concatenate(part_dir, stems: list, stem, did: str, csv: bool = True) -> None:
+    """``stem``.parquet (and .csv): the part tables in order, streamed one part at a time."""
+    write_inferred_concat((read_table(part_dir / f"{s}.parquet") for s in stems), stem, did, csv=csv)
 
 
-def write_inferred_concat(tables, stem, did: str) -> int:
+def write_inferred_concat(tables, stem, did: str, csv: bool = True) -> int:
     """Write the inferred tables ``tables`` (an iterable of Arrow tables, consumed one at
-    a time) one after the other as ``stem``.parquet and ``stem``.csv (a local path or a
-    URL), each atomically, with the dataset_id ``did`` in the Parquet metadata.  Returns
-    the rows written."""
+    a time) one after the other as ``stem``.parquet and, with ``csv``, ``stem``.csv (a
+    local path or a URL; without it a stale ``stem``.csv is removed), each atomically,
+    with the dataset_id ``did`` in the Parquet metadata.  Returns the rows written."""
+    import contextlib
+
     import pyarrow.parquet as pq
 
     stem = as_path(stem)
     schema = inferred_schema().with_metadata({DATASET_ID_KEY: str(did).encode()})
     rows = 0
-    with atomic_path(stem.with_suffix(".parquet")) as tmp_pq, atomic_path(stem.with_suffix(".csv")) as tmp_csv:
-        with pq.ParquetWriter(tmp_pq, schema) as w, open(tmp_csv, "w", newline="") as fcsv:
+    if not csv:
+        drop_stale_csv(stem)
+    csv_path = atomic_path(stem.with_suffix(".csv")) if csv else contextlib.nullcontext(None)
+    with atomic_path(stem.with_suffix(".parquet")) as tmp_pq, csv_path as tmp_csv:
+        with pq.ParquetWriter(tmp_pq, schema) as w, \
+                (open(tmp_csv, "w", newline="") if csv else contextlib.nullcontext(None)) as fcsv:
             i = -1
             for i, t in enumerate(tables):
                 t = t.select(list(INFERRED_COLUMNS)).cast(inferred_schema())
                 w.write_table(t.replace_schema_metadata(schema.metadata))
-                t.to_pandas().to_csv(fcsv, index=False, header=(i == 0))
+                if fcsv is not None:
+                    t.to_pandas().to_csv(fcsv, index=False, header=(i == 0))
                 rows += t.num_rows
-            if i < 0:
+            if i < 0 and fcsv is not None:
                 inferred_schema().empty_table().to_pandas().to_csv(fcsv, index=False)
     return rows
 

@@ -117,7 +117,7 @@ from sim.core.config import Scenario
 from sim.core.constants import DAY_S, LEVELS
 from sim.core.errors import ConfigError, InputError
 from sim.core.memory import peak_rss_mb
-from sim.core.files import clean_stale_staging, new_staging_dir, write_json
+from sim.core.files import clean_stale_staging, drop_stale_csv, new_staging_dir, wants_csv, write_json
 from sim.core.storage import as_path, read_frame, read_schema, read_table, replace, rmtree, write_parquet
 from sim.core.traces import Traces, derived_cache
 from sim.infer import InferenceParams, infer_prefixes
@@ -846,8 +846,12 @@ def _write(out: Path, stage: Path, rec: dict, tables: dict, cfg, world, inferred
     rec["driver_peak_rss_mb"] = peak_rss_mb()
     write_json(rec, stage / "attacks" / "stream_summary.json")
     (out / "attacks").mkdir(exist_ok=True)
-    for f in sorted((stage / "attacks").iterdir()):
+    staged = sorted((stage / "attacks").iterdir())
+    with_csv = {f.stem for f in staged if f.suffix == ".csv"}
+    for f in staged:
         replace(f, out / "attacks" / f.name)
+        if f.suffix == ".parquet" and f.stem not in with_csv:
+            drop_stale_csv(out / "attacks" / f.stem)  # this table is above CSV_MAX_ROWS now
     for name in names:
         for ext in (".parquet", ".csv"):
             src, dst = stage / f"{name}{ext}", out / f"{name}{ext}"
@@ -866,6 +870,6 @@ def _write_inferred(stage: Path, inferred: dict, did: str) -> None:
     def window(d):
         return _read_window(folder, names, order, d)
 
-    days = inferred["days"]
-    write_inferred_concat((window(d) for d in days), stage / "inferred_by_day", did)
-    write_inferred_concat((window(d) for d in days[-1:]), stage / "inferred", did)
+    days, n = inferred["days"], len(inferred["span"])
+    write_inferred_concat((window(d) for d in days), stage / "inferred_by_day", did, csv=wants_csv(n * len(days)))
+    write_inferred_concat((window(d) for d in days[-1:]), stage / "inferred", did, csv=wants_csv(n))
