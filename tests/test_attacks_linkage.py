@@ -294,3 +294,20 @@ def test_time_to_identification_counts_only_existing_pseudonyms_and_devices():
     # without the release, the truth first_day says the same
     curve2, _ = L.time_to_identification(by_day, pop["register"], w, pop["pseudonyms"], level="building")
     pd.testing.assert_frame_equal(curve, curve2)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 50, 5000])
+def test_groups_equal_the_lexsort_and_unique_reference(n):
+    """Register groups by (key, person_id): the same order, keys, starts and sizes as the
+    slow reference (lexsort then np.unique), for a register ordered by person_id (the
+    radix-sort path) and for a shuffled one."""
+    from sim.attacks.linkage import _groups
+
+    rng = np.random.default_rng(n)
+    key = rng.integers(-1, 30, n).astype(np.int64)
+    for pid in (np.arange(n) * 3, rng.permutation(n)):
+        order = np.lexsort((pid, key))
+        uk, start, size = np.unique(key[order], return_index=True, return_counts=True)
+        got = _groups(key, pid)
+        for g, r in zip(got, (order, uk, start, size)):
+            np.testing.assert_array_equal(g, r)

@@ -130,10 +130,17 @@ def _pair_key(h, w, w_max):
 
 def _groups(reg_key, reg_pid):
     """Register members sorted by (key, person_id); unique keys with start and size."""
-    order = np.lexsort((reg_pid, reg_key))
+    reg_pid = np.asarray(reg_pid)
+    if len(reg_pid) < 2 or bool(np.all(reg_pid[1:] > reg_pid[:-1])):  # a register ordered by person_id
+        order = np.argsort(reg_key, kind="stable")  # = the lexsort below, by a radix sort
+    else:
+        order = np.lexsort((reg_pid, reg_key))
     ks = reg_key[order]
-    uk, start, size = np.unique(ks, return_index=True, return_counts=True)
-    return order, uk, start.astype(np.int64), size.astype(np.int64)
+    if not len(ks):
+        return order, ks, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    start = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])  # ks is sorted: no second sort
+    size = np.diff(np.r_[start, len(ks)])
+    return order, ks[start], start.astype(np.int64), size.astype(np.int64)
 
 
 def _lookup(dev_key, uk, start, size):
