@@ -494,3 +494,31 @@ def test_load_world_cached_reuses_until_the_world_changes(small_dataset, tmp_pat
     (copy / "world.json").write_text((copy / "world.json").read_text() + " ")  # rewritten in place
     c = load_world_cached(copy)
     assert c is not b and len(c.buildings) == len(World.load(src).buildings)
+
+
+@pytest.mark.parametrize("which", ["world", "abq"])
+def test_zones_of_blocks_equal_locate(which, request):
+    """Tracts and districts read off the located blocks (``zones_of_blocks``, what
+    ``ping_zones`` does for those levels) equal locating the points at each level."""
+    from sim.core.traces import Traces, ping_zones
+
+    w = request.getfixturevalue(which)
+    rng = np.random.default_rng(3)
+    b = w.buildings
+    x0, x1 = b["x_m"].min(), b["x_m"].max()
+    y0, y1 = b["y_m"].min(), b["y_m"].max()
+    n = 4000
+    x = rng.uniform(x0 - 0.2 * (x1 - x0), x1 + 0.2 * (x1 - x0), n)  # some outside the area: -1 passes through
+    y = rng.uniform(y0 - 0.2 * (y1 - y0), y1 + 0.2 * (y1 - y0), n)
+    x[:3] = np.nan
+    blk = w.locate(x, y, "block")
+    assert (blk == -1).any() and (blk >= 0).any()
+    for lvl in ("block", "tract", "district"):
+        np.testing.assert_array_equal(w.zones_of_blocks(blk, lvl), w.locate(x, y, lvl), err_msg=lvl)
+    with pytest.raises(InputError, match="block, tract or district"):
+        w.zones_of_blocks(blk, "building")
+    tr = Traces(pseudonym=np.array(["a", "b"], dtype=object), offsets=np.array([0, 2000, n]),
+                t_s=np.arange(n, dtype=np.int64) * 60, x_m=np.nan_to_num(x, nan=x0), y_m=np.nan_to_num(y, nan=y0),
+                accuracy_m=np.full(n, 10, np.float32), crs=w.crs, utc_offset_s=0, start_s=0, n_days=3)
+    for lvl in ("district", "tract", "block", "building"):  # tract and district first: the blocks are located then
+        np.testing.assert_array_equal(ping_zones(tr, w, lvl), w.locate(tr.x_m, tr.y_m, lvl), err_msg=lvl)

@@ -330,17 +330,14 @@ def build_index(traces: Traces, v_m: float, h_h: float, *, origin=None) -> Point
 
 
 @pjit
-def _query_hits(offsets, x, y, t, v_m, bin_s, t0, origin, wanted, cells, counts, out):  # pragma: no cover - numba
-    """Per trace: the distinct positions in ``wanted`` of its ping keys (ascending).
-    ``cells`` flags the cells (ix * ny + iy, origin-relative) of the wanted keys, so most
-    pings are rejected without a search.  First call (``out`` empty) counts them into
-    ``counts``; the second fills ``out`` at the offsets ``counts`` gives (passed as the
-    cumulative offsets)."""
+def _query_hits(offsets, x, y, t, v_m, bin_s, t0, origin, wanted, cells, counts, scratch):  # pragma: no cover - numba
+    """Per trace: the distinct positions in ``wanted`` of its ping keys (ascending),
+    written to ``scratch`` at the trace's own ping offset (a trace has at most as many as
+    it has pings), their number to ``counts``.  ``cells`` flags the cells (ix * ny + iy,
+    origin-relative) of the wanted keys, so most pings are rejected without a search."""
     ix0, iy0, tb0, nx, ny, nt = origin
-    fill = len(out) > 0
     for i in prange(len(offsets) - 1):
         a, b = offsets[i], offsets[i + 1]
-        buf = np.empty(b - a, dtype=np.int64)
         m = 0
         for j in range(a, b):
             c = (np.int64(np.floor(x[j] / v_m)) - ix0) * ny + (np.int64(np.floor(y[j] / v_m)) - iy0)
@@ -349,17 +346,25 @@ def _query_hits(offsets, x, y, t, v_m, bin_s, t0, origin, wanted, cells, counts,
             k = c * nt + ((t[j] - t0) // bin_s - tb0)
             q = np.searchsorted(wanted, k)
             if q < len(wanted) and wanted[q] == k:
-                buf[m] = q
+                scratch[a + m] = q
                 m += 1
-        buf = np.sort(buf[:m])
+        if m > 1:
+            scratch[a:a + m] = np.sort(scratch[a:a + m])
         c = 0
         for j in range(m):
-            if j == 0 or buf[j] != buf[j - 1]:
-                if fill:
-                    out[counts[i] + c] = buf[j]
+            if j == 0 or scratch[a + j] != scratch[a + j - 1]:
+                scratch[a + c] = scratch[a + j]
                 c += 1
-        if not fill:
-            counts[i] = c
+        counts[i] = c
+
+
+@pjit
+def _gather_hits(offsets, scratch, starts, out):  # pragma: no cover - numba
+    """Concatenate every trace's ``scratch[offsets[i]:offsets[i] + n_i]`` at ``starts[i]``."""
+    for i in prange(len(offsets) - 1):
+        a, s = offsets[i], starts[i]
+        for j in range(starts[i + 1] - s):
+            out[s + j] = scratch[a + j]
 
 
 def _wanted_cells(wanted: np.ndarray, origin) -> np.ndarray:
@@ -393,12 +398,14 @@ def build_query_index(traces: Traces, v_m: float, h_h: float, wanted, *, origin=
             np.float64(v_m), np.int64(bin_s), np.int64(traces.start_s), np.asarray(origin, dtype=np.int64), wanted,
             _wanted_cells(wanted, origin))
     counts = np.zeros(nt, dtype=np.int64)
-    _query_hits(*args, counts, empty)
+    scratch = np.empty(traces.n_pings, dtype=np.int64)  # one pass over the pings: hits at each trace's offset
+    _query_hits(*args, counts, scratch)
     starts = np.zeros(nt + 1, dtype=np.int64)
     np.cumsum(counts, out=starts[1:])
     hits = np.empty(int(starts[-1]), dtype=np.int64)
     if len(hits):
-        _query_hits(*args, starts, hits)
+        _gather_hits(args[0], scratch, starts, hits)
+    del scratch
     owner = np.repeat(np.arange(nt, dtype=np.int64), counts)
     order = np.argsort(hits, kind="stable")  # by key, traces ascending within a key
     k = hits[order]

@@ -410,13 +410,18 @@ def ping_zones(traces: Traces, world, level: str) -> np.ndarray:
 
     Traces are immutable, so the lookup is cached on the object (per world and level);
     a derived Traces (``select_pings``, ``take``, ``replace``) starts with no cache.
+    Tracts and districts are read off the (cached) blocks: zones nest, so the points are
+    located once for the three levels.
     """
     cache = derived_cache(traces)
     key = ("zones", id(world), level)
     hit = cache.get(key)
     if hit is not None and hit[0] is world:
         return hit[1]
-    z = np.asarray(world.locate(traces.x_m, traces.y_m, level), dtype=np.int64)
+    if level in ("tract", "district") and hasattr(world, "zones_of_blocks"):
+        z = world.zones_of_blocks(ping_zones(traces, world, "block"), level)  # the points located once
+    else:
+        z = np.asarray(world.locate(traces.x_m, traces.y_m, level), dtype=np.int64)
     z.setflags(write=False)
     cache[key] = (world, z)
     return z

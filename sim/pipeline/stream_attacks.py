@@ -256,7 +256,10 @@ def attack_part(directory, part: str, manifest: dict, plan: MapPlan, world=None)
             top, n_places = top_locations(traces, world, lv, n_max=max(plan.topn_ns), by=plan.topn_by)
             for n in plan.topn_ns:
                 out["topn"][(lv, n)] = signature_counts(top, n_places, n)
-            derived_cache(traces).clear()  # one level's ping zones at a time
+            cache = derived_cache(traces)  # one level's ping zones at a time, and the blocks tracts come from
+            keep = {k: v for k, v in cache.items() if isinstance(k, tuple) and k[:1] == ("zones",) and k[-1] == "block"}
+            cache.clear()
+            cache.update(keep)
     if plan.n_candidates != 0:
         out["candidates"] = _candidates(traces, plan)
     del traces

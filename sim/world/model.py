@@ -135,6 +135,22 @@ class World:
             out[ok] = self._tract_district[self._block_tract[blk]]
         return out
 
+    def zones_of_blocks(self, block_id, level: str) -> np.ndarray:
+        """Zone id at ``level`` (block, tract or district) of each block id, -1 passing
+        through: ``locate(x, y, level)`` from ``locate(x, y, "block")`` without locating
+        the points again."""
+        _check_level(level)
+        if level == "building":
+            raise InputError("zones_of_blocks gives block, tract or district ids; a block has many buildings.")
+        blk = np.asarray(block_id, dtype=np.int64)
+        if level == "block":
+            return blk.copy()
+        ok = blk >= 0
+        tr = np.where(ok, self._block_tract[np.where(ok, blk, 0)], -1)
+        if level == "tract":
+            return tr.astype(np.int64)
+        return np.where(ok, self._tract_district[np.where(ok, tr, 0)], -1).astype(np.int64)
+
     def locate_all(self, x_m, y_m) -> pd.DataFrame:
         """building_id, block_id, tract_id, district_id of each point (-1 outside)."""
         x = np.asarray(x_m, dtype=np.float64).ravel()
