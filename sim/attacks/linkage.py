@@ -344,19 +344,28 @@ def link_devices(
     return out
 
 
+def _codes(col: pd.Series) -> tuple[np.ndarray, list]:
+    """``(codes, labels)`` of a column (categorical or not): ``labels[codes[i]]`` is row i's
+    value as str, labels in order of first appearance."""
+    codes, uniques = pd.factorize(col, sort=False)
+    return np.asarray(codes), [str(u) for u in uniques]
+
+
 def _population_sizes(links: pd.DataFrame, persons: pd.DataFrame) -> np.ndarray:
     """Number of truth persons sharing each row's (home zone[, work zone]) — the
     population anonymity set of Golle & Partridge; -1 where the status is not "ok" or
     ``persons`` lacks the zone columns of the row's level and key."""
     out = np.full(len(links), -1, dtype=np.int64)
-    lv_col = links["level"].astype(str).to_numpy()
-    key_col = links["key"].astype(str).to_numpy()
-    ok = links["status"].astype(str).to_numpy() == "ok"
+    # codes, not strings: millions of rows would otherwise become millions of str objects
+    lv_code, lv_names = _codes(links["level"])
+    key_code, key_names = _codes(links["key"])
+    st_code, st_names = _codes(links["status"])
+    ok = st_code == (st_names.index("ok") if "ok" in st_names else -2)
     dh_all = links["home_zone"].to_numpy(dtype=np.int64)
     dw_all = links["work_zone"].to_numpy(dtype=np.int64)
-    for lv in pd.unique(lv_col):
-        for key in pd.unique(key_col):
-            rows = np.flatnonzero((lv_col == lv) & (key_col == key) & ok)
+    for li, lv in enumerate(lv_names):
+        for ki, key in enumerate(key_names):
+            rows = np.flatnonzero((lv_code == li) & (key_code == ki) & ok)
             hc, wc = register_column("home", lv), register_column("work", lv)
             if not len(rows) or hc not in persons.columns or (key == "home_work" and wc not in persons.columns):
                 continue
@@ -555,7 +564,11 @@ def time_to_identification(
     for d in days:
         if isinstance(d, bool) or not isinstance(d, (int, float, np.integer, np.floating)) or not d > 0:
             raise InputError(f"inferred_by_day keys must be positive day counts, got {d!r}.")
-    in_tables = np.concatenate([inferred_by_day[d]["pseudonym"].to_numpy(dtype=object) for d in days])
+    # the distinct pseudonyms of the tables in order of first appearance, one table at a
+    # time (the tables may be read from disk when asked for: never all of them at once)
+    in_tables = np.zeros(0, dtype=object)
+    for d in days:
+        in_tables = pd.unique(np.concatenate([in_tables, inferred_by_day[d]["pseudonym"].to_numpy(dtype=object)]))
     exists = {d: existing_pseudonyms(d, release, pseudonyms, in_tables) for d in days}
     universe = pd.Index(pd.unique(np.concatenate([in_tables, *exists.values()])))
     device = truth_device(pseudonyms, universe.to_numpy(), "inferred tables")
