@@ -116,7 +116,7 @@ from sim.attacks.unicity import (UNICITY_COLUMNS, build_query_index, cell_keys, 
 from sim.core.config import Scenario
 from sim.core.constants import DAY_S, LEVELS
 from sim.core.errors import ConfigError, InputError
-from sim.core.memory import peak_rss_mb
+from sim.core.memory import peak_rss_mb, release_free_memory
 from sim.core.files import clean_stale_staging, drop_stale_csv, new_staging_dir, wants_csv, write_json
 from sim.core.storage import as_path, read_frame, read_schema, read_table, replace, rmtree, write_parquet
 from sim.core.traces import Traces, derived_cache
@@ -590,6 +590,7 @@ class _Run:
         counts = self.run("count", count_part, [dict(self.base, part=p, plan=cplan) for p in parts]) \
             if (cplan.unicity or cplan.known) else []
         t_red = time.perf_counter()
+        release_free_memory()  # the passes' freed part buffers (local backend) go back before the reduce
         tables = _global_tables(cfg, st, cand, counts, maps, n_panel, bounds, cplan, man)
         # -------------------------------------------------------------- the per-device attacks
         if ibd_given is not None:
