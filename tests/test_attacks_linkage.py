@@ -311,3 +311,21 @@ def test_groups_equal_the_lexsort_and_unique_reference(n):
         got = _groups(key, pid)
         for g, r in zip(got, (order, uk, start, size)):
             np.testing.assert_array_equal(g, r)
+
+
+def test_truth_index_answers_as_the_table():
+    """A TruthIndex built once answers as the truth table does (first row of a repeated
+    pseudonym; the same error for an unknown one)."""
+    from sim.attacks._common import TruthIndex, truth_device, truth_person
+    from sim.core.errors import InputError as Err
+
+    t = pd.DataFrame({"pseudonym": ["b", "a", "c", "a"], "person_id": [20, 10, 30, 99],
+                      "device_idx": [2, 1, 3, 9]})
+    ix = TruthIndex(t)
+    q = np.array(["a", "c", "b", "a"], dtype=object)
+    np.testing.assert_array_equal(truth_person(ix, q), [10, 30, 20, 10])
+    np.testing.assert_array_equal(truth_device(ix, q), [1, 3, 2, 1])
+    np.testing.assert_array_equal(truth_person(ix, q), truth_person(t, q))
+    for src in (t, ix):
+        with pytest.raises(Err, match="1 pseudonym"):
+            truth_person(src, ["a", "zz"])

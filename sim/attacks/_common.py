@@ -130,31 +130,48 @@ def uniforms(seed: int, tag: int, index: np.ndarray, counter: int) -> np.ndarray
     return out
 
 
-def _truth_column(pseudonyms_table: pd.DataFrame, query, column: str, what: str) -> np.ndarray:
-    require_columns(pseudonyms_table, ["pseudonym", column], "truth pseudonyms table")
-    truth = pseudonyms_table.drop_duplicates("pseudonym").set_index("pseudonym")[column]
-    q = pd.Index(np.asarray(query, dtype=object))
-    pos = truth.index.get_indexer(q)
-    if np.any(pos < 0):
-        bad = q[pos < 0]
-        raise InputError(
-            f"{len(bad)} pseudonym(s) of the {what} are unknown to the truth pseudonyms table "
-            f"(e.g. {list(bad[:3])}); score with the truth table of the same simulation run."
-        )
-    return truth.to_numpy()[pos]
+class TruthIndex:
+    """The truth pseudonyms table indexed by pseudonym once, for many lookups (the
+    per-window loops of the ladder and of time to identification look up a million
+    pseudonyms per window).  :func:`truth_person` and :func:`truth_device` accept it in
+    place of the table; the answers are the table's (first row of a repeated pseudonym)."""
+
+    def __init__(self, pseudonyms_table: pd.DataFrame):
+        require_columns(pseudonyms_table, ["pseudonym"], "truth pseudonyms table")
+        self.table = pseudonyms_table.drop_duplicates("pseudonym")
+        self.index = pd.Index(self.table["pseudonym"].to_numpy(dtype=object))
+
+    def column(self, query, column: str, what: str) -> np.ndarray:
+        require_columns(self.table, ["pseudonym", column], "truth pseudonyms table")
+        q = pd.Index(np.asarray(query, dtype=object))
+        pos = self.index.get_indexer(q)
+        if np.any(pos < 0):
+            bad = q[pos < 0]
+            raise InputError(
+                f"{len(bad)} pseudonym(s) of the {what} are unknown to the truth pseudonyms table "
+                f"(e.g. {list(bad[:3])}); score with the truth table of the same simulation run."
+            )
+        return self.table[column].to_numpy()[pos]
 
 
-def truth_person(pseudonyms_table: pd.DataFrame, query, what: str = "inferred table") -> np.ndarray:
+def truth_index(pseudonyms) -> TruthIndex:
+    """``pseudonyms`` (a truth table or a :class:`TruthIndex`) as a TruthIndex."""
+    return pseudonyms if isinstance(pseudonyms, TruthIndex) else TruthIndex(pseudonyms)
+
+
+def truth_person(pseudonyms_table, query, what: str = "inferred table") -> np.ndarray:
     """person_id of the true owner of each queried pseudonym (scoring only).
+    ``pseudonyms_table``: the truth table or its :class:`TruthIndex`.
 
     Raises InputError if a queried pseudonym is not in the truth table.
     """
-    return _truth_column(pseudonyms_table, query, "person_id", what)
+    return truth_index(pseudonyms_table).column(query, "person_id", what)
 
 
-def truth_device(pseudonyms_table: pd.DataFrame, query, what: str = "release") -> np.ndarray:
-    """device_idx of each queried pseudonym (scoring only); InputError if unknown."""
-    return _truth_column(pseudonyms_table, query, "device_idx", what).astype(np.int64)
+def truth_device(pseudonyms_table, query, what: str = "release") -> np.ndarray:
+    """device_idx of each queried pseudonym (scoring only); InputError if unknown.
+    ``pseudonyms_table``: the truth table or its :class:`TruthIndex`."""
+    return truth_index(pseudonyms_table).column(query, "device_idx", what).astype(np.int64)
 
 
 def rate_row(metric: str, success, ci: str = "wilson", seed: int = 0, tags: tuple = (), **params) -> dict:

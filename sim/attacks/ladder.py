@@ -119,6 +119,7 @@ from sim.attacks._common import (
     require_columns,
     span_table,
     truth_device,
+    truth_index,
     truth_person,
 )
 from sim.attacks.linkage import INFERRED_COLUMNS, split_prefixes
@@ -734,6 +735,7 @@ def ladder_attack(
                                           / relink_period_days).astype(np.int64))
     k_max = max(ks)
     index = register_index(register, level, rungs) if days else None  # the same for every window
+    truth = truth_index(pseudonyms) if days else None  # indexed once for every window
     rows = []
     first_named = {}
     last = None
@@ -747,8 +749,8 @@ def ladder_attack(
                                             max_dist_m=relink_max_dist_m, world=world, level=relink_level)
         else:
             queried, q_rows = inf_d, None
-        owner = truth_person(pseudonyms, ex, "release")
-        device = truth_device(pseudonyms, ex, "release")
+        owner = truth_person(truth, ex, "release")
+        device = truth_device(truth, ex, "release")
         pos = _blocked_positions(queried, owner, q_rows, register, world, index, block_rows, rungs=rungs,
                                  level=level, k_max=k_max, cumulative=cumulative)
         dev_u, inv = np.unique(device, return_inverse=True)

@@ -65,6 +65,7 @@ from sim.attacks._common import (
     register_column,
     require_columns,
     truth_device,
+    truth_index,
     truth_person,
     uniforms,
 )
@@ -387,8 +388,9 @@ def _population_sizes(links: pd.DataFrame, persons: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def score_links(links: pd.DataFrame, pseudonyms: pd.DataFrame, persons: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Add truth columns to :func:`link_devices` output (scoring only).
+def score_links(links: pd.DataFrame, pseudonyms, persons: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Add truth columns to :func:`link_devices` output (scoring only); ``pseudonyms``:
+    the truth table or its :class:`~sim.attacks._common.TruthIndex`.
 
     Adds true_person_id, unique (set_size == 1), identified (unique and right),
     wrong_unique (unique and wrong), top1_correct (the guess is the owner).  With the
@@ -571,13 +573,14 @@ def time_to_identification(
         in_tables = pd.unique(np.concatenate([in_tables, inferred_by_day[d]["pseudonym"].to_numpy(dtype=object)]))
     exists = {d: existing_pseudonyms(d, release, pseudonyms, in_tables) for d in days}
     universe = pd.Index(pd.unique(np.concatenate([in_tables, *exists.values()])))
-    device = truth_device(pseudonyms, universe.to_numpy(), "inferred tables")
+    truth = truth_index(pseudonyms)  # indexed once for every window
+    device = truth_device(truth, universe.to_numpy(), "inferred tables")
     first = np.full(len(universe), np.nan)
     rows = []
     ident_last = np.zeros(len(universe), dtype=bool)
     for d in days:
         links = link_devices(inferred_by_day[d], register, world, levels=(level,), keys=(key,), guess=guess, seed=seed)
-        scored = score_links(links, pseudonyms)
+        scored = score_links(links, truth)
         ident = np.zeros(len(universe), dtype=bool)
         pos = universe.get_indexer(scored["pseudonym"].to_numpy(dtype=object))
         ident[pos] = scored["identified"].to_numpy()
