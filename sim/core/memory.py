@@ -5,9 +5,10 @@ kernel's high-water mark (``VmHWM``) is reset by writing 5 to ``/proc/self/clear
 Where that is not allowed, the reset does nothing and the figure is the process's peak
 so far (an upper bound).
 
-``release_free_memory()`` hands memory that freed Python objects and arrays leave in the
-allocator's heap back to the system (``gc`` then glibc's ``malloc_trim``), so that what
-one stage freed does not count in the next stage's peak.
+``release_free_memory()`` hands memory that freed Python objects, arrays and Arrow
+buffers leave in the allocators back to the system (``gc``, Arrow's pool, glibc's
+``malloc_trim``), so that what one stage or part freed does not count in the next one's
+peak.
 """
 from __future__ import annotations
 
@@ -38,10 +39,18 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def release_free_memory() -> bool:
-    """Collect garbage and return the allocator's free heap pages to the system (glibc
-    ``malloc_trim(0)``); False where there is no glibc (then only the collection runs)."""
-    gc.collect()
+def release_free_memory(collect: bool = True) -> bool:
+    """Hand freed memory back to the system: collect garbage (unless ``collect=False``,
+    cheap enough to call after every part), release what Arrow's memory pool keeps of
+    freed buffers (mimalloc/jemalloc hold it for reuse), and trim glibc's heap
+    (``malloc_trim(0)``).  False where there is no glibc (the rest still runs)."""
+    import sys
+
+    if collect:
+        gc.collect()
+    pa = sys.modules.get("pyarrow")
+    if pa is not None:
+        pa.default_memory_pool().release_unused()
     try:
         import ctypes
 

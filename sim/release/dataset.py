@@ -16,6 +16,7 @@ from sim.core.config import Scenario
 from sim.core.constants import DAY_S
 from sim.core.errors import InputError
 from sim.core.files import file_sha256
+from sim.core.memory import release_free_memory
 from sim.core.storage import URLPath, as_path, parquet_file, read_frame, read_table
 from sim.generate.engine import parquet_t_range, dataset_id
 from sim.core.traces import Traces, local_midnight
@@ -486,18 +487,21 @@ def load_sample(directory, n_devices: int | None, *, seed: int | None = None,
     world = World.load(d / "world")
     tables = [_filter_part(read_pings_table(d / "pings" / r["file"]), names) for r in man["parts"]]
     tables = [t for t in tables if t.num_rows] or tables[:1]
+    release_free_memory(collect=False)  # what reading the parts left in the allocators
     table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
     release = release_to_traces(table, world.crs, man["utc_offset_s"], start_s=man["start_s"],
                                 n_days=man["n_days"], duplicates=duplicate_policy(man))
     meta = {**man, "sample": {"devices": int(len(chosen)), "of": n_all, "seed": seed}}
     devices = read_frame(truth / "devices.parquet")
-    return Simulation(
-        scenario=scn, world=world,
-        persons=read_frame(truth / "persons.parquet"),
-        devices=devices[devices["device_idx"].isin(chosen)].reset_index(drop=True),
-        pseudonyms=pseud[pseud["device_idx"].isin(chosen)].reset_index(drop=True),
-        register=read_frame(d / "register.parquet"), release=release, meta=meta,
-    )
+    devices = devices[devices["device_idx"].isin(chosen)].reset_index(drop=True)
+    pseud = pseud[pseud["device_idx"].isin(chosen)].reset_index(drop=True)
+    release_free_memory()
+    persons = read_frame(truth / "persons.parquet")
+    release_free_memory(collect=False)  # each large table's read buffers, before the next read
+    register = read_frame(d / "register.parquet")
+    release_free_memory(collect=False)
+    return Simulation(scenario=scn, world=world, persons=persons, devices=devices, pseudonyms=pseud,
+                      register=register, release=release, meta=meta)
 
 
 def iter_release_parts(directory, *, verify_hashes: bool | None = None):
