@@ -12,6 +12,8 @@
     run.json                                              headline, every setting used, timings
     report.html (self-contained), report.md, figures/*.png
 
+(a ``.csv`` beside a ``.parquet`` only for tables of at most ``sim.core.files.CSV_MAX_ROWS`` rows)
+
 Large releases (more than :data:`sim.release.dataset.DEFAULT_SAMPLE_DEVICES` devices)
 never hold the whole release in memory: inference and every attack run part by part
 over the whole release (:func:`sim.pipeline.stream_attacks.attack_streaming`, the same
