@@ -252,6 +252,7 @@ def write_markdown(scen: list, speed: dict, command: str = "python benchmarks/ru
                 lines += [f"  Last full-size run (`{info['script']}` without --quick, {when}):", "", "```",
                           _speed_summary(full), "```", ""]
     lines += _scale_section(RESULTS / "scale.json")
+    lines += _end_to_end_section(RESULTS / "run_1000000.json")
     p = HERE.parent / "BENCHMARKS.md"
     tmp = p.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
@@ -291,6 +292,35 @@ def _scale_section(path: Path) -> list:
         for w in pred["per_workers"]:
             out.append(f"| {w['workers']} | {w['generate_s']} | {w.get('stream_infer_s')} | "
                        f"{w.get('stream_attack_s')} |")
+    return out + [""]
+
+
+def _end_to_end_section(path: Path) -> list:
+    """``reidsim run`` at 1 M devices (``bench_run.py``, not re-run here: about 40 min):
+    seconds and peak RSS per stage against the scale targets."""
+    if not path.exists():
+        return []
+    d = json.loads(path.read_text())
+    wall = d.get("wall_s")
+    met = d.get("met", {})
+    out = ["## `reidsim run` end to end at 1,000,000 devices", "",
+           f"From `python benchmarks/bench_run.py` (`{d.get('command', '')}`; "
+           f"{d.get('machine', {}).get('when_utc', d.get('when_utc', '?'))}; not re-run by this script), "
+           "one run on this shared 2-core machine. Targets: <= 15 min wall and <= 4 GiB peak RSS in every stage. "
+           f"Full record: `{path.relative_to(HERE.parent)}`.", "",
+           "| stage | seconds | peak RSS (MiB) |", "|---|---|---|"]
+    peaks = d.get("peak_rss_mb", {})
+    for k, v in d.get("timings_s", {}).items():
+        st = k[:-2] if k.endswith("_s") else k
+        pk = peaks.get(st)
+        out.append(f"| {st} | {v:,.1f} | {'' if pk is None else f'{pk:,.0f}'} |")
+    if wall is not None:
+        out.append(f"| **all (wall clock)** | **{wall:,.1f}** | **{max(v for v in peaks.values() if v):,.0f}** |")
+    if met:
+        out += ["", f"Wall-time target met: {'yes' if met.get('wall') else 'no'}; every stage under 4 GiB: "
+                f"{'yes' if met.get('every_stage_main_process') else 'no'}."]
+    if d.get("headline"):
+        out += ["", f"Headline of that run: {d['headline']}"]
     return out + [""]
 
 
