@@ -127,3 +127,26 @@ def test_errors():
         K.known_points_attack(tr, radius_m=-1.0)
     with pytest.raises(InputError):
         K.known_points_attack(tr.to_frame())
+
+
+def test_cell_index_of_wanted_keys_equals_the_full_index():
+    """The known-points index restricted to the cells the targets' first observations
+    look up gives, for every one of those keys, exactly the full index's rows (in order)."""
+    from sim.attacks import known_points as K
+
+    rng = np.random.default_rng(4)
+    n = 3000
+    off = np.array([0, 700, 1500, 3000])
+    tr = Traces(pseudonym=np.array(["a", "b", "c"], dtype=object), offsets=off,
+                t_s=np.sort(rng.integers(0, 86400 * 3, n)).astype(np.int64), x_m=rng.uniform(0, 2000, n),
+                y_m=rng.uniform(0, 2000, n), accuracy_m=np.full(n, 10, np.float32), crs="EPSG:3857",
+                utc_offset_s=0, start_s=0, n_days=3)
+    ox, oy, ot, m_eff = K.target_observations(tr, np.array([0, 2]), m=3, sigma_m=50.0, jitter_s=300.0, seed=1)
+    origin = K.grid_origin(K.traces_bounds(tr), 150.0, 600)
+    wanted = K._first_observation_cells(ox, oy, ot, m_eff, origin, 150.0, 600)
+    fk, fr = K._cell_index(tr, 150.0, 600, origin)[:2]
+    sk, sr = K._cell_index(tr, 150.0, 600, origin, wanted)[:2]
+    assert 0 < len(sk) < len(fk)
+    for k in wanted:
+        np.testing.assert_array_equal(sr[np.searchsorted(sk, k):np.searchsorted(sk, k + 1)],
+                                      fr[np.searchsorted(fk, k):np.searchsorted(fk, k + 1)])

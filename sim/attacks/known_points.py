@@ -203,15 +203,43 @@ def grid_origin(bounds, radius_m: float, tol_s: int) -> tuple:
     return float(x0), float(y0), int(t0), nx, ny, nt
 
 
-def _cell_index(traces: Traces, radius_m: float, tol_s: int, origin=None):
+def _cell_index(traces: Traces, radius_m: float, tol_s: int, origin=None, wanted=None):
+    """The pings' grid keys sorted (stable: pings in order within a key) and their rows.
+    With ``wanted`` (sorted keys) only the pings whose key is wanted are indexed: a
+    lookup of a wanted key then gives exactly the full index's rows, without sorting
+    every ping."""
     cw = max(radius_m, 1.0)
     x0, y0, t0, nx, ny, nt = grid_origin(traces_bounds(traces), radius_m, tol_s) if origin is None else origin
     cx = np.floor((traces.x_m - x0) / cw).astype(np.int64)
     cy = np.floor((traces.y_m - y0) / cw).astype(np.int64)
     ct = (traces.t_s - t0) // tol_s if tol_s > 0 else traces.t_s - t0
     keys = (cx * ny + cy) * nt + ct
-    order = np.argsort(keys, kind="stable")
+    if wanted is not None:
+        rows = np.flatnonzero(wanted[np.minimum(np.searchsorted(wanted, keys), max(len(wanted) - 1, 0))] == keys) \
+            if len(wanted) else np.zeros(0, dtype=np.int64)
+        order = rows[np.argsort(keys[rows], kind="stable")]
+    else:
+        order = np.argsort(keys, kind="stable")
     return keys[order], order.astype(np.int64), x0, y0, t0, nx, ny, nt
+
+
+def _first_observation_cells(ox, oy, ot, m_eff, origin, radius_m: float, tol_s: int) -> np.ndarray:
+    """The sorted grid keys of the 27 cells around every target's first observation: the
+    only cells :func:`_match_one` looks up in the index (later observations are checked
+    on the candidates' own pings).  Computed as the kernel computes them."""
+    x0, y0, t0, nx, ny, nt = origin
+    cw = max(radius_m, 1.0)
+    sel = np.asarray(m_eff) > 0
+    if not sel.any():
+        return np.zeros(0, dtype=np.int64)
+    cx = np.floor((np.asarray(ox, dtype=np.float64)[sel, 0] - x0) / cw).astype(np.int64)
+    cy = np.floor((np.asarray(oy, dtype=np.float64)[sel, 0] - y0) / cw).astype(np.int64)
+    t = np.asarray(ot, dtype=np.int64)[sel, 0]
+    ct = (t - t0) // tol_s if tol_s > 0 else t - t0
+    d = np.array([-1, 0, 1], dtype=np.int64)
+    keys = (((cx[:, None, None, None] + d[None, :, None, None]) * ny + (cy[:, None, None, None] + d[None, None, :, None]))
+            * nt + (ct[:, None, None, None] + d[None, None, None, :]))
+    return np.unique(keys.ravel())
 
 
 def target_observations(traces: Traces, targets: np.ndarray, *, m: int, sigma_m: float, jitter_s: float,
@@ -256,7 +284,10 @@ def match_observations(traces: Traces, ox, oy, ot, m_eff, hit_rows, *, radius_m:
     hits = np.zeros((len(m_eff), m), dtype=bool)
     if len(m_eff) == 0 or traces.n_pings == 0:
         return counts, hits
-    cell_keys, cell_rows, x0, y0, t0, nx, ny, nt = _cell_index(traces, radius_m, tol_s, origin)
+    if origin is None:
+        origin = grid_origin(traces_bounds(traces), radius_m, tol_s)
+    wanted = _first_observation_cells(ox, oy, ot, m_eff, origin, radius_m, tol_s)  # not every ping's cell
+    cell_keys, cell_rows, x0, y0, t0, nx, ny, nt = _cell_index(traces, radius_m, tol_s, origin, wanted)
     _match_kernel(
         np.ascontiguousarray(hit_rows, dtype=np.int64), np.ascontiguousarray(ox, dtype=np.float64),
         np.ascontiguousarray(oy, dtype=np.float64), np.ascontiguousarray(ot, dtype=np.int64),
