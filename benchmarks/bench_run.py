@@ -77,7 +77,8 @@ def main():
     peaks = dict(run["peak_rss_mb"])
     stage_max = max(v for v in peaks.values() if v is not None)
     rec = {
-        "benchmark": f"run_{a.devices}", "command": " ".join(cmd), "config_toml": toml, "machine": machine(),
+        "benchmark": f"run_{a.devices}", "command": " ".join(["python", "benchmarks/bench_run.py", *sys.argv[1:]]),
+        "reidsim_command": " ".join(cmd).replace(str(work), "WORKDIR"), "config_toml": toml, "machine": machine(),
         "note": "one run on this shared machine; peak_rss_mb per stage = the main process's VmHWM during the "
                 "stage (reset at its start; freed memory is handed back between stages); on Dask the "
                 "part-by-part stage's workers are separate processes (worker_peak_rss_mb)",

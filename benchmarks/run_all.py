@@ -304,7 +304,7 @@ def _end_to_end_section(path: Path) -> list:
     wall = d.get("wall_s")
     met = d.get("met", {})
     out = ["## `reidsim run` end to end at 1,000,000 devices", "",
-           f"From `python benchmarks/bench_run.py` (`{d.get('command', '')}`; "
+           f"From `{d.get('command', 'python benchmarks/bench_run.py')}` (`{d.get('reidsim_command', '')}`; "
            f"{d.get('machine', {}).get('when_utc', d.get('when_utc', '?'))}; not re-run by this script), "
            "one run on this shared 2-core machine. Targets: <= 15 min wall and <= 4 GiB peak RSS in every stage. "
            f"Full record: `{path.relative_to(HERE.parent)}`.", "",
