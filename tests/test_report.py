@@ -301,3 +301,24 @@ def test_report_of_a_large_release_draws_a_device_sample(written, tmp_path, monk
     assert facts["geofence"]["sample"] == {"devices": 60, "of": data["sim"].meta["sample"]["of"],
                                            "seed": data["sim"].meta["sample"]["seed"]}
     assert "seeded sample of 60" in doc._cap_geofence(data, facts["geofence"])
+
+
+def test_linkage_per_device_is_read_narrow(tmp_path):
+    """The report reads only the per-device linkage columns it uses, text as categories,
+    from Parquet or (without it) from the CSV; the values are the table's."""
+    from sim.core.files import write_table
+    from sim.report.document import _LPD_CATEGORIES, _LPD_COLUMNS, _read_table
+
+    t = pd.DataFrame({"pseudonym": ["p2", "p1", "p2"], "level": ["building", "block", "block"],
+                      "key": ["home", "home", "home_work"], "home_zone": [1, 2, 3], "status": ["ok", "ok", "outside"],
+                      "set_size": [1, 4, -1], "guess_person_id": [7, 8, -1], "unique": [True, False, False],
+                      "identified": [True, False, False], "top1_correct": [True, True, False]})
+    write_table(t, tmp_path / "lpd", dataset_id="abc")
+    got = _read_table(tmp_path / "lpd.parquet", "abc", columns=_LPD_COLUMNS, categories=_LPD_CATEGORIES)
+    assert list(got.columns) == [c for c in _LPD_COLUMNS if c in t.columns]
+    assert all(isinstance(got[c].dtype, pd.CategoricalDtype) for c in _LPD_CATEGORIES)
+    for c in got.columns:
+        assert list(got[c].astype(object)) == list(t[c]), c
+    (tmp_path / "lpd.parquet").unlink()
+    from_csv = _read_table(tmp_path / "lpd.parquet", "abc", columns=_LPD_COLUMNS)
+    assert list(from_csv.columns) == list(got.columns) and list(from_csv["set_size"]) == [1, 4, -1]

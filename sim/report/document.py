@@ -79,19 +79,34 @@ def _read_json(path: Path, required=False):
         raise InputError(f"{str(path)!r} is not valid JSON ({e}); re-run the step that writes it.") from e
 
 
-def _read_table(path: Path, dataset_id: str | None = None):
+#: what the report reads of the per-device linkage table (8 M rows at 1 M devices): these
+#: columns, the text ones as categories
+_LPD_COLUMNS = ("pseudonym", "level", "key", "status", "set_size", "unique", "identified", "guess_person_id")
+_LPD_CATEGORIES = ("pseudonym", "level", "key", "status")
+
+
+def _read_table(path: Path, dataset_id: str | None = None, columns=None, categories=()):
     """A table of the run folder; a Parquet table that records another dataset_id than
-    ``dataset_id`` (the folder's) is refused."""
+    ``dataset_id`` (the folder's) is refused.  ``columns``: only those (of the ones the
+    table has); ``categories``: text columns read as pandas categories (far smaller than
+    one string per row on a large table)."""
     if path.exists():
         recorded = read_dataset_id(path)
         if dataset_id is not None and recorded is not None and recorded != dataset_id:
             raise InputError(
                 f"{str(path)!r} was computed from another dataset (dataset_id {recorded!r}, the "
                 f"folder's is {dataset_id!r}); re-run `reidsim run` (or `reidsim attack`) on this folder.")
-        return pd.read_parquet(path)
+        if columns is None and not categories:
+            return pd.read_parquet(path)
+        import pyarrow.parquet as pq
+
+        have = pq.read_schema(path).names
+        cols = [c for c in (columns or have) if c in have]
+        return pq.read_table(path, columns=cols, read_dictionary=[c for c in categories if c in cols]).to_pandas()
     csv = path.with_suffix(".csv")
     if csv.exists():
-        return pd.read_csv(csv)
+        t = pd.read_csv(csv)
+        return t if columns is None else t[[c for c in columns if c in t.columns]]
     return None
 
 
@@ -122,10 +137,12 @@ def _load(d: Path, simulation=None) -> dict:
             "calibration": _read_json(d / "calibration.json"),
             "summary": _read_json(d / "attacks" / "summary.json") or {},
             "geofence_meta": _read_json(d / "attacks" / "geofence_meta.json")}
-    for name in ("linkage", "linkage_per_device", "time_to_identification", "unicity", "unicity_power_law",
+    for name in ("linkage", "time_to_identification", "unicity", "unicity_power_law",
                  "topn", "known_points", "geofence", "geofence_per_pseudonym", "relink", "ladder",
                  "waterfall", "sensitivity", "unicity_panel", "topn_panel"):
         data[name] = _read_table(d / "attacks" / f"{name}.parquet", did)
+    data["linkage_per_device"] = _read_table(d / "attacks" / "linkage_per_device.parquet", did,
+                                             columns=_LPD_COLUMNS, categories=_LPD_CATEGORIES)
     data["privacy"] = _read_table(d / "defenses" / "privacy.parquet", did)
     data["utility"] = _read_table(d / "defenses" / "utility.parquet", did)
     data["inferred"] = _read_table(d / "inferred.parquet", did)
