@@ -126,14 +126,8 @@ class World:
         if level == "building":
             out[ok] = self._bldg_index.query(xy[:, 0], xy[:, 1])
             return out
-        blk = self._block_of(xy)
-        if level == "block":
-            out[ok] = blk
-        elif level == "tract":
-            out[ok] = self._block_tract[blk]
-        else:
-            out[ok] = self._tract_district[self._block_tract[blk]]
-        return out
+        out[ok] = self._block_of(xy)
+        return out if level == "block" else self.zones_of_blocks(out, level)
 
     def zones_of_blocks(self, block_id, level: str) -> np.ndarray:
         """Zone id at ``level`` (block, tract or district) of each block id, -1 passing
@@ -156,8 +150,7 @@ class World:
         x = np.asarray(x_m, dtype=np.float64).ravel()
         y = np.asarray(y_m, dtype=np.float64).ravel()
         blk = self.locate(x, y, "block")
-        tr = np.where(blk >= 0, self._block_tract[np.maximum(blk, 0)], -1)
-        di = np.where(tr >= 0, self._tract_district[np.maximum(tr, 0)], -1)
+        tr, di = self.zones_of_blocks(blk, "tract"), self.zones_of_blocks(blk, "district")
         return pd.DataFrame(
             {"building_id": self.locate(x, y, "building"), "block_id": blk,
              "tract_id": tr, "district_id": di}
