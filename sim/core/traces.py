@@ -427,6 +427,16 @@ def ping_zones(traces: Traces, world, level: str) -> np.ndarray:
     return z
 
 
+def forget_derived(traces: Traces, keep_zones=()) -> None:
+    """Drop what is memoised on ``traces`` (to bound memory between uses), except the
+    ping zones of the levels in ``keep_zones`` (e.g. ``("block",)``, which
+    :func:`ping_zones` reads tracts and districts off)."""
+    cache = derived_cache(traces)
+    keep = {k: v for k, v in cache.items() if isinstance(k, tuple) and k[0] == "zones" and k[-1] in keep_zones}
+    cache.clear()
+    cache.update(keep)
+
+
 def derived_cache(traces: Traces) -> dict:
     """A per-object dict for memoising values derived from an (immutable) Traces.
 

@@ -119,7 +119,7 @@ from sim.core.errors import ConfigError, InputError
 from sim.core.memory import peak_rss_mb, release_free_memory
 from sim.core.files import clean_stale_staging, drop_stale_csv, new_staging_dir, wants_csv, write_json
 from sim.core.storage import as_path, read_frame, read_schema, read_table, replace, rmtree, write_parquet
-from sim.core.traces import Traces, derived_cache
+from sim.core.traces import Traces, forget_derived
 from sim.infer import InferenceParams, infer_prefixes
 from sim.pipeline.evaluate import observation_days
 from sim.pipeline.stream import CONCAT_MAX_ROWS, claim_out_dir, run_parts, write_inferred_concat
@@ -256,10 +256,7 @@ def attack_part(directory, part: str, manifest: dict, plan: MapPlan, world=None)
             top, n_places = top_locations(traces, world, lv, n_max=max(plan.topn_ns), by=plan.topn_by)
             for n in plan.topn_ns:
                 out["topn"][(lv, n)] = signature_counts(top, n_places, n)
-            cache = derived_cache(traces)  # one level's ping zones at a time, and the blocks tracts come from
-            keep = {k: v for k, v in cache.items() if isinstance(k, tuple) and k[:1] == ("zones",) and k[-1] == "block"}
-            cache.clear()
-            cache.update(keep)
+            forget_derived(traces, keep_zones=("block",))  # one level's ping zones at a time (and the blocks)
     if plan.n_candidates != 0:
         out["candidates"] = _candidates(traces, plan)
     del traces
