@@ -115,6 +115,20 @@ def test_large_output_skips_the_concatenation_and_removes_a_stale_one(copy):
     assert (copy / "inferred" / "summary.json").exists() and not staging(copy)
 
 
+def test_concatenation_above_the_csv_limit_removes_a_stale_csv(copy, monkeypatch):
+    """inferred.parquet of more rows than CSV_MAX_ROWS gets no CSV, and the CSV an earlier
+    run left is removed with it (the folder never holds a CSV that disagrees)."""
+    import sim.core.files as F
+
+    infer_streaming(copy)
+    assert (copy / "inferred.csv").exists()
+    before = pd.read_parquet(copy / "inferred.parquet")
+    monkeypatch.setattr(F, "CSV_MAX_ROWS", len(before) - 1)
+    infer_streaming(copy)
+    assert not (copy / "inferred.csv").exists() and not staging(copy)
+    pd.testing.assert_frame_equal(pd.read_parquet(copy / "inferred.parquet"), before)
+
+
 class Boom(KeyboardInterrupt):
     pass
 

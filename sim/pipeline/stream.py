@@ -53,7 +53,6 @@ from sim.core.files import (
     commit_staged,
     is_staging_name,
     new_staging_dir,
-    drop_stale_csv,
     read_dataset_id,
     wants_csv,
     write_json,
@@ -216,8 +215,8 @@ def infer_streaming(directory, out_dir=None, days=None, backend: str = "local", 
         }
         summary["seconds"] = round(time.perf_counter() - t0, 3)
         write_json(summary, stage / INFERRED_DIR / "summary.json")
-        commit_staged(stage, out, marker="inferred.parquet",
-                      remove=() if concat else ("inferred.parquet", "inferred.csv"))
+        # the old inferred.parquet/.csv go; the staged ones (if any) move in
+        commit_staged(stage, out, marker="inferred.parquet", remove=("inferred.parquet", "inferred.csv"))
         summary["seconds"] = round(time.perf_counter() - t0, 3)
         return summary
     finally:
@@ -270,8 +269,8 @@ def _concatenate(part_dir, stems: list, stem, did: str, csv: bool = True) -> Non
 def write_inferred_concat(tables, stem, did: str, csv: bool = True) -> int:
     """Write the inferred tables ``tables`` (an iterable of Arrow tables, consumed one at
     a time) one after the other as ``stem``.parquet and, with ``csv``, ``stem``.csv (a
-    local path or a URL; without it a stale ``stem``.csv is removed), each atomically,
-    with the dataset_id ``did`` in the Parquet metadata.  Returns the rows written."""
+    local path or a URL), each atomically, with the dataset_id ``did`` in the Parquet
+    metadata.  Returns the rows written."""
     import contextlib
 
     import pyarrow.parquet as pq
@@ -279,21 +278,19 @@ def write_inferred_concat(tables, stem, did: str, csv: bool = True) -> int:
     stem = as_path(stem)
     schema = inferred_schema().with_metadata({DATASET_ID_KEY: str(did).encode()})
     rows = 0
-    if not csv:
-        drop_stale_csv(stem)
-    csv_path = atomic_path(stem.with_suffix(".csv")) if csv else contextlib.nullcontext(None)
-    with atomic_path(stem.with_suffix(".parquet")) as tmp_pq, csv_path as tmp_csv:
-        with pq.ParquetWriter(tmp_pq, schema) as w, \
-                (open(tmp_csv, "w", newline="") if csv else contextlib.nullcontext(None)) as fcsv:
-            i = -1
-            for i, t in enumerate(tables):
-                t = t.select(list(INFERRED_COLUMNS)).cast(inferred_schema())
-                w.write_table(t.replace_schema_metadata(schema.metadata))
-                if fcsv is not None:
-                    t.to_pandas().to_csv(fcsv, index=False, header=(i == 0))
-                rows += t.num_rows
-            if i < 0 and fcsv is not None:
-                inferred_schema().empty_table().to_pandas().to_csv(fcsv, index=False)
+    with contextlib.ExitStack() as files:
+        w = files.enter_context(pq.ParquetWriter(files.enter_context(atomic_path(stem.with_suffix(".parquet"))), schema))
+        fcsv = (files.enter_context(open(files.enter_context(atomic_path(stem.with_suffix(".csv"))), "w", newline=""))
+                if csv else None)
+        i = -1
+        for i, t in enumerate(tables):
+            t = t.select(list(INFERRED_COLUMNS)).cast(inferred_schema())
+            w.write_table(t.replace_schema_metadata(schema.metadata))
+            if fcsv is not None:
+                t.to_pandas().to_csv(fcsv, index=False, header=(i == 0))
+            rows += t.num_rows
+        if i < 0 and fcsv is not None:
+            inferred_schema().empty_table().to_pandas().to_csv(fcsv, index=False)
     return rows
 
 
