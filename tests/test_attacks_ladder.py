@@ -465,7 +465,8 @@ def test_run_attacks_ladder_tables(rotated):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_segment_order_is_lexsort(seed):
     """The numba per-segment sort equals np.lexsort((pid, dist, segment)), ties included."""
-    from sim.attacks.ladder import _segment_order, _starts
+    from sim.attacks._common import run_starts as _starts
+    from sim.attacks.ladder import _segment_order
 
     rng = np.random.default_rng(seed)
     n = 3000

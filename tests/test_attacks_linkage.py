@@ -301,7 +301,7 @@ def test_groups_equal_the_lexsort_and_unique_reference(n):
     """Register groups by (key, person_id): the same order, keys, starts and sizes as the
     slow reference (lexsort then np.unique), for a register ordered by person_id (the
     radix-sort path) and for a shuffled one."""
-    from sim.attacks.linkage import _groups
+    from sim.attacks._common import groups_by_key as _groups
 
     rng = np.random.default_rng(n)
     key = rng.integers(-1, 30, n).astype(np.int64)

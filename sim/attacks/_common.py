@@ -121,6 +121,28 @@ def _uniform_many(seed, tag, index, counter, out):
         out[i] = _one_uniform(seed, tag, index[i], counter)
 
 
+def run_starts(sorted_keys: np.ndarray) -> np.ndarray:
+    """Start of every run of equal values in ``sorted_keys``, and its length at the end."""
+    if not len(sorted_keys):
+        return np.zeros(1, dtype=np.int64)
+    return np.r_[0, np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1, len(sorted_keys)].astype(np.int64)
+
+
+def groups_by_key(reg_key: np.ndarray, reg_pid) -> tuple:
+    """Register rows sorted by (key, person_id): ``(order, keys, start, size)`` with the
+    distinct keys in order and each one's start and size in ``order``.  A register
+    ordered by person_id (as generated) is sorted by one radix sort of the keys."""
+    reg_pid = np.asarray(reg_pid)
+    if len(reg_pid) < 2 or bool(np.all(reg_pid[1:] > reg_pid[:-1])):
+        order = np.argsort(reg_key, kind="stable")  # = the lexsort below
+    else:
+        order = np.lexsort((reg_pid, reg_key))
+    ks = reg_key[order]
+    bounds = run_starts(ks)
+    start = bounds[:-1]
+    return order, ks[start], start, np.diff(bounds)
+
+
 def uniforms(seed: int, tag: int, index: np.ndarray, counter: int) -> np.ndarray:
     """One uniform [0, 1) per stream ``stream_key(seed, tag, index[i])`` at ``counter``."""
     index = np.ascontiguousarray(index, dtype=np.uint64)

@@ -110,6 +110,7 @@ from sim.core.constants import LEVELS
 from sim.core.errors import ConfigError, InputError
 from sim.core.jit import pjit, prange
 from sim.attacks._common import (
+    groups_by_key,
     check_int,
     check_positive,
     device_zone,
@@ -117,6 +118,7 @@ from sim.attacks._common import (
     rate_row,
     register_column,
     require_columns,
+    run_starts,
     span_table,
     truth_device,
     truth_index,
@@ -296,9 +298,10 @@ def register_index(register: pd.DataFrame, level: str, rungs=RUNG_NAMES) -> Regi
         adult = ~(age < ADULT_AGE)  # a missing age counts as adult
     else:
         adult = np.ones(n_reg, dtype=bool)
-    order = np.lexsort((pid, rh))
-    order = order[rh[order] >= 0]
-    uz, zstart, zcnt = np.unique(rh[order], return_index=True, return_counts=True)
+    order, uz, zstart, zcnt = groups_by_key(rh, pid)
+    k0 = int(np.searchsorted(uz, 0))  # residents with a listed home zone: the groups of keys >= 0
+    skip = int(zstart[k0]) if k0 < len(uz) else len(order)
+    order, uz, zstart, zcnt = order[skip:], uz[k0:], zstart[k0:] - skip, zcnt[k0:]
     rx = ry = addresses = None
     if ranked:
         rx = register["home_x_m"].to_numpy(dtype=np.float64)
@@ -351,13 +354,6 @@ def _address_index(rh, rx, ry, pid):
     return addr, cKDTree(addr), pool[porder], acnt, np.cumsum(acnt) - acnt
 
 
-def _starts(sorted_keys: np.ndarray) -> np.ndarray:
-    """Start of every run of equal values in ``sorted_keys``, and its length at the end."""
-    if not len(sorted_keys):
-        return np.zeros(1, dtype=np.int64)
-    return np.r_[0, np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1, len(sorted_keys)].astype(np.int64)
-
-
 @pjit
 def _segment_order(bounds, dist, pid):  # pragma: no cover - numba
     """Within each segment ``bounds[i]:bounds[i + 1]`` the positions ordered by (dist,
@@ -397,7 +393,7 @@ def _neighbours(todo, need, h, hx, hy, rh, rx, ry, pid, ranked, fill_from, addre
         keep = rh[prow] != h[pdev]
         pdev, prow = pdev[keep], prow[keep]
         pdist = np.hypot(rx[prow] - hx[pdev], ry[prow] - hy[pdev])
-        o = _segment_order(_starts(pdev), pdist, pid[prow])  # = np.lexsort((pid[prow], pdist, pdev))
+        o = _segment_order(run_starts(pdev), pdist, pid[prow])  # = np.lexsort((pid[prow], pdist, pdev))
         pdev, prow, pdist = pdev[o], prow[o], pdist[o]
         first = np.searchsorted(pdev, pending)
         rank = np.arange(len(pdev), dtype=np.int64) - first[np.searchsorted(pending, pdev)]

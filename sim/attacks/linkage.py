@@ -56,6 +56,7 @@ from sim.core.jit import jit, pjit, prange
 from sim.core.errors import ConfigError, InputError
 from sim.core.rng import TAG_ATTACK, stable_uid64
 from sim.attacks._common import (
+    groups_by_key,
     METRIC_COLUMNS,
     check_levels,
     count_row,
@@ -127,21 +128,6 @@ def _pair_key(h, w, w_max):
     w = np.asarray(w, dtype=np.int64)
     m = np.int64(max(int(w_max), 0) + 2)
     return (h + 1) * m + (w + 1), m
-
-
-def _groups(reg_key, reg_pid):
-    """Register members sorted by (key, person_id); unique keys with start and size."""
-    reg_pid = np.asarray(reg_pid)
-    if len(reg_pid) < 2 or bool(np.all(reg_pid[1:] > reg_pid[:-1])):  # a register ordered by person_id
-        order = np.argsort(reg_key, kind="stable")  # = the lexsort below, by a radix sort
-    else:
-        order = np.lexsort((reg_pid, reg_key))
-    ks = reg_key[order]
-    if not len(ks):
-        return order, ks, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    start = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])  # ks is sorted: no second sort
-    size = np.diff(np.r_[start, len(ks)])
-    return order, ks[start], start.astype(np.int64), size.astype(np.int64)
 
 
 def _lookup(dev_key, uk, start, size):
@@ -230,7 +216,7 @@ def _anonymity_sets(dkey, rkey, valid, ok, reg_pid):
     set is ``order[g_start:g_start + g_size]`` (size 0 where the status is not "ok"),
     ``gid`` numbers the sets (-1 none).
     """
-    order, uk, start, size = _groups(np.where(valid, rkey, np.iinfo(np.int64).min + 1), reg_pid)
+    order, uk, start, size = groups_by_key(np.where(valid, rkey, np.iinfo(np.int64).min + 1), reg_pid)
     if len(uk) and uk[0] == np.iinfo(np.int64).min + 1:  # persons outside the area
         uk, start, size = uk[1:], start[1:], size[1:]
     g_start, g_size, gid = _lookup(dkey, uk, start, size)
