@@ -651,6 +651,27 @@ def _profile_listing(persons, res, name, prof, seed):
     return listed, home, emp
 
 
+def register_listing(persons: pd.DataFrame, world: World, comps, seed: int) -> tuple:
+    """Who the profiles ``comps`` (``RegisterConfig.components()``) list: ``(rows, home,
+    work, sources)`` — the persons' rows listed by any profile, and for each the home
+    building of the first profile showing one, the employer likewise (-1: none; int64)
+    and the bit mask of the profiles listing it."""
+    n = len(persons)
+    res = np.flatnonzero(world.buildings["residents"].to_numpy() > 0)
+    listed_any = np.zeros(n, dtype=bool)
+    home_b = np.full(n, -1, dtype=np.int64)
+    work_b = np.full(n, -1, dtype=np.int64)
+    src_bits = np.zeros(n, dtype=np.int64)
+    for i, (name, prof) in enumerate(comps):
+        listed, home, emp = _profile_listing(persons, res, name, prof, seed)
+        listed_any |= listed
+        src_bits |= listed.astype(np.int64) << i
+        home_b = np.where((home_b < 0) & (home >= 0), home, home_b)
+        work_b = np.where((work_b < 0) & (emp >= 0), emp, work_b)
+    rows = np.flatnonzero(listed_any)
+    return rows, home_b[rows], work_b[rows], src_bits[rows]
+
+
 def make_register(persons: pd.DataFrame, world: World, cfg: RegisterConfig, seed: int, *,
                   names: bool = True) -> pd.DataFrame:
     """The attacker's register: adults with their home address (and some employers).
@@ -673,22 +694,9 @@ def make_register(persons: pd.DataFrame, world: World, cfg: RegisterConfig, seed
     """
     comps = cfg.components()
     b = world.buildings
-    n = len(persons)
-    res = np.flatnonzero(b["residents"].to_numpy() > 0)
-    listed_any = np.zeros(n, dtype=bool)
-    home_b = np.full(n, -1, dtype=np.int64)
-    work_b = np.full(n, -1, dtype=np.int64)
-    src_bits = np.zeros(n, dtype=np.int64)
-    for i, (name, prof) in enumerate(comps):
-        listed, home, emp = _profile_listing(persons, res, name, prof, seed)
-        listed_any |= listed
-        src_bits |= listed.astype(np.int64) << i
-        home_b = np.where((home_b < 0) & (home >= 0), home, home_b)
-        work_b = np.where((work_b < 0) & (emp >= 0), emp, work_b)
-    rows = np.flatnonzero(listed_any)
+    rows, home_b, work_b, src_bits = register_listing(persons, world, comps, seed)
     pid = as_ids(persons["person_id"].to_numpy()[rows], "person ids")
-    home_b, work_b = as_ids(home_b[rows], "building ids"), as_ids(work_b[rows], "building ids")
-    src_bits = src_bits[rows]
+    home_b, work_b = as_ids(home_b, "building ids"), as_ids(work_b, "building ids")
     bx, by = b["x_m"].to_numpy(np.float64), b["y_m"].to_numpy(np.float64)
     (hx, hy), (wx, wy) = building_xy(bx, by, home_b), building_xy(bx, by, work_b)
     hz, wz = zone_ids(world, home_b), zone_ids(world, work_b)

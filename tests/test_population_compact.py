@@ -131,23 +131,13 @@ def ref_persons(world, n_persons, cfg, seed):
 
 def ref_register_columns(persons, world, cfg, seed):
     """The id and coordinate columns of ``make_register`` as first written
-    (``persons.iloc`` of the listed rows, int64 ids, ``np.where`` gathers)."""
+    (``persons.iloc`` of the listed rows, int64 ids, ``np.where`` gathers) for the rows
+    ``register_listing`` lists (the part that did not change)."""
     import sim.population as P
 
     b = world.buildings
-    n = len(persons)
-    res = np.flatnonzero(b["residents"].to_numpy() > 0)
-    listed_any = np.zeros(n, dtype=bool)
-    home_b = np.full(n, -1, dtype=np.int64)
-    work_b = np.full(n, -1, dtype=np.int64)
-    for name, prof in cfg.components():
-        listed, home, emp = P._profile_listing(persons, res, name, prof, seed)
-        listed_any |= listed
-        home_b = np.where((home_b < 0) & (home >= 0), home, home_b)
-        work_b = np.where((work_b < 0) & (emp >= 0), emp, work_b)
-    rows = np.flatnonzero(listed_any)
+    rows, home_b, work_b, _ = P.register_listing(persons, world, cfg.components(), seed)  # who is listed: shared
     p = persons.iloc[rows]
-    home_b, work_b = home_b[rows], work_b[rows]
     bx, by = b["x_m"].to_numpy(), b["y_m"].to_numpy()
     hz, wz = world.building_zone_ids(home_b), world.building_zone_ids(work_b)
     return pd.DataFrame({
