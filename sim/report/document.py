@@ -36,6 +36,7 @@ import pandas as pd
 from sim.core.errors import InputError
 from sim.attacks.ladder import RUNGS
 from sim.core.files import atomic_path, read_dataset_id
+from sim.core.storage import read_schema, read_table
 from sim.core.fmt import NA, count, is_finite, num, num_auto, num_range, pct, pct_ci, pct_range
 from sim.metrics.calibration import SANE_RANGES
 from sim.release.dataset import DEFAULT_SAMPLE_DEVICES, check_derived, load_sample
@@ -98,11 +99,9 @@ def _read_table(path: Path, dataset_id: str | None = None, columns=None, categor
                 f"folder's is {dataset_id!r}); re-run `reidsim run` (or `reidsim attack`) on this folder.")
         if columns is None and not categories:
             return pd.read_parquet(path)
-        import pyarrow.parquet as pq
-
-        have = pq.read_schema(path).names
+        have = read_schema(path).names
         cols = [c for c in (columns or have) if c in have]
-        return pq.read_table(path, columns=cols, read_dictionary=[c for c in categories if c in cols]).to_pandas()
+        return read_table(path, columns=cols, read_dictionary=[c for c in categories if c in cols]).to_pandas()
     csv = path.with_suffix(".csv")
     if csv.exists():
         t = pd.read_csv(csv)
