@@ -314,6 +314,15 @@ def cmd_audit(a):
     return 0
 
 
+def _dask_options(parser, backend_help: str | None = None) -> None:
+    """``--backend local|dask``, ``--scheduler ADDRESS`` and ``--workers N``: the Dask
+    options every part-by-part command takes."""
+    parser.add_argument("--backend", choices=["local", "dask"], default="local", help=backend_help)
+    parser.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
+    parser.add_argument("--workers", type=_positive_int, default=2,
+                        help="LocalCluster workers for --backend dask (>= 1, default 2)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reidsim", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -326,10 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--residents", type=int, help="residents of the synthetic metro")
     g.add_argument("--block-devices", type=int, help="devices per generation block (memory bound)")
     g.add_argument("--config", help="scenario TOML file")
-    g.add_argument("--backend", choices=["local", "dask"], default="local")
-    g.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
-    g.add_argument("--workers", type=_positive_int, default=2,
-                   help="LocalCluster workers for --backend dask (>= 1, default 2)")
+    _dask_options(g)
     g.add_argument("--out", required=True, help="output folder or URL, e.g. s3://bucket/ds (new, empty, or a "
                                                 "reidsim dataset with --overwrite)")
     g.add_argument("--overwrite", action="store_true",
@@ -351,10 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="the defended dataset (new, empty, or a reidsim dataset with "
                                                 "--overwrite)")
     c.add_argument("--overwrite", action="store_true", help="replace the reidsim dataset in --out")
-    c.add_argument("--backend", choices=["local", "dask"], default="local")
-    c.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
-    c.add_argument("--workers", type=_positive_int, default=2,
-                   help="LocalCluster workers for --backend dask (>= 1, default 2)")
+    _dask_options(c)
     c.set_defaults(func=cmd_defend)
 
     c = sub.add_parser("infer", help="infer home and work of every pseudonym of a generated folder")
@@ -362,22 +365,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="write inferred/ here (a new or empty folder, or URL) instead of into DIR")
     c.add_argument("--days", type=_positive_days, help="use only the first D days of the window (D > 0)")
     c.add_argument("--score", action="store_true", help="also score against the truth (loads the whole dataset)")
-    c.add_argument("--backend", choices=["local", "dask"], default="local",
-                   help="infer the release's parts in-process (local) or on Dask")
-    c.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
-    c.add_argument("--workers", type=_positive_int, default=2,
-                   help="LocalCluster workers for --backend dask (>= 1, default 2)")
+    _dask_options(c,
+                  "infer the release's parts in-process (local) or on Dask")
     c.set_defaults(func=cmd_infer)
 
     c = sub.add_parser("attack", help="run the re-identification attacks on a generated folder (part by part)")
     c.add_argument("dir", help="a folder (or URL) written by reidsim generate")
     c.add_argument("--out", help="write attacks/ and the inferred tables here (a new or empty local folder) "
                                  "instead of into DIR")
-    c.add_argument("--backend", choices=["local", "dask"], default="local",
-                   help="attack the release's parts in-process (local) or on Dask")
-    c.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
-    c.add_argument("--workers", type=_positive_int, default=2,
-                   help="LocalCluster workers for --backend dask (>= 1, default 2)")
+    _dask_options(c,
+                  "attack the release's parts in-process (local) or on Dask")
     c.add_argument("--in-memory", action="store_true",
                    help="load the whole release instead of streaming it (same tables; for comparison)")
     c.set_defaults(func=cmd_attack)
@@ -391,12 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--sample-devices", type=_nonnegative_int, default=20_000, metavar="N",
                    help="above N devices, attack the release part by part and measure the context figures on a "
                         "seeded sample of N devices (default 20000; 0: everything in memory)")
-    c.add_argument("--backend", choices=["local", "dask"], default="local",
-                   help="run that part-by-part attack stage in this process (local) or as Dask tasks, one per "
-                        "part (dask; the same tables)")
-    c.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
-    c.add_argument("--workers", type=_positive_int, default=2,
-                   help="LocalCluster workers for --backend dask (>= 1, default 2)")
+    _dask_options(c,
+                  "run that part-by-part attack stage in this process (local) or as Dask tasks, one per "
+                  "part (dask; the same tables)")
     c.add_argument("-q", "--quiet", action="store_true")
     c.set_defaults(func=cmd_run)
 
@@ -404,11 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("file", help="sweep TOML file")
     c.add_argument("--out", required=True)
     c.add_argument("--max-cells", type=_positive_int, default=None, help="refuse grids larger than this (>= 1)")
-    c.add_argument("--backend", choices=["local", "dask"], default="local",
-                   help="evaluate cells in this process (local) or as Dask tasks (dask)")
-    c.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
-    c.add_argument("--workers", type=_positive_int, default=2,
-                   help="LocalCluster workers for --backend dask (>= 1, default 2)")
+    _dask_options(c,
+                  "evaluate cells in this process (local) or as Dask tasks (dask)")
     c.add_argument("-q", "--quiet", action="store_true")
     c.set_defaults(func=cmd_sweep)
     c = sub.add_parser("cite", help="print a benchmark figure as a sentence with its interval, how to "
