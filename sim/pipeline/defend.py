@@ -53,7 +53,8 @@ from sim.core.errors import ConfigError, InputError
 from sim.core.files import atomic_path, claim_output_dir, new_staging_dir
 from sim.core.storage import as_path, copy_file, copy_tree, read_frame, read_table, rmtree
 from sim.core.traces import Traces
-from sim.generate.engine import commit_dataset, dask_client, pings_table, write_pings_part
+from sim.generate.engine import commit_dataset, pings_table, write_pings_part
+from sim.pipeline.stream import run_parts
 from sim.release.dataset import check_dataset, read_release_part
 from sim.release.defenses import REGISTRY, BrokerContext, apply_defenses, parse_defense_spec, validate_defense
 from sim.world.crs import project_to_latlon
@@ -207,12 +208,7 @@ def defend_streaming(directory, out_dir, defenses, *, backend: str = "local", sc
         tasks = [dict(directory=str(src.resolve()), part=r["file"], manifest=man, steps=steps,
                       ctx_path=str(ctx_path.resolve()), out_path=str((stage / "pings" / r["file"]).resolve()),
                       seed=seed, world_dir=world_dir) for r in man["parts"]]
-        if backend == "local":
-            results = [defend_part(**kw) for kw in tasks]
-        else:
-            with dask_client(scheduler, int(n_workers)) as client:
-                futs = [client.submit(defend_part, pure=False, **kw) for kw in tasks]
-                results = client.gather(futs)
+        results = run_parts(defend_part, tasks, backend, scheduler, int(n_workers))
         ctx_path.unlink()
         changed = any("mapping" in r for r in results)
         truth = _truth_pseudonyms(pseud, results, changed)

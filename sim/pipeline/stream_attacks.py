@@ -260,7 +260,6 @@ def attack_part(directory, part: str, manifest: dict, plan: MapPlan, world=None)
     if plan.n_candidates != 0:
         out["candidates"] = _candidates(traces, plan)
     del traces
-    release_free_memory(collect=False)  # the part's buffers, before the next part is read
     out["seconds"] = round(time.perf_counter() - t0, 3)
     out["cpu_s"] = round(time.process_time() - c0, 3)
     return out
@@ -329,7 +328,6 @@ def count_part(directory, part: str, manifest: dict, plan: CountPlan) -> dict:
             out["known"][i] = match_observations(traces, ox, oy, ot, m_eff, hit_rows, radius_m=radius_m,
                                                  tol_s=plan.tol_s, origin=origin)
     del traces
-    release_free_memory(collect=False)  # the part's buffers, before the next part is read
     out["seconds"] = round(time.perf_counter() - t0, 3)
     out["cpu_s"] = round(time.process_time() - c0, 3)
     return out
