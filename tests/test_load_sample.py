@@ -80,3 +80,29 @@ def test_sample_truth_tables_and_calibration(small_dataset):
     manual = dataclasses.replace(full, devices=full.devices[keep].reset_index(drop=True),
                                  release=full.release.take(idx))
     assert calibration_stats(manual) == cal
+
+
+def test_filtered_part_is_one_chunk_with_only_its_pseudonyms(small_dataset):
+    """Each part's kept rows: the same rows as filtering the read table, in one chunk whose
+    dictionary holds only the kept pseudonyms (not the read chunks' copies of the part's)."""
+    import pyarrow as pa
+
+    from sim.release.dataset import _filter_part, read_pings_table
+
+    folder, man = small_dataset
+    table = read_pings_table(folder / "pings" / man["parts"][0]["file"])
+    assert table.column("pseudonym").num_chunks >= 1 and pa.types.is_dictionary(table.schema.field("pseudonym").type)
+    names = np.unique(table.column("pseudonym").cast(pa.string()).to_numpy(zero_copy_only=False))
+    keep = np.sort(names[::3]).astype(object)
+    got = _filter_part(table, keep)
+    want = table.filter(pa.array(np.isin(table.column("pseudonym").cast(pa.string()).to_numpy(zero_copy_only=False),
+                                         keep)))
+    assert got.num_rows == want.num_rows > 0
+    assert got.schema == want.schema
+    for c in got.column_names:
+        assert got.column(c).num_chunks == 1
+        a, b = got.column(c), want.column(c)
+        if c == "pseudonym":
+            a, b = a.cast(pa.string()), b.cast(pa.string())
+        assert a.equals(b), c
+    assert sorted(got.column("pseudonym").chunk(0).dictionary.to_pylist()) == sorted(keep.tolist())

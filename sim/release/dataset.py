@@ -425,7 +425,15 @@ def _filter_part(table, keep_names: np.ndarray):
         else:
             masks.append(pc.is_in(chunk.cast(pa.string()), value_set=value_set).to_numpy(zero_copy_only=False))
     mask = np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
-    return table.filter(pa.array(mask))
+    out = table.filter(pa.array(mask))
+    # the kept rows in one chunk whose dictionary holds only their pseudonyms: filtered
+    # chunks keep their read dictionaries, each a copy of the part's (at 1 M devices, 40
+    # parts sampled to 2 % kept 1.7 GB of Arrow memory, against 0.35 GB for the rows)
+    i = out.schema.get_field_index("pseudonym")
+    if pa.types.is_dictionary(out.schema.field(i).type):
+        ps = pc.dictionary_encode(out.column(i).cast(pa.string()).combine_chunks())
+        out = out.set_column(i, "pseudonym", ps.cast(out.schema.field(i).type))
+    return out.combine_chunks()
 
 
 #: device sample of the figures that need pings in memory on a large release (calibration,
@@ -485,9 +493,13 @@ def load_sample(directory, n_devices: int | None, *, seed: int | None = None,
     chosen = sample_devices(pseud["device_idx"].to_numpy(), int(n_devices), seed)
     names = np.sort(pseud.loc[pseud["device_idx"].isin(chosen), "pseudonym"].astype(str).to_numpy(dtype=object))
     world = World.load(d / "world")
-    tables = [_filter_part(read_pings_table(d / "pings" / r["file"]), names) for r in man["parts"]]
-    tables = [t for t in tables if t.num_rows] or tables[:1]
-    release_free_memory(collect=False)  # what reading the parts left in the allocators
+    tables = []
+    for i, r in enumerate(man["parts"]):
+        t = _filter_part(read_pings_table(d / "pings" / r["file"]), names)
+        if t.num_rows or (i == len(man["parts"]) - 1 and not tables):  # the schema, when nothing is sampled
+            tables.append(t)
+        del t
+        release_free_memory(collect=False)  # the part's read buffers, before the next part is read
     table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
     release = release_to_traces(table, world.crs, man["utc_offset_s"], start_s=man["start_s"],
                                 n_days=man["n_days"], duplicates=duplicate_policy(man))
