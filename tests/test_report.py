@@ -296,6 +296,23 @@ def test_report_of_a_large_release_draws_a_device_sample(written, tmp_path, monk
     assert data["sim"].meta["sample"]["devices"] == 60
     held = set(data["sim"].release.pseudonym)
     assert held == set(load_sample(d, 60).release.pseudonym)
+    # of the per-device tables only the sample's rows are read; of linkage_per_device's
+    # every row, only the set-size columns (the anonymity-set distribution)
+    lpd = pd.read_parquet(d / "attacks" / "linkage_per_device.parquet")
+    sub = data["linkage_per_device_held"]
+    assert set(sub["pseudonym"].astype(str)) == held & set(lpd["pseudonym"]) and len(sub) < len(lpd)
+    want = lpd[lpd["pseudonym"].isin(held)]
+    for c in doc._LPD_COLUMNS:
+        assert list(sub[c].astype(object)) == list(want[c]), c
+    sizes = data["linkage_per_device"]
+    assert list(sizes.columns) == list(doc._LPD_SIZE_COLUMNS) and len(sizes) == len(lpd)
+    for c in doc._LPD_SIZE_COLUMNS:
+        assert list(sizes[c].astype(object)) == list(lpd[c]), c
+    for name, path in (("inferred", d / "inferred.parquet"),
+                       ("geofence_per_pseudonym", d / "attacks" / "geofence_per_pseudonym.parquet")):
+        full = pd.read_parquet(path)
+        got = data[name]
+        assert set(got["pseudonym"]) <= held and len(got) == int(full["pseudonym"].isin(held).sum()), name
     pngs, facts = doc._render_figures(data)
     assert facts["device_trail"]["pseudonym"] in held and "device_trail" in pngs
     assert facts["geofence"]["sample"] == {"devices": 60, "of": data["sim"].meta["sample"]["of"],
@@ -319,6 +336,11 @@ def test_linkage_per_device_is_read_narrow(tmp_path):
     assert all(isinstance(got[c].dtype, pd.CategoricalDtype) for c in _LPD_CATEGORIES)
     for c in got.columns:
         assert list(got[c].astype(object)) == list(t[c]), c
+    p2 = _read_table(tmp_path / "lpd.parquet", "abc", columns=_LPD_COLUMNS, categories=_LPD_CATEGORIES,
+                     pseudonyms=["p2"])
+    assert list(p2["pseudonym"].astype(str)) == ["p2", "p2"] and list(p2["set_size"]) == [1, -1]
     (tmp_path / "lpd.parquet").unlink()
     from_csv = _read_table(tmp_path / "lpd.parquet", "abc", columns=_LPD_COLUMNS)
     assert list(from_csv.columns) == list(got.columns) and list(from_csv["set_size"]) == [1, 4, -1]
+    p2 = _read_table(tmp_path / "lpd.parquet", "abc", columns=_LPD_COLUMNS, pseudonyms=["p2"])
+    assert list(p2["pseudonym"]) == ["p2", "p2"] and list(p2["set_size"]) == [1, -1]

@@ -84,27 +84,34 @@ def _read_json(path: Path, required=False):
 #: columns, the text ones as categories
 _LPD_COLUMNS = ("pseudonym", "level", "key", "status", "set_size", "unique", "identified", "guess_person_id")
 _LPD_CATEGORIES = ("pseudonym", "level", "key", "status")
+#: what the anonymity-set distribution reads of every row of linkage_per_device
+_LPD_SIZE_COLUMNS = ("level", "key", "status", "set_size")
 
 
-def _read_table(path: Path, dataset_id: str | None = None, columns=None, categories=()):
+def _read_table(path: Path, dataset_id: str | None = None, columns=None, categories=(), pseudonyms=None):
     """A table of the run folder; a Parquet table that records another dataset_id than
     ``dataset_id`` (the folder's) is refused.  ``columns``: only those (of the ones the
     table has); ``categories``: text columns read as pandas categories (far smaller than
-    one string per row on a large table)."""
+    one string per row on a large table); ``pseudonyms``: only the rows of those
+    pseudonyms (filtered as the file is read)."""
     if path.exists():
         recorded = read_dataset_id(path)
         if dataset_id is not None and recorded is not None and recorded != dataset_id:
             raise InputError(
                 f"{str(path)!r} was computed from another dataset (dataset_id {recorded!r}, the "
                 f"folder's is {dataset_id!r}); re-run `reidsim run` (or `reidsim attack`) on this folder.")
-        if columns is None and not categories:
+        if columns is None and not categories and pseudonyms is None:
             return pd.read_parquet(path)
         have = read_schema(path).names
         cols = [c for c in (columns or have) if c in have]
-        return read_table(path, columns=cols, read_dictionary=[c for c in categories if c in cols]).to_pandas()
+        kw = {} if pseudonyms is None or "pseudonym" not in have else \
+            {"filters": [("pseudonym", "in", [str(p) for p in pseudonyms])]}
+        return read_table(path, columns=cols, read_dictionary=[c for c in categories if c in cols], **kw).to_pandas()
     csv = path.with_suffix(".csv")
     if csv.exists():
         t = pd.read_csv(csv)
+        if pseudonyms is not None and "pseudonym" in t.columns:
+            t = t[t["pseudonym"].astype(str).isin(pd.Index(pseudonyms).astype(str))].reset_index(drop=True)
         return t if columns is None else t[[c for c in columns if c in t.columns]]
     return None
 
@@ -140,16 +147,31 @@ def _load(d: Path, simulation=None) -> dict:
                  "topn", "known_points", "geofence", "geofence_per_pseudonym", "relink", "ladder",
                  "waterfall", "sensitivity", "unicity_panel", "topn_panel"):
         data[name] = _read_table(d / "attacks" / f"{name}.parquet", did)
-    data["linkage_per_device"] = _read_table(d / "attacks" / "linkage_per_device.parquet", did,
-                                             columns=_LPD_COLUMNS, categories=_LPD_CATEGORIES)
     data["privacy"] = _read_table(d / "defenses" / "privacy.parquet", did)
     data["utility"] = _read_table(d / "defenses" / "utility.parquet", did)
-    data["inferred"] = _read_table(d / "inferred.parquet", did)
     if simulation is None and (d / "pings").exists() and (d / "world").exists():
         # the maps need pings in memory: a seeded device sample on a large release
         simulation = load_sample(d, DEFAULT_SAMPLE_DEVICES)
     data["sim"] = simulation
+    # a sampled Simulation (sim.release.dataset.load_sample) holds some devices' pings: the
+    # maps show those devices only, so of the per-device tables only their rows are read,
+    # and of linkage_per_device's (millions on a large release) only the set sizes
+    held = None if simulation is None or "sample" not in simulation.meta else simulation.release.pseudonym
+    lpd = d / "attacks" / "linkage_per_device.parquet"
+    data["linkage_per_device_held"] = _read_table(lpd, did, columns=_LPD_COLUMNS, categories=_LPD_CATEGORIES,
+                                                  pseudonyms=held)
+    data["linkage_per_device"] = data["linkage_per_device_held"] if held is None else \
+        _read_table(lpd, did, columns=_LPD_SIZE_COLUMNS, categories=_LPD_SIZE_COLUMNS[:3])
+    data["inferred"] = _read_table(d / "inferred.parquet", did, pseudonyms=held)
+    data["geofence_per_pseudonym"] = _held_rows(data["geofence_per_pseudonym"], held)
     return data
+
+
+def _held_rows(t, held):
+    """The rows of ``t`` whose pseudonym is in ``held`` (all rows when ``held`` is None)."""
+    if held is None or t is None:
+        return t
+    return t[t["pseudonym"].astype(str).isin(pd.Index(held).astype(str))].reset_index(drop=True)
 
 
 # ========================================================================= formatting
@@ -262,31 +284,25 @@ def _render_figures(data) -> tuple[dict, dict]:
     if data["unicity"] is not None:
         pngs["unicity"] = png(plots.plot_unicity(data["unicity"], data["unicity_power_law"]))
     simulation = data["sim"]
-    # a sampled Simulation (sim.release.dataset.load_sample) holds some devices' pings: the
-    # maps show those devices only
-    held = None if simulation is None or "sample" not in simulation.meta else \
-        pd.Index(simulation.release.pseudonym, dtype=object)
-
-    def held_rows(t):
-        return t if held is None or t is None else t[t["pseudonym"].isin(held)]
-
+    # on a sampled Simulation the per-device tables hold the sample's rows (_load)
     if simulation is not None and data["inferred"] is not None and simulation.release.n_traces:
         level, key = _ttid_level_key(data)
-        ps = pick_trail_device(held_rows(data["linkage_per_device"]), data["inferred"], level, key)
+        ps = pick_trail_device(data["linkage_per_device_held"], data["inferred"], level, key)
         if ps is not None:
             pngs["device_trail"] = png(plots.plot_device_trail(
-                simulation.release, data["inferred"], simulation.world, ps, simulation.register, data["linkage_per_device"],
+                simulation.release, data["inferred"], simulation.world, ps, simulation.register,
+                data["linkage_per_device_held"],
                 level=level, key=key, night_hours=_night_hours(data)))
             facts["device_trail"] = _trail_facts(data, ps, level, key)
     gm = data["geofence_meta"]
     if simulation is not None and gm and data["geofence_per_pseudonym"] is not None:
         poly = shapely.from_wkt(gm["polygon_wkt"])
         pngs["geofence"] = png(plots.plot_geofence(simulation.release, poly, int(gm["t_start_s"]), int(gm["t_end_s"]),
-                                                    held_rows(data["geofence_per_pseudonym"]), data["inferred"],
+                                                    data["geofence_per_pseudonym"], data["inferred"],
                                                     simulation.world))
         facts["geofence"] = {"radius_m": math.sqrt(poly.area / math.pi),
                              "utc_offset_s": simulation.release.utc_offset_s, **gm}
-        if held is not None:
+        if "sample" in simulation.meta:
             facts["geofence"]["sample"] = simulation.meta["sample"]
     if data["privacy"] is not None and data["utility"] is not None:
         pngs["privacy_utility"] = png(plots.plot_privacy_utility(data["privacy"], data["utility"]))
@@ -305,7 +321,7 @@ def _night_hours(data):
 
 def _trail_facts(data, ps, level, key):
     out = {"pseudonym": ps, "level": level, "key": key}
-    lpd = data["linkage_per_device"]
+    lpd = data["linkage_per_device_held"]
     if lpd is not None:
         r = lpd[(lpd["pseudonym"] == ps) & (lpd["level"] == level) & (lpd["key"] == key)]
         if len(r):
