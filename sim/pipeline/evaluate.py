@@ -17,6 +17,7 @@ import pandas as pd
 from sim.attacks import run_attacks, summary
 from sim.attacks.membership import membership_risk_over_targets
 from sim.core.errors import ConfigError, InputError
+from sim.core.memory import release_free_memory
 from sim.core.rng import SUB_SAMPLE_RELEASE, TAG_ATTACK, seed_sequence
 from sim.core.traces import Traces
 from sim.infer import infer_prefixes
@@ -201,6 +202,7 @@ def evaluate_defenses(simulation, defenses=DEFAULT_DEFENSES, *, attack_config=No
     simulation = sample_release(simulation, sample_traces, simulation.scenario.seed)
     priv, util = [], []
     for name, params in tqdm(list(defenses), desc="defenses", disable=not progress):
+        release_free_memory()  # the previous defense's working memory, before this one's
         p, u, _ = evaluate_defense(simulation, name, params, attack_config=attack_config,
                                    infer_params=infer_params, days=days)
         label = json.dumps(params, sort_keys=True)

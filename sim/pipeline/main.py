@@ -176,9 +176,11 @@ def honest_step(simulation, out: Path, ibd: dict, attack_settings: dict, *, prog
     wf, ceilings = identification_waterfall(ibd[max(ibd)], simulation.pseudonyms, simulation.persons,
                                             simulation.register, simulation.world)
     write_table(wf, out / "attacks" / "waterfall", dataset_id=did)
+    release_free_memory()  # each figure's working memory, before the next figure's
     target = [int(simulation.scenario.residents)]
     uni = unicity_vs_panel_size(simulation.release, seed=seed, target_sizes=target, **PANEL_UNICITY)
     write_table(uni, out / "attacks" / "unicity_panel", dataset_id=did)
+    release_free_memory()
     top = topn_vs_panel_size(simulation.release, simulation.world, seed=seed, target_sizes=target, **PANEL_TOPN)
     write_table(top, out / "attacks" / "topn_panel", dataset_id=did)
     keep = {k: attack_settings[k] for k in ("seed", "ladder_rungs", "ladder_level", "ladder_relink_max_dist_m")

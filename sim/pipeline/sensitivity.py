@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from sim.core.ledger import LEDGER, scenario_value
+from sim.core.memory import release_free_memory
 from sim.population import make_register
 from sim.release.defenses import apply_defense
 from sim.pipeline.evaluate import broker_context, infer_by_day
@@ -70,6 +71,9 @@ def sensitivity(simulation, inferred_by_day: dict, measure, *, ledger=LEDGER, pr
         value = scenario_value(scn, a.path)
         add(a, "value", value, days, base)
         for setting, v in (("low", a.low), ("high", a.high)):
+            # what the previous setting freed (a rebuilt register, the ladder's register
+            # index: 1-2 GB at 10 M residents) goes back before the next one is built
+            release_free_memory()
             if a.method == "register":
                 cfg = _with_field(scn, a.path, type(value)(v) if value is not None else v)
                 reg = make_register(simulation.persons, simulation.world, cfg, scn.seed, names=False)
