@@ -74,25 +74,33 @@ def sensitivity(simulation, inferred_by_day: dict, measure, *, ledger=LEDGER, pr
             # what the previous setting freed (a rebuilt register, the ladder's register
             # index: 1-2 GB at 10 M residents) goes back before the next one is built
             release_free_memory()
-            if a.method == "register":
-                cfg = _with_field(scn, a.path, type(value)(v) if value is not None else v)
-                reg = make_register(simulation.persons, simulation.world, cfg, scn.seed, names=False)
-                add(a, setting, v, days, measure(simulation.release, inferred_by_day, reg, simulation.pseudonyms))
-            elif a.method == "prefix":
-                want = int(v)
-                have = sorted(d for d in inferred_by_day if d <= want) or [min(inferred_by_day)]
-                d = have[-1]
-                sub = {k: t for k, t in inferred_by_day.items() if k <= d}
-                note = "" if d == want else f"the release holds {max(inferred_by_day)} days; measured at {d}"
-                add(a, setting, v, d, measure(simulation.release.prefix(d), sub, simulation.register,
-                                              simulation.pseudonyms), note)
-            elif a.method == "thinning":
-                if value is None or not v < value:
-                    add(a, setting, v, days, None, "thinning can only lower the ping rate")
-                    continue
-                ctx = broker_context(simulation)
-                rel, _ = apply_defense("subsample", simulation.release, ctx, fraction=float(v) / float(value))
-                ibd = infer_by_day(rel, days=(days,), **(infer_params or {}))
-                add(a, setting, v, days, measure(rel, ibd, simulation.register, simulation.pseudonyms),
-                    f"pings thinned to {float(v) / float(value):.3g} of the rate")
+            add(a, setting, v, *_at_setting(a, v, value, simulation, inferred_by_day, measure, infer_params))
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _at_setting(a, v, value, simulation, inferred_by_day: dict, measure, infer_params=None) -> tuple:
+    """``(window days, headline rows or None, note)`` of assumption ``a`` at value ``v``
+    (its scenario value: ``value``).  A function of its own, so that what a setting
+    builds (a register of every listed resident, a thinned release) is freed when it
+    returns, not kept while the next setting builds its own."""
+    scn = simulation.scenario
+    days = max(inferred_by_day)
+    if a.method == "register":
+        cfg = _with_field(scn, a.path, type(value)(v) if value is not None else v)
+        reg = make_register(simulation.persons, simulation.world, cfg, scn.seed, names=False)
+        return days, measure(simulation.release, inferred_by_day, reg, simulation.pseudonyms), ""
+    if a.method == "prefix":
+        want = int(v)
+        have = sorted(d for d in inferred_by_day if d <= want) or [min(inferred_by_day)]
+        d = have[-1]
+        sub = {k: t for k, t in inferred_by_day.items() if k <= d}
+        note = "" if d == want else f"the release holds {max(inferred_by_day)} days; measured at {d}"
+        return d, measure(simulation.release.prefix(d), sub, simulation.register, simulation.pseudonyms), note
+    # thinning
+    if value is None or not v < value:
+        return days, None, "thinning can only lower the ping rate"
+    ctx = broker_context(simulation)
+    rel, _ = apply_defense("subsample", simulation.release, ctx, fraction=float(v) / float(value))
+    ibd = infer_by_day(rel, days=(days,), **(infer_params or {}))
+    return days, measure(rel, ibd, simulation.register, simulation.pseudonyms), \
+        f"pings thinned to {float(v) / float(value):.3g} of the rate"
