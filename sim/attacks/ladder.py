@@ -108,6 +108,7 @@ from scipy.spatial import cKDTree
 
 from sim.core.constants import LEVELS
 from sim.core.errors import ConfigError, InputError
+from sim.core.memory import release_free_memory
 from sim.core.jit import pjit, prange
 from sim.attacks._common import (
     groups_by_key,
@@ -768,6 +769,8 @@ def ladder_attack(
             first_named.setdefault(r, []).append((dev_u[d_named], float(d)))
             per_rung[r] = (d_named, d_wrong, d_none, best)
         last = (d, dev_u, n_ps, per_rung)
+        del table, inf_d, queried, q_rows, owner, device, pos
+        release_free_memory(collect=False)  # this window's working memory, before the next window's
     table = pd.DataFrame(rows, columns=LADDER_COLUMNS)
     per_device = _per_device(last, rungs, level, first_named, k_max)
     return table, per_device

@@ -54,6 +54,7 @@ from scipy.spatial import cKDTree
 from sim.core import stats
 from sim.core.jit import jit, pjit, prange
 from sim.core.errors import ConfigError, InputError
+from sim.core.memory import release_free_memory
 from sim.core.rng import TAG_ATTACK, stable_uid64
 from sim.attacks._common import (
     groups_by_key,
@@ -580,6 +581,8 @@ def time_to_identification(
         _, dev_ident = _device_any(device[ex], ident[ex])
         rows.append({**rate_row("identified", dev_ident, ci, seed, (int(d), 1), **p), "unit": "device"})
         ident_last = ident
+        del links, scored, pos, ex
+        release_free_memory(collect=False)  # this window's working memory, before the next window's
     curve = pd.DataFrame(rows, columns=["days", "level", "key"] + METRIC_COLUMNS + ["unit"])
     per = pd.DataFrame({"pseudonym": universe.to_numpy(), "device_idx": device, "first_day": first,
                         "identified_last": ident_last})

@@ -25,6 +25,7 @@ import pandas as pd
 
 from sim.core.storage import as_path
 from sim.core.errors import ConfigError, InputError
+from sim.core.memory import release_free_memory
 from sim.core.files import atomic_path, write_table
 from sim.core.traces import Traces
 from sim.attacks._common import observed_span, register_column, span_table
@@ -227,6 +228,7 @@ def run_device_attacks(
         per, met = linkage_attack(full, register, world, pseudonyms, levels=levels, keys=keys, guess=cfg.guess,
                                   seed=cfg.seed, ci=cfg.ci, persons=persons)
         out["linkage"], out["linkage_per_device"] = met, per
+        release_free_memory()  # the attack's working memory, before the next attack's
     if "time_to_identification" in cfg.attacks:
         curve, per = time_to_identification(inferred_by_day, register, world, pseudonyms, level=cfg.ttid_level,
                                             key=ttid_key, guess=cfg.guess, seed=cfg.seed, ci=cfg.ci, release=span)
@@ -234,6 +236,7 @@ def run_device_attacks(
         out["time_to_identification"] = curve[unit == "pseudonym"].reset_index(drop=True)
         out["time_to_identification_device"] = curve[unit == "device"].reset_index(drop=True)
         out["time_to_identification_per_device"] = per
+        release_free_memory()  # the attack's working memory, before the next attack's
     if "ladder" in cfg.attacks:
         lkw = dict(release=span, rungs=cfg.ladder_rungs, ks=cfg.ladder_ks, level=cfg.ladder_level, ci=cfg.ci,
                    seed=cfg.seed)
@@ -242,6 +245,7 @@ def run_device_attacks(
             out["ladder_relink"], _ = ladder_attack(
                 inferred_by_day, register, world, pseudonyms, relink_period_days=cfg.relink_period_days,
                 relink_method=cfg.relink_method, relink_max_dist_m=cfg.ladder_relink_max_dist_m, **lkw)
+        release_free_memory()  # the attack's working memory, before the next attack's
     if wants_geofence(cfg):
         if seen is None:
             raise InputError("the geofence attack needs the seen table (sim.attacks.geofence.seen_in_fence of the "
@@ -249,6 +253,7 @@ def run_device_attacks(
         per, met = geofence_score(seen, full, register, world, pseudonyms, persons, level=cfg.geofence_level,
                                   key=geofence_key, guess=cfg.guess, seed=cfg.seed, ci=cfg.ci)
         out["geofence"], out["geofence_per_pseudonym"] = met, per
+        release_free_memory()  # the attack's working memory, before the next attack's
     if "relink" in cfg.attacks and cfg.relink_period_days is not None:
         _, met = relink_attack(span, full, pseudonyms, period_days=cfg.relink_period_days,
                                method=cfg.relink_method, world=world, seed=cfg.seed, ci=cfg.ci)
