@@ -87,14 +87,14 @@ def test_filtered_part_is_one_chunk_with_only_its_pseudonyms(small_dataset):
     dictionary holds only the kept pseudonyms (not the read chunks' copies of the part's)."""
     import pyarrow as pa
 
-    from sim.release.dataset import _filter_part, read_pings_table
+    from sim.release.dataset import keep_pseudonyms, read_pings_table
 
     folder, man = small_dataset
     table = read_pings_table(folder / "pings" / man["parts"][0]["file"])
     assert table.column("pseudonym").num_chunks >= 1 and pa.types.is_dictionary(table.schema.field("pseudonym").type)
     names = np.unique(table.column("pseudonym").cast(pa.string()).to_numpy(zero_copy_only=False))
     keep = np.sort(names[::3]).astype(object)
-    got = _filter_part(table, keep)
+    got = keep_pseudonyms(table, keep)
     want = table.filter(pa.array(np.isin(table.column("pseudonym").cast(pa.string()).to_numpy(zero_copy_only=False),
                                          keep)))
     assert got.num_rows == want.num_rows > 0

@@ -403,7 +403,7 @@ def read_release_part(directory, part: str, manifest: dict) -> Traces:
                              n_days=manifest["n_days"], duplicates=duplicate_policy(manifest))
 
 
-def _filter_part(table, keep_names: np.ndarray):
+def keep_pseudonyms(table, keep_names: np.ndarray):
     """Rows of a pings table whose pseudonym is in ``keep_names`` (sorted object array),
     decided on each chunk's dictionary by an Arrow hash lookup (no decoding of the whole
     column; a dictionary shared by consecutive chunks is looked up once)."""
@@ -495,7 +495,7 @@ def load_sample(directory, n_devices: int | None, *, seed: int | None = None,
     world = World.load(d / "world")
     tables = []
     for i, r in enumerate(man["parts"]):
-        t = _filter_part(read_pings_table(d / "pings" / r["file"]), names)
+        t = keep_pseudonyms(read_pings_table(d / "pings" / r["file"]), names)
         if t.num_rows or (i == len(man["parts"]) - 1 and not tables):  # the schema, when nothing is sampled
             tables.append(t)
         del t
