@@ -383,10 +383,12 @@ def calibration_stats(simulation, cell_m: float = 250.0, *, commute_radius_m: fl
     cx = np.floor(tr.x_m[good] / cell_m).astype(np.int64)
     cy = np.floor(tr.y_m[good] / cell_m).astype(np.int64)
     cell = (cx + (1 << 20)) * (1 << 21) + (cy + (1 << 20))
+    del cx, cy  # one array per ping each: what the sample's figures hold is bounded as they go
     dv = dev_of_ping[good].astype(np.int64)
     dy = day[good]
     key = dv * (1 << 42) + cell
     first = pd.DataFrame({"key": key, "day": dy}).groupby("key", sort=False)["day"].min()
+    del key, dy
     first_dev = (first.index.to_numpy() >> 42).astype(np.int64)
     grid = np.zeros((n_dev, days))
     np.add.at(grid, (first_dev, first.to_numpy()), 1)
