@@ -308,3 +308,16 @@ def test_cli_infer_and_validate_a_url(url_ds, tmp_path, capsys):
     assert (tmp_path / "out" / "inferred" / "summary.json").is_file()
     assert main(["infer", "nosuchscheme://x/ds"]) == 2
     assert "nosuchscheme" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("columns", [None, ["person_id", "home_x_m", "schedule"]])
+def test_low_memory_read_gives_the_same_frame(local_ds, url_ds, columns):
+    """read_frame(low_memory=True) frees each Arrow column as it converts it: the same
+    frame (values, dtypes, column order) as the plain read, locally and through a URL."""
+    for d in (local_ds[0], url_ds[0]):
+        p = as_path(d) / "truth" / "persons.parquet"
+        plain = read_frame(p, columns=columns)
+        low = read_frame(p, columns=columns, low_memory=True)
+        assert len(plain) > 0 and list(low.columns) == list(plain.columns)
+        assert (low.dtypes == plain.dtypes).all()
+        pd.testing.assert_frame_equal(low, plain)

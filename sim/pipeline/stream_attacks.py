@@ -815,13 +815,13 @@ def _truth(d):
     attacks read of them).  ``d``: a local path or a URL."""
     d = as_path(d)
     register = read_frame(d / "register.parquet", columns=[c for c in read_schema(d / "register.parquet").names
-                                                           if c not in _UNREAD_REGISTER])
+                                                           if c not in _UNREAD_REGISTER], low_memory=True)
     pseudonyms = read_frame(d / "truth" / "pseudonyms.parquet",
                             columns=[c for c in read_schema(d / "truth" / "pseudonyms.parquet").names if c != "maid"])
     names = read_schema(d / "truth" / "persons.parquet").names
     zone_cols = {register_column(side, lv) for side in ("home", "work") for lv in LEVELS}
     persons = read_frame(d / "truth" / "persons.parquet",
-                         columns=[c for c in names if c == "person_id" or c in zone_cols])
+                         columns=[c for c in names if c == "person_id" or c in zone_cols], low_memory=True)
     return register, pseudonyms, persons
 
 

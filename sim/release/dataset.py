@@ -508,9 +508,9 @@ def load_sample(directory, n_devices: int | None, *, seed: int | None = None,
     devices = devices[devices["device_idx"].isin(chosen)].reset_index(drop=True)
     pseud = pseud[pseud["device_idx"].isin(chosen)].reset_index(drop=True)
     release_free_memory()
-    persons = read_frame(truth / "persons.parquet")
+    persons = read_frame(truth / "persons.parquet", low_memory=True)
     release_free_memory(collect=False)  # each large table's read buffers, before the next read
-    register = read_frame(d / "register.parquet")
+    register = read_frame(d / "register.parquet", low_memory=True)
     release_free_memory(collect=False)
     return Simulation(scenario=scn, world=world, persons=persons, devices=devices, pseudonyms=pseud,
                       register=register, release=release, meta=meta)
