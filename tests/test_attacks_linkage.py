@@ -329,3 +329,23 @@ def test_truth_index_answers_as_the_table():
     for src in (t, ix):
         with pytest.raises(Err, match="1 pseudonym"):
             truth_person(src, ["a", "zz"])
+
+
+def test_object_index_positions_equal_the_str_index():
+    """object_index (the per-window lookups' Index) gives the positions pandas' own
+    string Index gives — hits, misses, repeated queries, an empty query — and keeps
+    object dtype, so a lookup does not convert the Index to new Python strings."""
+    from sim.attacks._common import TruthIndex, object_index
+
+    rng = np.random.default_rng(3)
+    keys = np.array([f"p{i:05d}" for i in rng.permutation(5000)], dtype=object)
+    query = np.concatenate([keys[rng.integers(0, 5000, 3000)], np.array(["nope", "p99999"], dtype=object)])
+    rng.shuffle(query)
+    ix = object_index(keys)
+    assert ix.dtype == object and object_index(query).dtype == object
+    ref = pd.Index(keys).get_indexer(pd.Index(query))
+    np.testing.assert_array_equal(ix.get_indexer(object_index(query)), ref)
+    assert (ref == -1).sum() == 2
+    assert len(ix.get_indexer(object_index(np.zeros(0, dtype=object)))) == 0
+    t = pd.DataFrame({"pseudonym": keys, "person_id": np.arange(5000), "device_idx": np.arange(5000)})
+    assert TruthIndex(t).index.dtype == object

@@ -152,6 +152,14 @@ def uniforms(seed: int, tag: int, index: np.ndarray, counter: int) -> np.ndarray
     return out
 
 
+def object_index(values) -> pd.Index:
+    """``values`` (pseudonyms) as an object-dtype Index.  pandas infers its Arrow-backed
+    str dtype for strings, and a str Index converts itself and each query to a million
+    new Python strings on every ``get_indexer``; an object Index hashes its strings once.
+    The positions are the same."""
+    return pd.Index(np.asarray(values, dtype=object), dtype=object)
+
+
 class TruthIndex:
     """The truth pseudonyms table indexed by pseudonym once, for many lookups (the
     per-window loops of the ladder and of time to identification look up a million
@@ -161,11 +169,11 @@ class TruthIndex:
     def __init__(self, pseudonyms_table: pd.DataFrame):
         require_columns(pseudonyms_table, ["pseudonym"], "truth pseudonyms table")
         self.table = pseudonyms_table.drop_duplicates("pseudonym")
-        self.index = pd.Index(self.table["pseudonym"].to_numpy(dtype=object))
+        self.index = object_index(self.table["pseudonym"].to_numpy(dtype=object))
 
     def column(self, query, column: str, what: str) -> np.ndarray:
         require_columns(self.table, ["pseudonym", column], "truth pseudonyms table")
-        q = pd.Index(np.asarray(query, dtype=object))
+        q = object_index(query)
         pos = self.index.get_indexer(q)
         if np.any(pos < 0):
             bad = q[pos < 0]

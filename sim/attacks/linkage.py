@@ -63,6 +63,7 @@ from sim.attacks._common import (
     count_row,
     device_zone,
     existing_pseudonyms,
+    object_index,
     rate_row,
     register_column,
     require_columns,
@@ -559,7 +560,7 @@ def time_to_identification(
     for d in days:
         in_tables = pd.unique(np.concatenate([in_tables, inferred_by_day[d]["pseudonym"].to_numpy(dtype=object)]))
     exists = {d: existing_pseudonyms(d, release, pseudonyms, in_tables) for d in days}
-    universe = pd.Index(pd.unique(np.concatenate([in_tables, *exists.values()])))
+    universe = object_index(pd.unique(np.concatenate([in_tables, *exists.values()])))
     truth = truth_index(pseudonyms)  # indexed once for every window
     device = truth_device(truth, universe.to_numpy(), "inferred tables")
     first = np.full(len(universe), np.nan)
@@ -569,10 +570,10 @@ def time_to_identification(
         links = link_devices(inferred_by_day[d], register, world, levels=(level,), keys=(key,), guess=guess, seed=seed)
         scored = score_links(links, truth)
         ident = np.zeros(len(universe), dtype=bool)
-        pos = universe.get_indexer(scored["pseudonym"].to_numpy(dtype=object))
+        pos = universe.get_indexer(object_index(scored["pseudonym"].to_numpy(dtype=object)))
         ident[pos] = scored["identified"].to_numpy()
         ex = np.zeros(len(universe), dtype=bool)
-        ex[universe.get_indexer(exists[d])] = True
+        ex[universe.get_indexer(object_index(exists[d]))] = True
         ident &= ex  # a pseudonym with no ping in the window cannot be identified in it
         newly = ident & np.isnan(first)
         first[newly] = d
