@@ -76,9 +76,8 @@ def main():
     workers = stream.get("worker_peak_rss_mb") or []
     peaks = dict(run["peak_rss_mb"])
     stage_max = max(v for v in peaks.values() if v is not None)
-    args = ["WORKDIR" if a.workdir and x == a.workdir else x for x in sys.argv[1:]]  # no local paths
     rec = {
-        "benchmark": f"run_{a.devices}", "command": " ".join(["python", "benchmarks/bench_run.py", *args]),
+        "benchmark": f"run_{a.devices}", "command": " ".join(["python", "benchmarks/bench_run.py", *sys.argv[1:]]).replace(str(work), "WORKDIR"),
         "reidsim_command": " ".join(cmd).replace(str(work), "WORKDIR"), "config_toml": toml, "machine": machine(),
         "note": "one run on this shared machine; peak_rss_mb per stage = the main process's VmHWM during the "
                 "stage (reset at its start; freed memory is handed back between stages); on Dask the "

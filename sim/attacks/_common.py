@@ -169,7 +169,7 @@ class TruthIndex:
     def __init__(self, pseudonyms_table: pd.DataFrame):
         require_columns(pseudonyms_table, ["pseudonym"], "truth pseudonyms table")
         self.table = pseudonyms_table.drop_duplicates("pseudonym")
-        self.index = object_index(self.table["pseudonym"].to_numpy(dtype=object))
+        self.index = object_index(self.table["pseudonym"])
 
     def column(self, query, column: str, what: str) -> np.ndarray:
         require_columns(self.table, ["pseudonym", column], "truth pseudonyms table")

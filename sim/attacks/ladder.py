@@ -610,13 +610,13 @@ def relink_groups(inferred: pd.DataFrame, epochs: pd.DataFrame, *, method: str =
     require_columns(inferred, INFERRED_COLUMNS, "inferred table")
     require_columns(epochs, ["pseudonym", "epoch"], "epochs table", "Build it with pseudonym_epochs(release, R).")
     n = len(inferred)
-    idx = object_index(inferred["pseudonym"].to_numpy(dtype=object))
+    idx = object_index(inferred["pseudonym"])
     links = propose_links(inferred, epochs, method=method, max_dist_m=max_dist_m, world=world, level=level)
-    a = idx.get_indexer(object_index(links["pseudonym_from"].to_numpy(dtype=object)))
-    b = idx.get_indexer(object_index(links["pseudonym_to"].to_numpy(dtype=object)))
+    a = idx.get_indexer(object_index(links["pseudonym_from"]))
+    b = idx.get_indexer(object_index(links["pseudonym_to"]))
     graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
     n_groups, label = connected_components(graph, directed=False)
-    ep = object_index(epochs["pseudonym"].to_numpy(dtype=object)).get_indexer(idx)
+    ep = object_index(epochs["pseudonym"]).get_indexer(idx)
     epoch = np.where(ep >= 0, epochs["epoch"].to_numpy()[np.maximum(ep, 0)] if len(epochs) else 0, 0)
     row = np.arange(n)
 
@@ -648,7 +648,7 @@ def _aligned(table: pd.DataFrame, pseud: np.ndarray) -> pd.DataFrame:
     """``table``'s rows for ``pseud`` in that order (NaN places where a pseudonym is missing)."""
     if table["pseudonym"].duplicated().any():
         raise InputError("inferred table has duplicate pseudonyms; expected one row per pseudonym.")
-    pos = object_index(table["pseudonym"].to_numpy(dtype=object)).get_indexer(object_index(pseud))
+    pos = object_index(table["pseudonym"]).get_indexer(object_index(pseud))
     cols = [c for c in table.columns if c != "pseudonym"]
     out = table.iloc[np.maximum(pos, 0)][cols].reset_index(drop=True) if len(table) else \
         pd.DataFrame({c: np.full(len(pseud), np.nan) for c in cols})

@@ -570,7 +570,7 @@ def time_to_identification(
         links = link_devices(inferred_by_day[d], register, world, levels=(level,), keys=(key,), guess=guess, seed=seed)
         scored = score_links(links, truth)
         ident = np.zeros(len(universe), dtype=bool)
-        pos = universe.get_indexer(object_index(scored["pseudonym"].to_numpy(dtype=object)))
+        pos = universe.get_indexer(object_index(scored["pseudonym"]))
         ident[pos] = scored["identified"].to_numpy()
         ex = np.zeros(len(universe), dtype=bool)
         ex[universe.get_indexer(object_index(exists[d]))] = True

@@ -98,7 +98,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from sim.attacks._common import check_int, check_levels, check_positive, observed_span, register_column
+from sim.attacks._common import check_int, check_levels, check_positive, object_index, observed_span, register_column
 from sim.attacks.gathering import (GATHERING_MAX_ACCURACY_M, GATHERING_RADIUS_M, busiest_cell, cell_crowds,
                                    gathering_circle, gathering_window)
 from sim.attacks.geofence import check_fence, seen_in_fence
@@ -323,7 +323,7 @@ def count_part(directory, part: str, manifest: dict, plan: CountPlan) -> dict:
             out["unicity"][(i, p)] = count_containing(index, keys, n_points, p)
         del index
     if plan.known:
-        hit_rows = pd.Index(traces.pseudonym).get_indexer(pd.Index(plan.known_targets))
+        hit_rows = object_index(traces.pseudonym).get_indexer(object_index(plan.known_targets))
         for i, (radius_m, origin, ox, oy, ot, m_eff) in enumerate(plan.known):
             out["known"][i] = match_observations(traces, ox, oy, ot, m_eff, hit_rows, radius_m=radius_m,
                                                  tol_s=plan.tol_s, origin=origin)
