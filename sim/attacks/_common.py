@@ -160,6 +160,23 @@ def object_index(values) -> pd.Index:
     return pd.Index(np.asarray(values, dtype=object), dtype=object)
 
 
+def aligned_rows(table: pd.DataFrame, pseud: np.ndarray) -> pd.DataFrame:
+    """``table``'s rows (one per pseudonym) for the pseudonyms ``pseud``, in that order, with
+    a leading ``pseudonym`` column (NaN places where a pseudonym is missing)."""
+    if table["pseudonym"].duplicated().any():
+        raise InputError("inferred table has duplicate pseudonyms; expected one row per pseudonym.")
+    pos = object_index(table["pseudonym"]).get_indexer(object_index(pseud))
+    cols = [c for c in table.columns if c != "pseudonym"]
+    out = table.iloc[np.maximum(pos, 0)][cols].reset_index(drop=True) if len(table) else \
+        pd.DataFrame({c: np.full(len(pseud), np.nan) for c in cols})
+    miss = pos < 0
+    if miss.any():
+        out = out.astype({c: np.float64 for c in cols if out[c].dtype.kind in "iub"})
+        out.loc[miss, cols] = np.nan
+    out.insert(0, "pseudonym", np.asarray(pseud, dtype=object))
+    return out
+
+
 class TruthIndex:
     """The truth pseudonyms table indexed by pseudonym once, for many lookups (the
     per-window loops of the ladder and of time to identification look up a million

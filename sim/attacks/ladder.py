@@ -116,6 +116,7 @@ from sim.attacks._common import (
     check_positive,
     device_zone,
     existing_pseudonyms,
+    aligned_rows,
     object_index,
     rate_row,
     register_column,
@@ -644,22 +645,6 @@ def relink_groups(inferred: pd.DataFrame, epochs: pd.DataFrame, *, method: str =
 
 
 # -------------------------------------------------------------------- the attack
-def _aligned(table: pd.DataFrame, pseud: np.ndarray) -> pd.DataFrame:
-    """``table``'s rows for ``pseud`` in that order (NaN places where a pseudonym is missing)."""
-    if table["pseudonym"].duplicated().any():
-        raise InputError("inferred table has duplicate pseudonyms; expected one row per pseudonym.")
-    pos = object_index(table["pseudonym"]).get_indexer(object_index(pseud))
-    cols = [c for c in table.columns if c != "pseudonym"]
-    out = table.iloc[np.maximum(pos, 0)][cols].reset_index(drop=True) if len(table) else \
-        pd.DataFrame({c: np.full(len(pseud), np.nan) for c in cols})
-    miss = pos < 0
-    if miss.any():
-        out = out.astype({c: np.float64 for c in cols if out[c].dtype.kind in "iub"})
-        out.loc[miss, cols] = np.nan
-    out.insert(0, "pseudonym", np.asarray(pseud, dtype=object))
-    return out
-
-
 def ladder_attack(
     inferred_by_day,
     register: pd.DataFrame,
@@ -741,7 +726,7 @@ def ladder_attack(
         table = inferred_by_day[d]
         require_columns(table, INFERRED_COLUMNS, f"inferred table of day {d}")
         ex = existing_pseudonyms(d, span, pseudonyms, table["pseudonym"].to_numpy(dtype=object))
-        inf_d = _aligned(table, ex)
+        inf_d = aligned_rows(table, ex)
         if relink_period_days is not None:
             queried, q_rows = relink_groups(inf_d, span[span["pseudonym"].isin(ex)], method=relink_method,
                                             max_dist_m=relink_max_dist_m, world=world, level=relink_level)

@@ -80,7 +80,7 @@ from sim.core.rng import stable_uid64
 from sim.core.traces import Traces
 from sim.attacks import skmob as S
 from sim.attacks.known_points import known_points_attack
-from sim.attacks._common import object_index
+from sim.attacks._common import aligned_rows
 from sim.attacks.ladder import RUNG_NAMES
 from sim.attacks.register_ladder import owners_from_register, register_ladder, register_rungs
 from sim.attacks.topn import signature_set_sizes
@@ -439,12 +439,7 @@ def _users_table(traces: Traces, inferred: pd.DataFrame) -> pd.DataFrame:
     """The inferred table with one row per user with a fix (NaN places where none)."""
     pseud = np.asarray(traces.pseudonym, dtype=object)[traces.lengths > 0]
     cols = ["home_x_m", "home_y_m", "work_x_m", "work_y_m"]
-    pos = object_index(inferred["pseudonym"]).get_indexer(object_index(pseud))
-    out = pd.DataFrame({"pseudonym": pseud})
-    for c in cols:
-        v = inferred[c].to_numpy(dtype=np.float64)
-        out[c] = np.where(pos >= 0, v[np.maximum(pos, 0)] if len(v) else np.nan, np.nan)
-    return out
+    return aligned_rows(inferred[["pseudonym", *cols]], pseud).astype({c: np.float64 for c in cols})
 
 
 def _register_rows(traces, inferred, link: _RegisterLink, cells, *, defended: bool, rungs=None, keep=None):
