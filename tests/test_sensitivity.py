@@ -63,3 +63,23 @@ def test_sweep_is_reproducible(small_sim, ibd):
     a = sensitivity(small_sim, ibd, listed_share, ledger=ledger)
     b = sensitivity(small_sim, ibd, listed_share, ledger=ledger)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_headline_measure_equals_the_full_ladders_headline(small_sim, ibd):
+    """The sweep's measure runs only the set rungs; its rows are the headline of the
+    whole ladder (ranked rung included) at the last window."""
+    from sim.attacks import run_attacks
+    from sim.attacks.ladder import RUNG_NAMES
+    from sim.pipeline.main import HEADLINE_K, headline_measure, ladder_headline, strongest_set_rung
+
+    s = small_sim
+    settings = {"seed": 3, "ladder_rungs": RUNG_NAMES, "ladder_level": "building"}
+    got = headline_measure(s, settings)(s.release, ibd, s.register, s.pseudonyms)
+    d = max(ibd)
+    full = run_attacks(s.release, {d: ibd[d]}, s.register, s.world, s.pseudonyms, s.persons,
+                       config={**settings, "attacks": ("ladder",), "ladder_ks": (HEADLINE_K,)})["ladder"]
+    assert "ranked" in set(full["rung"])
+    want = ladder_headline(full, strongest_set_rung(full))
+    want = want[want["days"] == d].drop(columns="days")
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True))
+    assert len(got) == 2 and (got["n"] > 0).all()

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from sim import __version__
 from sim.attacks import run_attacks, summary, write_attack_outputs
-from sim.attacks.ladder import RUNGS
+from sim.attacks.ladder import RUNG_NAMES, RUNGS
 from sim.attacks.panel import topn_vs_panel_size, unicity_vs_panel_size
 from sim.attacks.run import AttackConfig
 from sim.attacks.gathering import pick_gathering
@@ -154,10 +154,15 @@ def ladder_headline(ladder: pd.DataFrame, rung: str, k: int = HEADLINE_K) -> pd.
 def headline_measure(simulation, rung_settings: dict):
     """``measure(release, inferred_by_day, register, pseudonyms)`` for the sensitivity
     sweep: the ladder on the last window; rows named and narrowed_<k> of the strongest
-    set rung."""
+    set rung.  Only the set rungs run: the ranked rung (last, so the set rungs' figures
+    do not depend on it) is not in the headline, and its address index of every listed
+    home is the largest thing the ladder builds (~0.5 GB at 7 M register rows)."""
+    rungs = tuple(rung_settings.get("ladder_rungs", RUNG_NAMES))
+    sets = tuple(r for r in rungs if RUNGS[r].kind == "set")
+
     def measure(release, ibd, register, pseudonyms):
         d = max(ibd)
-        cfg = {**rung_settings, "attacks": ("ladder",), "ladder_ks": (HEADLINE_K,)}
+        cfg = {**rung_settings, "attacks": ("ladder",), "ladder_ks": (HEADLINE_K,), "ladder_rungs": sets or rungs}
         tab = run_attacks(release, {d: ibd[d]}, register, simulation.world, pseudonyms, simulation.persons,
                           config=cfg)["ladder"]
         rung = strongest_set_rung(tab)
@@ -275,7 +280,7 @@ def stream_step(out: Path, infer_params=None, attack_config=None, *, backend: st
     params = dataclasses.asdict(InferenceParams(**(infer_params or {})))
     cfg = dataset_attack_config(out, MAIN_ATTACK_CONFIG, attack_config)
     res = attack_streaming(out, config=cfg, infer_params=params, concat_max_rows=10**9, backend=backend,
-                           scheduler=scheduler, n_workers=n_workers)
+                           scheduler=scheduler, n_workers=n_workers, hold_per_device=False)
     rec = {k: res.get(k) for k in ("backend", "n_workers", "passes", "driver_peak_rss_mb", "worker_peak_rss_mb")
            if res.get(k) is not None}
     return params, res["tables"], settings_record(dataclasses.asdict(res["config"])), rec
