@@ -205,7 +205,7 @@ def cmd_attack(a):
         from sim.pipeline.stream_attacks import attack_streaming, dataset_attack_config
 
         res = attack_streaming(a.dir, a.out, config=dataset_attack_config(a.dir, MAIN_ATTACK_CONFIG),
-                               backend=a.backend, scheduler=a.scheduler, n_workers=a.workers)
+                               backend=a.backend, scheduler=a.scheduler, n_workers=a.workers, hold_per_device=False)
         tables, profile = res["tables"], res["register_profile"]
         log.info("attacked %d part(s) on %s in %.1f s", res["parts"], res["backend"], res["seconds"])
     print(headline_sentence(tables, profile)[0])

@@ -349,3 +349,21 @@ def test_object_index_positions_equal_the_str_index():
     assert len(ix.get_indexer(object_index(np.zeros(0, dtype=object)))) == 0
     t = pd.DataFrame({"pseudonym": keys, "person_id": np.arange(5000), "device_idx": np.arange(5000)})
     assert TruthIndex(t).index.dtype == object
+
+
+def test_existing_pseudonyms_from_first_days_are_slices_of_one_array():
+    """first_days once, then every window: the same pseudonyms as from the span table
+    each time, and the same string objects in every window (not a new copy per window)."""
+    from sim.attacks._common import existing_pseudonyms, first_days
+
+    span = pd.DataFrame({"pseudonym": pd.array(["p0", "p1", "p2", "p3"], dtype="str"),
+                         "first_day": [0, 2, 1, 5], "last_day": [3, 4, 2, 6]})
+    first = first_days(span)
+    for d in (1, 2, 3, 6, 10):
+        assert list(existing_pseudonyms(d, first=first)) == list(existing_pseudonyms(d, span))
+    assert list(existing_pseudonyms(2, first=first)) == ["p0", "p2"]
+    assert existing_pseudonyms(3, first=first)[0] is existing_pseudonyms(10, first=first)[0]
+    truth = pd.DataFrame({"pseudonym": ["p0", "p0", "p1"], "first_day": [1, 1, 0]})
+    assert list(existing_pseudonyms(1, first=first_days(None, truth))) == ["p1"]
+    assert first_days(None, truth.drop(columns="first_day")) is None
+    assert list(existing_pseudonyms(1, fallback=["b", "a", "b"], first=None)) == ["b", "a"]

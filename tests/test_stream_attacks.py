@@ -16,11 +16,11 @@ from shapely.geometry import box
 
 from sim.attacks import run_attacks
 from sim.attacks.gathering import pick_gathering
-from sim.attacks.run import ATTACK_NAMES
+from sim.attacks.run import ATTACK_NAMES, PER_DEVICE_TABLES, summary
 from sim.cli import main as cli
 from sim.core.config import Scenario
 from sim.core.errors import ConfigError, InputError
-from sim.core.files import read_dataset_id
+from sim.core.files import read_dataset_id, write_table
 from sim.generate.engine import generate
 from sim.pipeline import stream_attacks as SA
 from sim.pipeline.evaluate import infer_by_day
@@ -143,6 +143,27 @@ def test_dask_equals_local(rotating, main_result, tmp_path):
     s = json.loads((tmp_path / "o" / "attacks" / "stream_summary.json").read_text())
     assert s["backend"] == "dask" and set(s["passes"]) == {"gathering", "map", "count", "reduce"}
 
+
+
+def test_per_device_tables_written_as_they_come(rotating, main_result, tmp_path):
+    """hold_per_device=False: each per-device table is written as soon as its attack has
+    run and is left out of the returned tables; the files and the other tables are the
+    same as when they are held."""
+    d, _, _ = rotating
+    _, _, held = main_result
+    got = attack_streaming(d, out_dir=tmp_path / "o", config=dataset_attack_config(d, MAIN_ATTACK_CONFIG, SAMPLES),
+                           hold_per_device=False)
+    per_device = set(PER_DEVICE_TABLES)
+    assert per_device <= set(held["tables"]) and not per_device & set(got["tables"])
+    assert_same_tables(got["tables"], {k: v for k, v in held["tables"].items() if k not in per_device})
+    for name in PER_DEVICE_TABLES:
+        write_table(held["tables"][name], tmp_path / "ref" / name)
+        on_disk = pd.read_parquet(tmp_path / "o" / "attacks" / f"{name}.parquet")
+        pd.testing.assert_frame_equal(on_disk, pd.read_parquet(tmp_path / "ref" / f"{name}.parquet"), obj=name)
+        assert len(on_disk) > 0
+        assert read_dataset_id(tmp_path / "o" / "attacks" / f"{name}.parquet") == got["dataset_id"]
+    written = json.loads((tmp_path / "o" / "attacks" / "summary.json").read_text())
+    assert written == json.loads(json.dumps(summary(held["tables"]), allow_nan=False)) and written["n_devices"] > 0
 
 # ------------------------------------------------------------------ the command
 def copy_dataset(src, dst):

@@ -91,23 +91,37 @@ def span_table(release) -> pd.DataFrame:
     return observed_span(release)
 
 
-def existing_pseudonyms(days, release=None, pseudonyms=None, fallback=None) -> np.ndarray:
+def first_days(release=None, pseudonyms=None):
+    """``(pseudonym, first_day)`` arrays (object, float64) of the release (a Traces or
+    its :func:`observed_span` table), else of the truth ``pseudonyms`` table's
+    ``first_day`` column; None when neither gives a first day.  Computed once for the
+    many windows of :func:`existing_pseudonyms`: every window's pseudonyms are then
+    slices of one array (a str column converts to new Python strings at each call)."""
+    if release is not None:
+        span = span_table(release)
+    elif pseudonyms is not None and "first_day" in pseudonyms.columns:
+        span = pseudonyms.drop_duplicates("pseudonym")
+    else:
+        return None
+    return span["pseudonym"].to_numpy(dtype=object), span["first_day"].to_numpy(dtype=np.float64)
+
+
+def existing_pseudonyms(days, release=None, pseudonyms=None, fallback=None, *, first=None) -> np.ndarray:
     """Pseudonyms that exist in the window of the first ``days`` days (object array).
 
     A pseudonym exists when it has a ping in the window, i.e. ``first_day < days``.
     ``first_day`` comes from the ``release`` (a Traces, or its :func:`observed_span`
     table, see :func:`span_table`) when given, else from the truth ``pseudonyms``
     table's ``first_day`` column; without either, every pseudonym of ``fallback`` (an
-    iterable) is taken to exist.
+    iterable) is taken to exist.  ``first``: :func:`first_days` of ``release`` and
+    ``pseudonyms``, computed once, in place of them.
     """
-    if release is not None:
-        span = span_table(release)
-    elif pseudonyms is not None and "first_day" in pseudonyms.columns:
-        span = pseudonyms.drop_duplicates("pseudonym")
-    else:
+    if first is None:
+        first = first_days(release, pseudonyms)
+    if first is None:
         return np.asarray(pd.unique(np.asarray(fallback, dtype=object)), dtype=object)
-    keep = span["first_day"].to_numpy(dtype=np.float64) < float(days)
-    return span["pseudonym"].to_numpy(dtype=object)[keep]
+    ps, fd = first
+    return ps[fd < float(days)]
 
 
 @jit

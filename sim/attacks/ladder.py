@@ -116,6 +116,7 @@ from sim.attacks._common import (
     check_positive,
     device_zone,
     existing_pseudonyms,
+    first_days,
     aligned_rows,
     object_index,
     rate_row,
@@ -719,13 +720,14 @@ def ladder_attack(
     k_max = max(ks)
     index = register_index(register, level, rungs) if days else None  # the same for every window
     truth = truth_index(pseudonyms) if days else None  # indexed once for every window
+    first = first_days(span, pseudonyms)  # once: each window's pseudonyms are slices of it
     rows = []
     first_named = {}
     last = None
     for d in days:
         table = inferred_by_day[d]
         require_columns(table, INFERRED_COLUMNS, f"inferred table of day {d}")
-        ex = existing_pseudonyms(d, span, pseudonyms, table["pseudonym"].to_numpy(dtype=object))
+        ex = existing_pseudonyms(d, fallback=table["pseudonym"].to_numpy(dtype=object), first=first)
         inf_d = aligned_rows(table, ex)
         if relink_period_days is not None:
             queried, q_rows = relink_groups(inf_d, span[span["pseudonym"].isin(ex)], method=relink_method,

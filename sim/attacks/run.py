@@ -124,6 +124,11 @@ TABLE_ORDER = ("linkage", "linkage_per_device", "time_to_identification", "time_
                "unicity_power_law", "topn", "known_points", "geofence", "geofence_per_pseudonym", "relink")
 
 
+#: the per-device tables of :func:`run_device_attacks` (what its ``sink`` receives)
+PER_DEVICE_TABLES = ("linkage_per_device", "time_to_identification_per_device", "ladder_per_device",
+                     "geofence_per_pseudonym")
+
+
 def attack_levels(cfg: AttackConfig) -> tuple:
     """The zone levels of the linkage and top-N attacks (default: every level)."""
     return tuple(cfg.levels) if cfg.levels is not None else LEVELS
@@ -201,6 +206,7 @@ def run_device_attacks(
     config=None,
     *,
     seen: pd.DataFrame | None = None,
+    sink=None,
 ) -> dict:
     """The per-device attacks of :func:`run_attacks` — linkage, time to identification,
     the ladder (and relink-then-identify), geofence scoring and re-linking — from the
@@ -211,6 +217,11 @@ def run_device_attacks(
     release streamed part by part gives them by concatenating its parts' tables (in
     pseudonym order, the release's trace order).  Returns those tables of
     :func:`run_attacks`, in its order.
+
+    ``sink``: when given, ``sink(name, table)`` receives each per-device table
+    (:data:`PER_DEVICE_TABLES`) as soon as its attack has run, and the result leaves it
+    out — e.g. to write it to disk instead of holding it (a million devices' linkage
+    rows are ~0.5 GB) through the attacks that follow.
     """
     cfg = AttackConfig.from_any(config)
     span = span_table(span)
@@ -224,11 +235,20 @@ def run_device_attacks(
     ttid_key = cfg.ttid_key if cfg.ttid_key in keys else "home"
     geofence_key = cfg.geofence_key if cfg.geofence_key in keys else "home"
     out = {}
+
+    def done():  # hand the per-device tables to the sink, then free the attack's working memory
+        if sink is not None:
+            for name in PER_DEVICE_TABLES:
+                if name in out:
+                    sink(name, out.pop(name))
+        release_free_memory()
+
     if "linkage" in cfg.attacks:
         per, met = linkage_attack(full, register, world, pseudonyms, levels=levels, keys=keys, guess=cfg.guess,
                                   seed=cfg.seed, ci=cfg.ci, persons=persons)
         out["linkage"], out["linkage_per_device"] = met, per
-        release_free_memory()  # the attack's working memory, before the next attack's
+        del per
+        done()
     if "time_to_identification" in cfg.attacks:
         curve, per = time_to_identification(inferred_by_day, register, world, pseudonyms, level=cfg.ttid_level,
                                             key=ttid_key, guess=cfg.guess, seed=cfg.seed, ci=cfg.ci, release=span)
@@ -236,7 +256,8 @@ def run_device_attacks(
         out["time_to_identification"] = curve[unit == "pseudonym"].reset_index(drop=True)
         out["time_to_identification_device"] = curve[unit == "device"].reset_index(drop=True)
         out["time_to_identification_per_device"] = per
-        release_free_memory()  # the attack's working memory, before the next attack's
+        del per
+        done()
     if "ladder" in cfg.attacks:
         lkw = dict(release=span, rungs=cfg.ladder_rungs, ks=cfg.ladder_ks, level=cfg.ladder_level, ci=cfg.ci,
                    seed=cfg.seed)
@@ -245,7 +266,7 @@ def run_device_attacks(
             out["ladder_relink"], _ = ladder_attack(
                 inferred_by_day, register, world, pseudonyms, relink_period_days=cfg.relink_period_days,
                 relink_method=cfg.relink_method, relink_max_dist_m=cfg.ladder_relink_max_dist_m, **lkw)
-        release_free_memory()  # the attack's working memory, before the next attack's
+        done()
     if wants_geofence(cfg):
         if seen is None:
             raise InputError("the geofence attack needs the seen table (sim.attacks.geofence.seen_in_fence of the "
@@ -253,7 +274,8 @@ def run_device_attacks(
         per, met = geofence_score(seen, full, register, world, pseudonyms, persons, level=cfg.geofence_level,
                                   key=geofence_key, guess=cfg.guess, seed=cfg.seed, ci=cfg.ci)
         out["geofence"], out["geofence_per_pseudonym"] = met, per
-        release_free_memory()  # the attack's working memory, before the next attack's
+        del per
+        done()
     if "relink" in cfg.attacks and cfg.relink_period_days is not None:
         _, met = relink_attack(span, full, pseudonyms, period_days=cfg.relink_period_days,
                                method=cfg.relink_method, world=world, seed=cfg.seed, ci=cfg.ci)

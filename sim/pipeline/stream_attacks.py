@@ -117,7 +117,7 @@ from sim.core.config import Scenario
 from sim.core.constants import DAY_S, LEVELS
 from sim.core.errors import ConfigError, InputError
 from sim.core.memory import peak_rss_mb, release_free_memory
-from sim.core.files import clean_stale_staging, drop_stale_csv, new_staging_dir, wants_csv, write_json
+from sim.core.files import clean_stale_staging, drop_stale_csv, new_staging_dir, wants_csv, write_json, write_table
 from sim.core.storage import as_path, read_frame, read_schema, read_table, replace, rmtree, write_parquet
 from sim.core.traces import Traces, forget_derived
 from sim.infer import InferenceParams, infer_prefixes
@@ -425,7 +425,8 @@ def _map_plan(cfg: AttackConfig, st: dict, *, days, params, parts_dir, box) -> M
 # ============================================================================ driver
 def attack_streaming(directory, out_dir=None, config=None, backend: str = "local", scheduler: str | None = None,
                      n_workers: int = 2, infer_params: dict | None = None, verify_hashes: bool | None = None, *,
-                     inferred_by_day=None, concat_max_rows: int = CONCAT_MAX_ROWS, write: bool = True) -> dict:
+                     inferred_by_day=None, concat_max_rows: int = CONCAT_MAX_ROWS, write: bool = True,
+                     hold_per_device: bool = True) -> dict:
     """Run the attacks on a generated release part by part; the tables of
     :func:`sim.attacks.run_attacks`.
 
@@ -454,6 +455,11 @@ def attack_streaming(directory, out_dir=None, config=None, backend: str = "local
         the windows hold at most this many rows in all (0: never); otherwise stale ones
         are removed.
     write : False computes the tables without writing anything.
+    hold_per_device : False (with ``write``) writes each per-device table
+        (:data:`sim.attacks.run.PER_DEVICE_TABLES`) as soon as its attack has run and
+        leaves it out of the returned ``tables``: the later attacks of the reduce do not
+        hold it (at a million devices the four hold ~1 GB).  Read them from
+        ``OUT/attacks/``.
 
     Returns
     -------
@@ -480,7 +486,8 @@ def attack_streaming(directory, out_dir=None, config=None, backend: str = "local
         clean_stale_staging(out)
     stage = new_staging_dir(out) if out is not None else None
     try:
-        run = _Run(d, man, world, backend, scheduler, int(n_workers), stage)
+        run = _Run(d, man, world, backend, scheduler, int(n_workers), stage,
+                   spill=stage is not None and not hold_per_device)
         rec, tables, cfg, inferred = run.attack(cfg, st, gathering, params, inferred_by_day)
         rec["register_profile"] = Scenario.from_dict(man["scenario"]).register.profile
         rec["inferred_written"] = False
@@ -497,9 +504,10 @@ def attack_streaming(directory, out_dir=None, config=None, backend: str = "local
 class _Run:
     """One streamed attack run: the dataset, the backend, and the passes."""
 
-    def __init__(self, d: Path, man: dict, world, backend: str, scheduler, n_workers: int, stage):
+    def __init__(self, d: Path, man: dict, world, backend: str, scheduler, n_workers: int, stage,
+                 spill: bool = False):
         self.d, self.man, self.world, self.backend = d, man, world, backend
-        self.scheduler, self.n_workers, self.stage = scheduler, n_workers, stage
+        self.scheduler, self.n_workers, self.stage, self.spill = scheduler, n_workers, stage, spill
         self.parts = [r["file"] for r in man["parts"]]
         self.base = dict(directory=str(d.resolve()), manifest=man)
         self.client = None
@@ -518,6 +526,10 @@ class _Run:
         self.rec["passes"][what] = {"seconds": round(time.perf_counter() - t, 3)}
         log.info("%s pass: %d part(s) in %.1f s (%s)", what, len(tasks), time.perf_counter() - t, self.backend)
         return got
+
+    def _write_now(self, name: str, table: pd.DataFrame) -> None:
+        """A per-device table into the staging folder as soon as its attack has run."""
+        write_table(table, self.stage / "attacks" / name, dataset_id=self.man["dataset_id"])
 
     def attack(self, cfg, st, gathering, params, ibd_given):
         from contextlib import nullcontext
@@ -610,7 +622,8 @@ class _Run:
         for r in maps:
             r.pop("topn", None)
         register, pseudonyms, persons = _truth(self.d)
-        tables.update(run_device_attacks(span, ibd, register, self.world, pseudonyms, persons, cfg, seen=seen))
+        tables.update(run_device_attacks(span, ibd, register, self.world, pseudonyms, persons, cfg, seen=seen,
+                                         sink=self._write_now if self.spill else None))
         self.rec["passes"]["reduce"] = {"seconds": round(reduce_s + time.perf_counter() - t_red, 3)}
         cmap = {c["part"]: c for c in counts}
         self.rec.update(
@@ -740,7 +753,8 @@ class _Windows(dict):
         if d not in self.keys():
             raise KeyError(d)
         if self._last[0] != d:
-            self._last = (None, None)  # drop the previous window before reading the next
+            self._last = (None, None)  # drop the previous window before reading the next,
+            release_free_memory(collect=False)  # and hand its memory back (a window is ~1 M rows)
             self._last = (d, self._read(int(d)))
         return self._last[1]
 
@@ -749,7 +763,9 @@ class _Windows(dict):
             return pd.DataFrame({c: pd.Series(dtype=object if c == "pseudonym" else np.float64)
                                  for c in DEVICE_COLUMNS})
         t = _read_window(self._folder, self._names, self._order, d, list(DEVICE_COLUMNS)).to_pandas()
-        t["pseudonym"] = t["pseudonym"].to_numpy(dtype=object)
+        # object dtype, kept: a str column makes a million new Python strings at every
+        # to_numpy(dtype=object) / Index of the attacks that read the window
+        t["pseudonym"] = pd.Series(t["pseudonym"].to_numpy(dtype=object), dtype=object, index=t.index)
         return _in_trace_order(t, self._want)
 
     def get(self, d, default=None):
