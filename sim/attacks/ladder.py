@@ -727,7 +727,7 @@ def ladder_attack(
     for d in days:
         table = inferred_by_day[d]
         require_columns(table, INFERRED_COLUMNS, f"inferred table of day {d}")
-        ex = existing_pseudonyms(d, fallback=table["pseudonym"].to_numpy(dtype=object), first=first)
+        ex = existing_pseudonyms(d, fallback=table["pseudonym"] if first is None else None, first=first)
         inf_d = aligned_rows(table, ex)
         if relink_period_days is not None:
             queried, q_rows = relink_groups(inf_d, span[span["pseudonym"].isin(ex)], method=relink_method,
