@@ -228,6 +228,42 @@ def test_one_part_in_memory_at_a_time(rotating, monkeypatch):
     assert got["largest_part_pings"] == max(r["pings"] for r in got["per_part"])
 
 
+def test_truth_persons_and_windows_not_held_past_their_attacks(rotating, monkeypatch):
+    """The reduce's truth persons (10 M rows at a million devices) are gone once the
+    linkage and the geofence have scored, and no window (the whole release's included)
+    is alive when the next one is read: the driver holds one window at a time (weak
+    references)."""
+    import sim.attacks.run as R
+
+    d, _, _ = rotating
+    refs, seen = {"windows": []}, {"persons_at_ttid": None, "alive_before_read": []}
+    real_persons, real_ttid, real_read = SA._truth_persons, R.time_to_identification, SA._Windows._read
+
+    def persons(directory):
+        t = real_persons(directory)
+        refs["persons"] = weakref.ref(t)
+        return t
+
+    def read(self, days):
+        seen["alive_before_read"].append(sum(r() is not None for r in refs["windows"]))
+        t = real_read(self, days)
+        refs["windows"].append(weakref.ref(t))
+        return t
+
+    def ttid(*a, **kw):
+        seen["persons_at_ttid"] = refs["persons"]() is not None
+        return real_ttid(*a, **kw)
+
+    monkeypatch.setattr(SA, "_truth_persons", persons)
+    monkeypatch.setattr(SA._Windows, "_read", read)
+    monkeypatch.setattr(R, "time_to_identification", ttid)
+    got = attack_streaming(d, out_dir=d.parent / "held_check",
+                           config=dataset_attack_config(d, MAIN_ATTACK_CONFIG, SAMPLES), hold_per_device=False)
+    assert got["tables"]["geofence"]["n"].max() > 0 and len(seen["alive_before_read"]) > 3
+    assert seen["persons_at_ttid"] is False
+    assert set(seen["alive_before_read"]) == {0}
+
+
 # ------------------------------------------------------------------ bad input
 @pytest.fixture
 def broken(rotating, tmp_path):

@@ -226,7 +226,8 @@ def run_device_attacks(
     cfg = AttackConfig.from_any(config)
     span = span_table(span)
     inferred_by_day = split_prefixes(inferred_by_day)
-    full = inferred_by_day[max(inferred_by_day)]
+    last = max(inferred_by_day)  # the whole release's window: asked for where used, not held (a
+    # streamed reduce reads it from disk, and holds one window at a time)
     levels = attack_levels(cfg)
     keys = tuple(cfg.keys)
     if "home_work" in keys and not all(register_column("work", lv) in register.columns for lv in levels):
@@ -244,11 +245,24 @@ def run_device_attacks(
         release_free_memory()
 
     if "linkage" in cfg.attacks:
-        per, met = linkage_attack(full, register, world, pseudonyms, levels=levels, keys=keys, guess=cfg.guess,
+        per, met = linkage_attack(inferred_by_day[last], register, world, pseudonyms, levels=levels, keys=keys, guess=cfg.guess,
                                   seed=cfg.seed, ci=cfg.ci, persons=persons)
         out["linkage"], out["linkage_per_device"] = met, per
         del per
         done()
+    if wants_geofence(cfg):
+        if seen is None:
+            raise InputError("the geofence attack needs the seen table (sim.attacks.geofence.seen_in_fence of the "
+                             "release); pass seen=..., or drop 'geofence' from the attacks.")
+        per, met = geofence_score(seen, inferred_by_day[last], register, world, pseudonyms, persons, level=cfg.geofence_level,
+                                  key=geofence_key, guess=cfg.guess, seed=cfg.seed, ci=cfg.ci)
+        out["geofence"], out["geofence_per_pseudonym"] = met, per
+        del per
+        done()
+    # the truth persons (10 M rows at a million devices) serve only the two scorings above:
+    # a caller that hands them over without keeping a reference gets their memory back here
+    del persons
+    release_free_memory()
     if "time_to_identification" in cfg.attacks:
         curve, per = time_to_identification(inferred_by_day, register, world, pseudonyms, level=cfg.ttid_level,
                                             key=ttid_key, guess=cfg.guess, seed=cfg.seed, ci=cfg.ci, release=span)
@@ -267,17 +281,8 @@ def run_device_attacks(
                 inferred_by_day, register, world, pseudonyms, relink_period_days=cfg.relink_period_days,
                 relink_method=cfg.relink_method, relink_max_dist_m=cfg.ladder_relink_max_dist_m, **lkw)
         done()
-    if wants_geofence(cfg):
-        if seen is None:
-            raise InputError("the geofence attack needs the seen table (sim.attacks.geofence.seen_in_fence of the "
-                             "release); pass seen=..., or drop 'geofence' from the attacks.")
-        per, met = geofence_score(seen, full, register, world, pseudonyms, persons, level=cfg.geofence_level,
-                                  key=geofence_key, guess=cfg.guess, seed=cfg.seed, ci=cfg.ci)
-        out["geofence"], out["geofence_per_pseudonym"] = met, per
-        del per
-        done()
     if "relink" in cfg.attacks and cfg.relink_period_days is not None:
-        _, met = relink_attack(span, full, pseudonyms, period_days=cfg.relink_period_days,
+        _, met = relink_attack(span, inferred_by_day[last], pseudonyms, period_days=cfg.relink_period_days,
                                method=cfg.relink_method, world=world, seed=cfg.seed, ci=cfg.ci)
         out["relink"] = met
     return ordered_tables(out)

@@ -139,8 +139,10 @@ OWN_ENTRIES = ("attacks", "inferred.parquet", "inferred.csv", "inferred_by_day.p
 #: the inferred columns the per-device attacks read (linkage: home/work points; re-linking
 #: groups: their support); the driver keeps only these of every window
 DEVICE_COLUMNS = ("pseudonym", "home_x_m", "home_y_m", "work_x_m", "work_y_m", "home_nights", "work_days")
-#: register columns no attack reads (not loaded by the driver: names are the largest column)
-_UNREAD_REGISTER = ("name", "sources")
+#: the register columns the per-device attacks read (the driver loads only these: names
+#: are the largest column, and nothing of the reduce reads the listed work addresses)
+_READ_REGISTER = ("person_id", "age", "home_x_m", "home_y_m") + tuple(
+    register_column(side, lv) for side in ("home", "work") for lv in LEVELS)
 #: margin (metres) around a picked fence's box, against rounding at the cell edges
 _BOX_MARGIN_M = 1.0
 
@@ -621,9 +623,11 @@ class _Run:
                                     "picked": bool(gathering)}
         for r in maps:
             r.pop("topn", None)
-        register, pseudonyms, persons = _truth(self.d)
-        tables.update(run_device_attacks(span, ibd, register, self.world, pseudonyms, persons, cfg, seen=seen,
-                                         sink=self._write_now if self.spill else None))
+        register, pseudonyms = _truth(self.d)
+        # the persons table is read in the call, not named here: run_device_attacks holds
+        # the only reference and drops it once the linkage and the geofence have scored
+        tables.update(run_device_attacks(span, ibd, register, self.world, pseudonyms, _truth_persons(self.d), cfg,
+                                         seen=seen, sink=self._write_now if self.spill else None))
         self.rec["passes"]["reduce"] = {"seconds": round(reduce_s + time.perf_counter() - t_red, 3)}
         cmap = {c["part"]: c for c in counts}
         self.rec.update(
@@ -826,22 +830,25 @@ def _seen(box_pings: pd.DataFrame, cfg, man) -> pd.DataFrame:
 
 
 def _truth(d):
-    """register (without :data:`_UNREAD_REGISTER`), truth pseudonyms (without the
-    advertising ID), and the truth persons' id and zone columns (all the per-device
-    attacks read of them).  ``d``: a local path or a URL."""
+    """The register (only :data:`_READ_REGISTER`) and the truth pseudonyms (without the
+    advertising ID).  ``d``: a local path or a URL."""
     d = as_path(d)
     register = read_frame(d / "register.parquet", columns=[c for c in read_schema(d / "register.parquet").names
-                                                           if c not in _UNREAD_REGISTER], low_memory=True)
+                                                           if c in _READ_REGISTER], low_memory=True)
     pseudonyms = read_frame(d / "truth" / "pseudonyms.parquet",
                             columns=[c for c in read_schema(d / "truth" / "pseudonyms.parquet").names if c != "maid"])
+    return register, pseudonyms
+
+
+def _truth_persons(d):
+    """The truth persons' id and zone columns (all the per-device attacks read of them)."""
+    d = as_path(d)
     names = read_schema(d / "truth" / "persons.parquet").names
     zone_cols = {register_column(side, lv) for side in ("home", "work") for lv in LEVELS}
-    persons = read_frame(d / "truth" / "persons.parquet",
-                         columns=[c for c in names if c == "person_id" or c in zone_cols], low_memory=True)
-    return register, pseudonyms, persons
+    return read_frame(d / "truth" / "persons.parquet",
+                      columns=[c for c in names if c == "person_id" or c in zone_cols], low_memory=True)
 
 
-# ============================================================================ outputs
 def _write(out: Path, stage: Path, rec: dict, tables: dict, cfg, world, inferred, did: str, concat_max_rows: int,
            t_start: float) -> bool:
     """Write every output into ``stage``, then move each file into ``out`` atomically.
