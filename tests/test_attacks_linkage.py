@@ -188,6 +188,53 @@ def test_coarser_levels_never_shrink_sets():
     assert (wide.loc[ok, "home_work"] <= wide.loc[ok, "home"]).all()
 
 
+def test_all_levels_and_keys_equal_each_alone():
+    """link_devices over every level and key is the concatenation of its runs for one
+    level and key at a time (same rows, order, values and dtypes; the guess draws are
+    numbered by level and key, so they do not depend on what else is asked for)."""
+    w = GridWorld()
+    pop = make_population(w, n_persons=90, n_days=2, seed=5)
+    inf = pop["inferred"].copy()
+    inf.loc[inf.index[:4], ["work_x_m", "work_y_m"]] = np.nan
+    inf.loc[inf.index[4:6], ["home_x_m", "home_y_m"]] = np.nan
+    for guess in L.GUESSES:
+        got = L.link_devices(inf, pop["register"], w, guess=guess, seed=3)
+        ref = pd.concat([L.link_devices(inf, pop["register"], w, levels=(lv,), keys=(key,), guess=guess, seed=3)
+                         for lv in LEVELS for key in L.KEYS], ignore_index=True)
+        pd.testing.assert_frame_equal(got, ref)
+        assert set(got["status"]) >= {"ok", "unknown_home", "unknown_work"} and len(got) == len(inf) * 8
+
+
+def test_population_set_sizes_equal_a_direct_count():
+    """set_size_population is, for every status-"ok" row, the number of truth persons
+    whose (home zone[, work zone]) equals the row's, counted person by person (-1 other
+    rows); persons living outside the area (zone -1) and the unemployed (work -1) are
+    in the truth table too."""
+    w = GridWorld()
+    pop = make_population(w, n_persons=150, n_days=2, seed=8)
+    work = pop["register"][["person_id"] + [f"work_{lv}_id" for lv in LEVELS]]
+    persons = pop["persons"].merge(work, on="person_id", how="left").fillna(-1)
+    persons = persons.astype({f"work_{lv}_id": np.int32 for lv in LEVELS})  # int32 as generated
+    rng = np.random.default_rng(1)
+    outside = rng.random(len(persons)) < 0.1
+    for lv in LEVELS:
+        persons.loc[outside, f"home_{lv}_id"] = -1
+    inf = pop["inferred"].copy()
+    inf.loc[inf.index[:5], ["work_x_m", "work_y_m"]] = np.nan
+    scored = L.score_links(L.link_devices(inf, pop["register"], w), pop["pseudonyms"], persons)
+    want = []
+    for r in scored.itertuples():
+        if r.status != "ok":
+            want.append(-1)
+            continue
+        same = persons[f"home_{r.level}_id"].to_numpy() == r.home_zone
+        if r.key == "home_work":
+            same &= persons[f"work_{r.level}_id"].to_numpy() == r.work_zone
+        want.append(int(same.sum()))
+    assert scored["set_size_population"].tolist() == want
+    assert (scored["set_size_population"] > 1).any() and (scored["set_size_population"] == -1).any()
+
+
 def test_errors(tiny):
     w, reg, inf, truth = tiny
     with pytest.raises(InputError, match="home_block_id"):
@@ -329,6 +376,11 @@ def test_truth_index_answers_as_the_table():
     for src in (t, ix):
         with pytest.raises(Err, match="1 pseudonym"):
             truth_person(src, ["a", "zz"])
+    unique = t.iloc[:3]  # no repeated pseudonym: the table itself is indexed, not a copy
+    assert TruthIndex(unique).table is unique
+    np.testing.assert_array_equal(truth_person(TruthIndex(unique), q), [10, 30, 20, 10])
+    with pytest.raises(Err, match="1 pseudonym"):
+        truth_person(unique, ["a", "zz"])
 
 
 def test_object_index_positions_equal_the_str_index():

@@ -316,3 +316,32 @@ def test_manifest_is_valid_json_with_versions(small_dataset):
     scn = Scenario.from_dict(man["scenario"])
     assert (man["start_s"], man["utc_offset_s"], man["n_days"]) == (scn.start_s, scn.utc_offset_s, scn.pings.days)
     assert man["config_hash"] == scn.config_hash()
+
+
+def test_large_tables_are_written_a_row_group_at_a_time(tmp_path, monkeypatch):
+    """write_table converts a table of more than WRITE_SLICE_ROWS rows slice by slice:
+    the file reads back as the same frame (categorical, str, int, bool and float columns,
+    a slice whose str and float values are all missing), with the dataset id and row
+    groups of WRITE_SLICE_ROWS rows, the same frame and metadata as a whole-table write."""
+    import sim.core.files as F
+
+    n = 23
+    df = pd.DataFrame({
+        "pseudonym": pd.Categorical.from_codes(np.arange(n) % 5, categories=[f"p{i}" for i in range(5)]),
+        "level": np.array(["building", "block"] * 11 + ["tract"], dtype=object),
+        "note": [None] * 10 + ["x"] * 13,
+        "size": np.arange(n, dtype=np.int64) - 3,
+        "ok": np.arange(n) % 3 == 0,
+        "share": np.r_[np.full(10, np.nan), np.linspace(0, 1, 13)],
+    })
+    F.write_table(df, tmp_path / "whole", dataset_id="abc")
+    monkeypatch.setattr(F, "WRITE_SLICE_ROWS", 5)
+    F.write_table(df, tmp_path / "sliced", dataset_id="abc")
+    whole, sliced = pd.read_parquet(tmp_path / "whole.parquet"), pd.read_parquet(tmp_path / "sliced.parquet")
+    pd.testing.assert_frame_equal(sliced, whole)
+    pd.testing.assert_frame_equal(sliced, df, check_dtype=False)
+    assert list(sliced.dtypes.astype(str)) == list(whole.dtypes.astype(str))
+    meta = pq.ParquetFile(tmp_path / "sliced.parquet").metadata
+    assert meta.num_row_groups == 5 and [meta.row_group(i).num_rows for i in range(5)] == [5, 5, 5, 5, 3]
+    assert F.read_dataset_id(tmp_path / "sliced.parquet") == "abc"
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]

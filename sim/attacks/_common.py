@@ -199,8 +199,12 @@ class TruthIndex:
 
     def __init__(self, pseudonyms_table: pd.DataFrame):
         require_columns(pseudonyms_table, ["pseudonym"], "truth pseudonyms table")
-        self.table = pseudonyms_table.drop_duplicates("pseudonym")
-        self.index = object_index(self.table["pseudonym"])
+        index = object_index(pseudonyms_table["pseudonym"])
+        if index.is_unique:  # the usual case: the index's hash table serves the lookups too,
+            self.table, self.index = pseudonyms_table, index  # no copy of the table
+        else:
+            self.table = pseudonyms_table.drop_duplicates("pseudonym")
+            self.index = object_index(self.table["pseudonym"])
 
     def column(self, query, column: str, what: str) -> np.ndarray:
         require_columns(self.table, ["pseudonym", column], "truth pseudonyms table")

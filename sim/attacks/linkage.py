@@ -68,6 +68,7 @@ from sim.attacks._common import (
     rate_row,
     register_column,
     require_columns,
+    run_starts,
     truth_device,
     truth_index,
     truth_person,
@@ -245,23 +246,6 @@ def _guess_persons(guess, seed, sidx, draw, hx, hy, reg_x, reg_y, order, members
     return np.where(guess_row >= 0, members_pid[np.maximum(guess_row, 0)] if len(members_pid) else -1, -1)
 
 
-def _links_frame(cats, level, key, dh, dw, status, ok, g_size, gp):
-    """The :func:`link_devices` rows of one (level, key)."""
-    n = len(cats)
-    return pd.DataFrame(
-        {
-            "pseudonym": pd.Categorical.from_codes(np.arange(n), categories=cats),
-            "level": level,
-            "key": key,
-            "home_zone": dh,
-            "work_zone": dw if key == "home_work" else np.full(n, -2, dtype=np.int64),
-            "status": pd.Categorical.from_codes(status, categories=list(STATUS)),
-            "set_size": np.where(ok, g_size, -1).astype(np.int64),
-            "guess_person_id": gp,
-        }
-    )
-
-
 # ------------------------------------------------------------------------ public API
 def link_devices(
     inferred: pd.DataFrame,
@@ -315,30 +299,57 @@ def link_devices(
     reg_y = register["home_y_m"].to_numpy(dtype=np.float64) if guess == "nearest" else None
 
     cats = pd.Index(pseud)  # one category per pseudonym (unique): no string copies per level/key
-    parts = []
+    combos = [(lv, key) for lv in levels for key in keys]
+    if not combos:
+        return pd.DataFrame(columns=["pseudonym", "level", "key", "home_zone", "work_zone", "status", "set_size", "guess_person_id"])
+    n, total = len(pseud), len(pseud) * len(combos)
+    # the (level, key) blocks are written into whole-table columns: concatenating per-block
+    # frames would hold every row twice (8 M rows, ~0.7 GB, at a million devices)
+    home_zone, work_zone = np.empty(total, dtype=np.int64), np.empty(total, dtype=np.int64)
+    status_all, set_size, guess_pid = np.empty(total, dtype=np.int8), np.empty(total, dtype=np.int64), None
+    b = 0
     for lv in levels:
         dh = device_zone(world, hx, hy, lv)
         dw = device_zone(world, wx, wy, lv)
         rh = register[register_column("home", lv)].to_numpy(dtype=np.int64)
         for key in keys:
+            rows = slice(b * n, (b + 1) * n)
+            b += 1
             status, dkey, rkey, valid = _zone_keys(key, dh, dw, rh, register, lv)
             ok = status == 0
             order, g_start, g_size, gid = _anonymity_sets(dkey, rkey, valid, ok, reg_pid)
             draw = all_levels.index(lv) * 2 + KEYS.index(key)
             gp = _guess_persons(guess, seed, sidx, draw, hx, hy, reg_x, reg_y, order, reg_pid[order],
                                 g_start, g_size, gid)
-            parts.append(_links_frame(cats, lv, key, dh, dw, status, ok, g_size, gp))
-    if not parts:
-        return pd.DataFrame(columns=["pseudonym", "level", "key", "home_zone", "work_zone", "status", "set_size", "guess_person_id"])
-    out = pd.concat(parts, ignore_index=True)
-    return out
+            if guess_pid is None:
+                guess_pid = np.empty(total, dtype=gp.dtype)
+            home_zone[rows], work_zone[rows] = dh, (dw if key == "home_work" else -2)
+            status_all[rows], set_size[rows], guess_pid[rows] = status, np.where(ok, g_size, -1), gp
+            del status, dkey, rkey, valid, ok, order, g_start, g_size, gid, gp
+    return pd.DataFrame(
+        {
+            "pseudonym": pd.Categorical.from_codes(np.tile(np.arange(n, dtype=np.int32 if n < 2**31 else np.int64),
+                                                           len(combos)), categories=cats),
+            "level": np.repeat(np.array([lv for lv, _ in combos], dtype=object), n),
+            "key": np.repeat(np.array([key for _, key in combos], dtype=object), n),
+            "home_zone": home_zone,
+            "work_zone": work_zone,
+            "status": pd.Categorical.from_codes(status_all, categories=list(STATUS)),
+            "set_size": set_size,
+            "guess_person_id": guess_pid,
+        },
+        copy=False,  # the columns as built, not consolidated into one more copy
+    )
 
 
 def _codes(col: pd.Series) -> tuple[np.ndarray, list]:
     """``(codes, labels)`` of a column (categorical or not): ``labels[codes[i]]`` is row i's
     value as str, labels in order of first appearance."""
     codes, uniques = pd.factorize(col, sort=False)
-    return np.asarray(codes), [str(u) for u in uniques]
+    codes = np.asarray(codes)
+    if len(uniques) < 127:  # a few levels, keys or statuses: 1 byte a row, not 8 (8 M rows at 1 M devices)
+        codes = codes.astype(np.int8)
+    return codes, [str(u) for u in uniques]
 
 
 def _population_sizes(links: pd.DataFrame, persons: pd.DataFrame) -> np.ndarray:
@@ -359,22 +370,39 @@ def _population_sizes(links: pd.DataFrame, persons: pd.DataFrame) -> np.ndarray:
             hc, wc = register_column("home", lv), register_column("work", lv)
             if not len(rows) or hc not in persons.columns or (key == "home_work" and wc not in persons.columns):
                 continue
-            ph = persons[hc].to_numpy(dtype=np.int64)
+            # the persons' keys built in place, living persons only (those outside the area
+            # match nobody): one int64 array, not several 10 M-row temporaries
+            ph = _int_column(persons, hc)
+            live = ph >= 0
+            pk = ph[live].astype(np.int64)
             dh = dh_all[rows]
             if key == "home_work":
-                pw = persons[wc].to_numpy(dtype=np.int64)
+                pw = _int_column(persons, wc)
                 dw = dw_all[rows]
                 w_max = max(int(pw.max(initial=0)), int(dw.max(initial=0)))
-                pk, _ = _pair_key(np.where(ph >= 0, ph, -1), pw, w_max)
-                dk, _ = _pair_key(dh, dw, w_max)
+                dk, m = _pair_key(dh, dw, w_max)
+                pk += 1  # = _pair_key(ph, pw, w_max) on the living persons
+                pk *= m
+                pk += pw[live]
+                pk += 1
+                del pw
             else:
-                pk, dk = ph, dh
-            pk = pk[ph >= 0]  # persons living outside the area match nobody
-            uk, cnt = np.unique(pk, return_counts=True)
+                dk = dh
+            del ph, live
+            pk.sort()
+            bounds = run_starts(pk)
+            uk, cnt = pk[bounds[:-1]], np.diff(bounds)
+            del pk
             pos = np.minimum(np.searchsorted(uk, dk), max(len(uk) - 1, 0))
             hit = (uk[pos] == dk) if len(uk) else np.zeros(len(dk), dtype=bool)
             out[rows] = np.where(hit, cnt[pos] if len(uk) else 0, 0)
     return out
+
+
+def _int_column(df: pd.DataFrame, col: str) -> np.ndarray:
+    """``df[col]`` as an integer array, without a copy when it is stored as one."""
+    a = df[col].to_numpy()
+    return a if a.dtype.kind in "iu" else df[col].to_numpy(dtype=np.int64)
 
 
 def score_links(links: pd.DataFrame, pseudonyms, persons: pd.DataFrame | None = None) -> pd.DataFrame:

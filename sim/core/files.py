@@ -74,21 +74,40 @@ def drop_stale_csv(path_stem) -> None:
         p.unlink()
 
 
+#: rows per slice converted to Arrow when writing a large table (pyarrow's default row
+#: group size, so the file's row groups are the same as one whole-table write's)
+WRITE_SLICE_ROWS = 1024 * 1024
+
+
 def write_table(df: pd.DataFrame, path_stem: Path, *, dataset_id: str | None = None) -> None:
     """Write ``df`` as Parquet and, up to :data:`CSV_MAX_ROWS` rows, CSV next to each
     other, atomically (a larger table's stale CSV is removed).  ``dataset_id`` (the
-    manifest's) is stored in the Parquet metadata (:func:`read_dataset_id`)."""
+    manifest's) is stored in the Parquet metadata (:func:`read_dataset_id`).  A table
+    of more than :data:`WRITE_SLICE_ROWS` rows is converted to Arrow one row group at a
+    time, so writing it never holds a second whole copy (8 M-row per-device tables at a
+    million devices)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path_stem = as_path(path_stem)
     path_stem.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    if dataset_id is not None:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                               DATASET_ID_KEY: str(dataset_id).encode()})
+
+    def arrow(frame, schema=None):
+        t = pa.Table.from_pandas(frame, preserve_index=False, schema=schema)
+        if dataset_id is not None and schema is None:
+            t = t.replace_schema_metadata({**(t.schema.metadata or {}), DATASET_ID_KEY: str(dataset_id).encode()})
+        return t
+
     with atomic_path(path_stem.with_suffix(".parquet")) as tmp:
-        pq.write_table(table, tmp)
+        if len(df) <= WRITE_SLICE_ROWS:
+            pq.write_table(arrow(df), tmp)
+        else:
+            first = arrow(df.iloc[:WRITE_SLICE_ROWS])
+            with pq.ParquetWriter(tmp, first.schema) as w:
+                w.write_table(first, row_group_size=WRITE_SLICE_ROWS)
+                del first
+                for a in range(WRITE_SLICE_ROWS, len(df), WRITE_SLICE_ROWS):
+                    w.write_table(arrow(df.iloc[a:a + WRITE_SLICE_ROWS], w.schema), row_group_size=WRITE_SLICE_ROWS)
     if not wants_csv(len(df)):
         drop_stale_csv(path_stem)
         return
