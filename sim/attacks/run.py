@@ -208,8 +208,10 @@ def run_device_attacks(
     seen: pd.DataFrame | None = None,
     sink=None,
 ) -> dict:
-    """The per-device attacks of :func:`run_attacks` — linkage, time to identification,
-    the ladder (and relink-then-identify), geofence scoring and re-linking — from the
+    """The per-device attacks of :func:`run_attacks` — linkage, geofence scoring, time
+    to identification, the ladder (and relink-then-identify) and re-linking, run in
+    that order (the truth ``persons`` serve only the first two and are dropped after
+    them; the tables come back in :data:`TABLE_ORDER`) — from the
     release's observed-span table (``span``: pseudonym, first_day, last_day, as
     :func:`sim.attacks._common.observed_span`) and, for the geofence, the pseudonyms
     seen in the fence (``seen``, :func:`sim.attacks.geofence.seen_in_fence`; required

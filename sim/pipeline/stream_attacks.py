@@ -66,7 +66,9 @@ the number of pseudonyms, not pings: the observed span (3 columns) and one windo
 inferred table trimmed to the 7 columns the per-device attacks read (read from the
 parts' inferred files when it is asked for; without an output folder every window is
 kept, about 60 B per pseudonym and window), the distinct top-N signatures, the register
-and the truth tables (the persons table only with its zone columns), plus K candidates
+(without names and listed work addresses, which no per-device attack reads) and the truth
+tables (the persons table only with its zone columns, and only until the linkage and the
+geofence have scored), plus K candidates
 with their draws and the geofence box's pings; the ladder builds its candidate sets
 50,000 pseudonyms at a time.  Those per-pseudonym tables, and the per-device attacks' own
 working memory on them, are what still grows with the release (``benchmarks/
