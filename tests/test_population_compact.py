@@ -366,3 +366,37 @@ def test_grid_index_buckets_are_the_stable_argsort(world):
     assert np.array_equal(g.start, np.searchsorted(cid[order], np.arange(g.nx * g.ny + 1)))
     q = GridIndex(xy[:1])
     assert q.query(xy[:3, 0], xy[:3, 1]).tolist() == [0, 0, 0]
+
+
+def _nearest_brute(xy, x, y):
+    """The lowest index among the seeds at the smallest squared distance (the same float
+    arithmetic as the kernel)."""
+    d = (xy[None, :, 0] - x[:, None]) ** 2 + (xy[None, :, 1] - y[:, None]) ** 2
+    return np.argmin(d, axis=1)
+
+
+@pytest.mark.parametrize("case", ["random", "lattice_ties", "duplicates", "clustered", "one_seed"])
+def test_grid_index_query_is_the_brute_force_nearest(case):
+    rng = np.random.default_rng(11)
+    if case == "random":
+        xy = rng.uniform(-500, 500, (700, 2))
+    elif case == "lattice_ties":  # queries on cell midpoints and corners: exact ties
+        g = np.arange(0, 200, 10.0)
+        xy = np.column_stack([np.repeat(g, len(g)), np.tile(g, len(g))])[rng.permutation(len(g) ** 2)]
+    elif case == "duplicates":
+        base = rng.uniform(0, 100, (150, 2))
+        xy = np.concatenate([base, base[rng.integers(0, 150, 150)]])
+    elif case == "clustered":  # dense clumps and empty space (many empty cells)
+        centres = rng.uniform(-5000, 5000, (6, 2))
+        xy = (centres[rng.integers(0, 6, 800)] + rng.normal(0, 20, (800, 2)))
+    else:
+        xy = np.array([[3.0, 4.0]])
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    span = np.maximum(hi - lo, 1.0)
+    q = rng.uniform(lo - 0.3 * span, hi + 0.3 * span, (3000, 2))  # inside and outside the grid
+    if case == "lattice_ties":
+        h = np.arange(-5, 205, 5.0)
+        q = np.concatenate([q, np.column_stack([np.repeat(h, len(h)), np.tile(h, len(h))])])
+    q = np.concatenate([q, xy[:50], [[1e7, -1e7]]])  # the seeds themselves, and a far point
+    got = GridIndex(xy).query(q[:, 0], q[:, 1])
+    assert np.array_equal(got, _nearest_brute(xy, q[:, 0], q[:, 1]))

@@ -1,8 +1,9 @@
 """Exact nearest-point lookup on a uniform bucket grid (numba).
 
 Seeds are bucketed into square cells; a query scans rings of cells outward from its
-own cell and stops once the ring's inner distance exceeds the best distance found, so
-the answer is the exact nearest seed (ties: lowest seed index).  Used by
+own cell and stops once the ring's inner distance exceeds the best distance found, and
+skips the ring's cells farther than the best distance found so far, so the answer is
+the exact nearest seed (ties: lowest seed index).  Used by
 :meth:`sim.world.World.locate` for blocks (Voronoi cells) and buildings.  The points are
 bucketed by a counting sort (:func:`counting_argsort`, also the population's stable
 sort of small integer keys).
@@ -68,40 +69,63 @@ def counting_argsort(keys, n_keys):
 @jit
 def _nearest(px, py, xy, order, start, params, nx, ny):
     x0, y0, cell = params[0], params[1], params[2]
-    cx = int(np.floor((px - x0) / cell))
-    cy = int(np.floor((py - y0) / cell))
+    u = (px - x0) / cell
+    v = (py - y0) / cell
+    cx = int(np.floor(u))
+    cy = int(np.floor(v))
+    fx = u - cx  # the point's offset inside its own cell, in cells
+    fy = v - cy
     best = -1
     bd = np.inf
-    r = 0
-    maxr = max(nx, ny) + abs(cx) + abs(cy) + 2
+    # rings nearer than the grid's nearest cell are empty (a point outside the grid)
+    r = max(0, -cx, cx - (nx - 1), -cy, cy - (ny - 1))
+    maxr = r + max(nx, ny) + 1
     while r <= maxr:
-        # cells on the ring at Chebyshev distance r around (cx, cy)
-        for j in range(cy - r, cy + r + 1):
-            if j < 0 or j >= ny:
+        # cells on the ring at Chebyshev distance r around (cx, cy); a cell whose nearest
+        # edge is farther than the best distance so far cannot hold the answer (nor a tie:
+        # the bound has a relative margin of 1e-6 for rounding)
+        for j in range(max(cy - r, 0), min(cy + r, ny - 1) + 1):
+            gy = _gap(j, cy, fy) * cell
+            gy2 = gy * gy
+            if gy2 > bd * _MARGIN:
                 continue
-            step = 1 if (j == cy - r or j == cy + r) else 2 * r
-            if step == 0:
-                step = 1
-            i = cx - r
-            while i <= cx + r:
+            if j == cy - r or j == cy + r:  # the ring's first and last rows: every cell
+                i, i_end, step = max(cx - r, 0), min(cx + r, nx - 1), 1
+            else:  # the rows between: the ring's two ends
+                i, i_end, step = cx - r, cx + r, max(2 * r, 1)
+            while i <= i_end:
                 if 0 <= i < nx:
-                    c = j * nx + i
-                    for k in range(start[c], start[c + 1]):
-                        s = order[k]
-                        d = (xy[s, 0] - px) ** 2 + (xy[s, 1] - py) ** 2
-                        if d < bd or (d == bd and s < best):
-                            bd = d
-                            best = s
+                    gx = _gap(i, cx, fx) * cell
+                    if gx * gx + gy2 <= bd * _MARGIN:
+                        c = j * nx + i
+                        for k in range(start[c], start[c + 1]):
+                            s = order[k]
+                            d = (xy[s, 0] - px) ** 2 + (xy[s, 1] - py) ** 2
+                            if d < bd or (d == bd and s < best):
+                                bd = d
+                                best = s
                 i += step
         # every unscanned cell is at least r * cell away (minus the offset inside the cell)
         if best >= 0:
-            fx = (px - x0) / cell - cx
-            fy = (py - y0) / cell - cy
             inner = r + min(min(fx, 1.0 - fx), min(fy, 1.0 - fy))
             if inner > 0 and (inner * cell) ** 2 > bd:
                 break
         r += 1
     return best
+
+
+_MARGIN = 1.000001
+
+
+@jit
+def _gap(i, c, f):
+    """Distance, in cells, from a point at offset ``f`` inside cell ``c`` to cell ``i``
+    along one axis (0 for its own cell)."""
+    if i < c:
+        return c - i - 1 + f
+    if i > c:
+        return i - c - f
+    return 0.0
 
 
 @pjit
