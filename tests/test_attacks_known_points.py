@@ -129,9 +129,11 @@ def test_errors():
         K.known_points_attack(tr.to_frame())
 
 
-def test_cell_index_of_wanted_keys_equals_the_full_index():
+@pytest.mark.parametrize("tol_s", [600, 0])
+def test_cell_index_of_wanted_keys_equals_the_full_index(tol_s):
     """The known-points index restricted to the cells the targets' first observations
-    look up gives, for every one of those keys, exactly the full index's rows (in order)."""
+    look up gives, for every one of those keys, exactly the full index's rows (in order),
+    and exactly the full index's entries of those keys; no wanted key, no entry."""
     from sim.attacks import known_points as K
 
     rng = np.random.default_rng(4)
@@ -141,12 +143,18 @@ def test_cell_index_of_wanted_keys_equals_the_full_index():
                 t_s=np.sort(rng.integers(0, 86400 * 3, n)).astype(np.int64), x_m=rng.uniform(0, 2000, n),
                 y_m=rng.uniform(0, 2000, n), accuracy_m=np.full(n, 10, np.float32), crs="EPSG:3857",
                 utc_offset_s=0, start_s=0, n_days=3)
-    ox, oy, ot, m_eff = K.target_observations(tr, np.array([0, 2]), m=3, sigma_m=50.0, jitter_s=300.0, seed=1)
-    origin = K.grid_origin(K.traces_bounds(tr), 150.0, 600)
-    wanted = K._first_observation_cells(ox, oy, ot, m_eff, origin, 150.0, 600)
-    fk, fr = K._cell_index(tr, 150.0, 600, origin)[:2]
-    sk, sr = K._cell_index(tr, 150.0, 600, origin, wanted)[:2]
+    ox, oy, ot, m_eff = K.target_observations(tr, np.array([0, 2]), m=3, sigma_m=50.0,
+                                              jitter_s=300.0 if tol_s else 0.0, seed=1)
+    origin = K.grid_origin(K.traces_bounds(tr), 150.0, tol_s)
+    wanted = K._first_observation_cells(ox, oy, ot, m_eff, origin, 150.0, tol_s)
+    fk, fr = K._cell_index(tr, 150.0, tol_s, origin)[:2]
+    sk, sr = K._cell_index(tr, 150.0, tol_s, origin, wanted)[:2]
     assert 0 < len(sk) < len(fk)
     for k in wanted:
         np.testing.assert_array_equal(sr[np.searchsorted(sk, k):np.searchsorted(sk, k + 1)],
                                       fr[np.searchsorted(fk, k):np.searchsorted(fk, k + 1)])
+    keep = np.isin(fk, wanted)
+    np.testing.assert_array_equal(sk, fk[keep])
+    np.testing.assert_array_equal(sr, fr[keep])
+    ek, er = K._cell_index(tr, 150.0, tol_s, origin, np.zeros(0, dtype=np.int64))[:2]
+    assert len(ek) == len(er) == 0

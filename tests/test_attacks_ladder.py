@@ -463,19 +463,38 @@ def test_run_attacks_ladder_tables(rotated):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_segment_order_is_lexsort(seed):
-    """The numba per-segment sort equals np.lexsort((pid, dist, segment)), ties included."""
-    from sim.attacks._common import run_starts as _starts
-    from sim.attacks.ladder import _segment_order
-
+def test_nearest_persons_are_the_brute_force_nearest(seed):
+    """The ranked rung's neighbour fill: for each device, its ``need`` nearest listed
+    persons outside its own zone by (distance, person_id), as a sort of every person
+    gives them — on a lattice (many equal distances), with several persons per address,
+    unlisted homes, devices outside the addresses' extent and more need than persons."""
     rng = np.random.default_rng(seed)
-    n = 3000
-    seg = np.sort(rng.integers(0, 200, n))
-    dist = rng.integers(0, 5, n).astype(np.float64) * 0.5  # many ties
-    pid = rng.integers(0, 40, n)
-    got = _segment_order(_starts(seg), dist, pid)
-    np.testing.assert_array_equal(got, np.lexsort((pid, dist, seg)))
-    assert len(_segment_order(_starts(seg[:0]), dist[:0], pid[:0])) == 0
+    n_reg = 600
+    rx = rng.integers(0, 15, n_reg) * 10.0  # shared addresses and equal distances
+    ry = rng.integers(0, 15, n_reg) * 10.0
+    rx[:20] = np.nan  # no listed position
+    rh = rng.integers(-1, 6, n_reg)  # -1: no listed home zone
+    pid = rng.permutation(n_reg) * 3 + 7
+    n_dev = 250
+    hx = rng.integers(-30, 180, n_dev) * 5.0
+    hy = rng.integers(-30, 180, n_dev) * 5.0
+    hx[:3], hy[:3] = [1e6, -1e6, 70.0], [1e6, 5.0, -1e6]
+    h = rng.integers(-1, 6, n_dev)
+    need = rng.integers(0, 12, n_dev)
+    need[:5] = n_reg  # more than there are
+    fill_from = rng.integers(0, 3, n_dev)
+    width = int((fill_from + need).max())
+    ranked = np.full((n_dev, width), -1, dtype=np.int64)
+    todo = np.flatnonzero(need > 0)
+    LD._neighbours(todo, need, h, hx, hy, rh, rx, ry, pid, ranked, fill_from, LD._address_index(rh, rx, ry, pid))
+    pool = np.flatnonzero((rh >= 0) & np.isfinite(rx) & np.isfinite(ry))
+    want = np.full_like(ranked, -1)
+    for i in todo:
+        rows = pool[rh[pool] != h[i]]
+        d = np.hypot(rx[rows] - hx[i], ry[rows] - hy[i])
+        rows = rows[np.lexsort((pid[rows], d))][:need[i]]
+        want[i, fill_from[i]:fill_from[i] + len(rows)] = rows
+    np.testing.assert_array_equal(ranked, want)
 
 
 @pytest.mark.parametrize("relink", [None, 2])

@@ -104,12 +104,12 @@ import numpy as np
 import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from scipy.spatial import cKDTree
 
 from sim.core.constants import LEVELS
 from sim.core.errors import ConfigError, InputError
 from sim.core.memory import release_free_memory
 from sim.core.jit import pjit, prange
+from sim.world._kernels import GridIndex, cell_gap
 from sim.attacks._common import (
     groups_by_key,
     check_int,
@@ -122,7 +122,6 @@ from sim.attacks._common import (
     rate_row,
     register_column,
     require_columns,
-    run_starts,
     span_table,
     truth_device,
     truth_index,
@@ -267,7 +266,7 @@ class RegisterIndex:
     ``residents``: register rows with a listed home, ordered by (home zone, person_id),
     and per distinct zone its start and count there.  ``addresses`` (only for the ranked
     rung; None when no listed home has a position): the distinct listed home points,
-    their k-d tree, and the register rows at each point ordered by person_id."""
+    a bucket grid over them, and the register rows at each point ordered by person_id."""
 
     level: str
     pid: np.ndarray
@@ -346,8 +345,8 @@ def unique_points(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def _address_index(rh, rx, ry, pid):
-    """The distinct listed home points of the persons with a listed home zone, their k-d
-    tree, and per point its register rows (ordered by person_id): (addr, tree,
+    """The distinct listed home points of the persons with a listed home zone, a bucket
+    grid over them, and per point its register rows (ordered by person_id): (addr, grid,
     addr_rows, acnt, astart), or None when there is none."""
     pool = np.flatnonzero((rh >= 0) & np.isfinite(rx) & np.isfinite(ry))
     if not len(pool):
@@ -355,66 +354,104 @@ def _address_index(rh, rx, ry, pid):
     addr, inv = unique_points(rx[pool], ry[pool])
     porder = np.lexsort((pid[pool], inv))
     acnt = np.bincount(inv, minlength=len(addr)).astype(np.int64)
-    return addr, cKDTree(addr), pool[porder], acnt, np.cumsum(acnt) - acnt
-
-
-@pjit
-def _segment_order(bounds, dist, pid):  # pragma: no cover - numba
-    """Within each segment ``bounds[i]:bounds[i + 1]`` the positions ordered by (dist,
-    pid), ties by position — ``np.lexsort((pid, dist, segment))`` for segments in order
-    (two stable sorts, pid first, as lexsort does)."""
-    out = np.empty(len(dist), dtype=np.int64)
-    for i in prange(len(bounds) - 1):
-        a, b = bounds[i], bounds[i + 1]
-        o1 = np.argsort(pid[a:b], kind="mergesort")
-        o2 = np.argsort(dist[a:b][o1], kind="mergesort")
-        out[a:b] = a + o1[o2]
-    return out
+    return addr, GridIndex(addr), pool[porder], acnt, np.cumsum(acnt) - acnt
 
 
 def _neighbours(todo, need, h, hx, hy, rh, rx, ry, pid, ranked, fill_from, addresses):
     """Fill ``ranked[i, fill_from[i]:fill_from[i] + need[i]]`` for the devices ``todo`` with
     the register persons not resident in zone ``h[i]``, nearest listed home first (ties:
-    person_id).  k-d tree over the distinct addresses (:func:`_address_index`), queried
-    with a growing k until the distance of the last person taken is strictly below that
-    of the first address left out."""
+    person_id; fewer when fewer such persons are listed).  One parallel pass over the
+    devices, each searching the bucket grid of the distinct addresses
+    (:func:`_address_index`) ring by ring until no unsearched cell can hold a nearer
+    person (:func:`_nearest_persons`)."""
     if not len(todo) or addresses is None:
         return
-    addr, tree, addr_rows, acnt, astart = addresses
-    n_addr = len(addr)
-    pending = np.asarray(todo, dtype=np.int64)
-    kq = min(n_addr, 2 * int(need[pending].max()) + 2)
-    while len(pending):
-        kq = min(kq, n_addr)
-        dk, ai = tree.query(np.column_stack([hx[pending], hy[pending]]), k=kq, workers=-1)
-        dk = np.asarray(dk, dtype=np.float64).reshape(len(pending), kq)
-        ai = np.asarray(ai, dtype=np.int64).reshape(len(pending), kq)
-        fdev = np.repeat(pending, kq)
-        faddr = ai.ravel()
-        c = acnt[faddr]
-        pdev = np.repeat(fdev, c)
-        prow = addr_rows[np.repeat(astart[faddr], c) + _segments(c)]
-        keep = rh[prow] != h[pdev]
-        pdev, prow = pdev[keep], prow[keep]
-        pdist = np.hypot(rx[prow] - hx[pdev], ry[prow] - hy[pdev])
-        o = _segment_order(run_starts(pdev), pdist, pid[prow])  # = np.lexsort((pid[prow], pdist, pdev))
-        pdev, prow, pdist = pdev[o], prow[o], pdist[o]
-        first = np.searchsorted(pdev, pending)
-        rank = np.arange(len(pdev), dtype=np.int64) - first[np.searchsorted(pending, pdev)]
-        take = rank < need[pdev]
-        tpos = np.searchsorted(pending, pdev[take])  # non-decreasing: pdev is sorted
-        got = np.bincount(tpos, minlength=len(pending))
-        # the farthest taken per device is its last taken one (sorted by distance within it)
-        last_d = np.full(len(pending), -np.inf)
-        if len(tpos):
-            ends = np.flatnonzero(np.r_[tpos[1:] != tpos[:-1], True])
-            last_d[tpos[ends]] = pdist[take][ends]
-        bound = dk[:, -1]
-        done = (kq >= n_addr) | ((got >= need[pending]) & (last_d < bound * (1 - 1e-9) - 1e-9))
-        ok = take & done[np.searchsorted(pending, pdev)]
-        ranked[pdev[ok], fill_from[pdev[ok]] + rank[ok]] = prow[ok]
-        pending = pending[~done]
-        kq *= 2
+    addr, grid, addr_rows, acnt, astart = addresses
+    _nearest_persons(np.asarray(todo, dtype=np.int64), np.asarray(need, dtype=np.int64),
+                     np.asarray(h, dtype=np.int64), np.asarray(hx, dtype=np.float64),
+                     np.asarray(hy, dtype=np.float64), np.asarray(rh, dtype=np.int64),
+                     np.asarray(rx, dtype=np.float64), np.asarray(ry, dtype=np.float64), np.asarray(pid),
+                     grid.order, grid.start, grid.params, np.int64(grid.nx), np.int64(grid.ny),
+                     np.asarray(addr_rows, dtype=np.int64), acnt, np.asarray(astart, dtype=np.int64),
+                     ranked, np.asarray(fill_from, dtype=np.int64))
+
+
+_MARGIN = 1.000001  # relative slack on a cell's distance bound (rounding), so no tie is pruned
+
+
+@pjit
+def _nearest_persons(todo, need, h, hx, hy, rh, rx, ry, pid, order, start, params, nx, ny, addr_rows, acnt,
+                     astart, ranked, fill_from):  # pragma: no cover - numba
+    """Per device ``todo[q]``: its ``need`` nearest eligible persons by (distance, pid),
+    written to ``ranked``.  The bucket grid (``order``, ``start``, ``params``, ``nx``,
+    ``ny`` of :class:`sim.world._kernels.GridIndex`) holds the addresses; rings of cells
+    are scanned outward, a cell skipped when its nearest edge is beyond the current
+    need-th distance, and the search stops once every unscanned cell is."""
+    x0, y0, cell = params[0], params[1], params[2]
+    for q in prange(len(todo)):
+        i = todo[q]
+        k = need[i]
+        if k <= 0:
+            continue
+        bd = np.empty(k, dtype=np.float64)  # the best k so far, ordered by (distance, pid)
+        bp = np.empty(k, dtype=pid.dtype)
+        br = np.empty(k, dtype=np.int64)
+        m = 0
+        px, py, hz = hx[i], hy[i], h[i]
+        u = (px - x0) / cell
+        v = (py - y0) / cell
+        cx = int(np.floor(u))
+        cy = int(np.floor(v))
+        fx = u - cx
+        fy = v - cy
+        r = max(0, -cx, cx - (nx - 1), -cy, cy - (ny - 1))
+        maxr = r + max(nx, ny) + 1
+        while r <= maxr:
+            for j in range(max(cy - r, 0), min(cy + r, ny - 1) + 1):
+                gy = cell_gap(j, cy, fy) * cell
+                if m == k and gy * gy > bd[k - 1] * bd[k - 1] * _MARGIN:
+                    continue
+                if j == cy - r or j == cy + r:
+                    c0, c1, step = max(cx - r, 0), min(cx + r, nx - 1), 1
+                else:
+                    c0, c1, step = cx - r, cx + r, max(2 * r, 1)
+                ci = c0
+                while ci <= c1:
+                    if 0 <= ci < nx:
+                        gx = cell_gap(ci, cx, fx) * cell
+                        if m < k or gx * gx + gy * gy <= bd[k - 1] * bd[k - 1] * _MARGIN:
+                            c = j * nx + ci
+                            for e in range(start[c], start[c + 1]):
+                                ad = order[e]
+                                for f in range(astart[ad], astart[ad] + acnt[ad]):
+                                    row = addr_rows[f]
+                                    if rh[row] == hz:
+                                        continue
+                                    d = np.hypot(rx[row] - px, ry[row] - py)
+                                    p = pid[row]
+                                    if m == k and (d > bd[k - 1] or (d == bd[k - 1] and p > bp[k - 1])):
+                                        continue
+                                    # insert (d, p) in order, dropping the k-th when full
+                                    pos = m if m < k else k - 1
+                                    while pos > 0 and (bd[pos - 1] > d or (bd[pos - 1] == d and bp[pos - 1] > p)):
+                                        if pos < k:
+                                            bd[pos] = bd[pos - 1]
+                                            bp[pos] = bp[pos - 1]
+                                            br[pos] = br[pos - 1]
+                                        pos -= 1
+                                    bd[pos] = d
+                                    bp[pos] = p
+                                    br[pos] = row
+                                    if m < k:
+                                        m += 1
+                    ci += step
+            if m == k:
+                inner = (r + min(min(fx, 1.0 - fx), min(fy, 1.0 - fy))) * cell
+                if inner > 0 and inner * inner > bd[k - 1] * bd[k - 1] * _MARGIN:
+                    break
+            r += 1
+        for e in range(m):
+            ranked[i, fill_from[i] + e] = br[e]
 
 
 def ladder_sets(
@@ -443,7 +480,7 @@ def ladder_sets(
     k_max : length of the ranked lists.
     cumulative : the monotone ladder (module docstring) or each rung on its own.
     index : :func:`register_index` of ``register`` at ``level`` (built here if not
-        given): pass it to reuse the register's sorting and k-d tree across calls.
+        given): pass it to reuse the register's sorting and address grid across calls.
     """
     rungs = check_rungs(rungs)
     level = check_level(level)

@@ -85,7 +85,7 @@ def _nearest(px, py, xy, order, start, params, nx, ny):
         # edge is farther than the best distance so far cannot hold the answer (nor a tie:
         # the bound has a relative margin of 1e-6 for rounding)
         for j in range(max(cy - r, 0), min(cy + r, ny - 1) + 1):
-            gy = _gap(j, cy, fy) * cell
+            gy = cell_gap(j, cy, fy) * cell
             gy2 = gy * gy
             if gy2 > bd * _MARGIN:
                 continue
@@ -95,7 +95,7 @@ def _nearest(px, py, xy, order, start, params, nx, ny):
                 i, i_end, step = cx - r, cx + r, max(2 * r, 1)
             while i <= i_end:
                 if 0 <= i < nx:
-                    gx = _gap(i, cx, fx) * cell
+                    gx = cell_gap(i, cx, fx) * cell
                     if gx * gx + gy2 <= bd * _MARGIN:
                         c = j * nx + i
                         for k in range(start[c], start[c + 1]):
@@ -118,7 +118,7 @@ _MARGIN = 1.000001
 
 
 @jit
-def _gap(i, c, f):
+def cell_gap(i, c, f):
     """Distance, in cells, from a point at offset ``f`` inside cell ``c`` to cell ``i``
     along one axis (0 for its own cell)."""
     if i < c:
