@@ -205,6 +205,24 @@ def test_all_levels_and_keys_equal_each_alone():
         assert set(got["status"]) >= {"ok", "unknown_home", "unknown_work"} and len(got) == len(inf) * 8
 
 
+def test_given_pseudonym_uids_give_the_same_links():
+    """link_devices with the pseudonyms' stable ids passed in (as time_to_identification
+    does, hashing once for every window) equals link_devices hashing them itself; ids of
+    the wrong length are a clear error."""
+    from sim.core.rng import stable_uid64
+
+    w = GridWorld()
+    pop = make_population(w, n_persons=90, n_days=2, seed=5)
+    inf = pop["inferred"]
+    uid = stable_uid64(inf["pseudonym"].to_numpy())
+    ref = L.link_devices(inf, pop["register"], w, seed=3)
+    pd.testing.assert_frame_equal(L.link_devices(inf, pop["register"], w, seed=3, pseudonym_uid=uid), ref)
+    other = L.link_devices(inf, pop["register"], w, seed=3, pseudonym_uid=uid[::-1].copy())
+    assert not other["guess_person_id"].equals(ref["guess_person_id"])  # the ids are what the draws use
+    with pytest.raises(InputError, match="pseudonym_uid"):
+        L.link_devices(inf, pop["register"], w, seed=3, pseudonym_uid=uid[:-1])
+
+
 def test_population_set_sizes_equal_a_direct_count():
     """set_size_population is, for every status-"ok" row, the number of truth persons
     whose (home zone[, work zone]) equals the row's, counted person by person (-1 other

@@ -256,6 +256,7 @@ def link_devices(
     keys=KEYS,
     guess: str = "random",
     seed: int = 0,
+    pseudonym_uid=None,
 ) -> pd.DataFrame:
     """Anonymity sets and a top-1 guess for every device, level and key (no truth used).
 
@@ -278,6 +279,9 @@ def link_devices(
         How the top-1 guess is picked from a set (module docstring).
     seed : int
         Root seed of the guess stream.
+    pseudonym_uid : uint64 array, optional
+        ``sim.core.rng.stable_uid64`` of ``inferred["pseudonym"]`` when the caller has it
+        already (hashing a million pseudonyms takes seconds); computed here otherwise.
 
     Returns
     -------
@@ -293,7 +297,15 @@ def link_devices(
     hy = inferred["home_y_m"].to_numpy(dtype=np.float64)
     wx = inferred["work_x_m"].to_numpy(dtype=np.float64)
     wy = inferred["work_y_m"].to_numpy(dtype=np.float64)
-    sidx = stable_uid64(pseud) if guess == "random" else None
+    if guess != "random":
+        sidx = None
+    elif pseudonym_uid is None:
+        sidx = stable_uid64(pseud)
+    else:
+        sidx = np.asarray(pseudonym_uid, dtype=np.uint64)
+        if sidx.shape != pseud.shape:
+            raise InputError(f"pseudonym_uid has {sidx.size} values for {len(pseud)} pseudonyms; pass "
+                             "stable_uid64(inferred['pseudonym']).")
     reg_pid = register["person_id"].to_numpy()
     reg_x = register["home_x_m"].to_numpy(dtype=np.float64) if guess == "nearest" else None
     reg_y = register["home_y_m"].to_numpy(dtype=np.float64) if guess == "nearest" else None
@@ -596,8 +608,13 @@ def time_to_identification(
     first = np.full(len(universe), np.nan)
     rows = []
     ident_last = np.zeros(len(universe), dtype=bool)
+    uid = stable_uid64(universe.to_numpy()) if guess == "random" else None  # once, not once per window
     for d in days:
-        links = link_devices(inferred_by_day[d], register, world, levels=(level,), keys=(key,), guess=guess, seed=seed)
+        table = inferred_by_day[d]
+        t_uid = None if uid is None else uid[universe.get_indexer(object_index(table["pseudonym"]))]
+        links = link_devices(table, register, world, levels=(level,), keys=(key,), guess=guess, seed=seed,
+                             pseudonym_uid=t_uid)
+        del table, t_uid
         scored = score_links(links, truth)
         ident = np.zeros(len(universe), dtype=bool)
         pos = universe.get_indexer(object_index(scored["pseudonym"]))
