@@ -100,9 +100,7 @@ def _match_one(i, ox, oy, ot, m, radius_m, tol_s, offsets, x_m, y_m, t_s, trace_
     r2 = radius_m * radius_m
     cw = max(radius_m, 1.0)
     # candidates of observation 0 from the 27 neighbouring cells
-    cx = int(np.floor((ox[0] - x0) / cw))
-    cy = int(np.floor((oy[0] - y0) / cw))
-    ct = (ot[0] - t0) // tol_s if tol_s > 0 else ot[0] - t0
+    cx, cy, ct = _grid_cell(ox[0], oy[0], ot[0], x0, y0, t0, cw, tol_s)
     buf = np.empty(16, dtype=np.int64)
     nb = 0
     for dx in range(-1, 2):
@@ -210,38 +208,41 @@ def _cell_index(traces: Traces, radius_m: float, tol_s: int, origin=None, wanted
     every ping."""
     cw = max(radius_m, 1.0)
     x0, y0, t0, nx, ny, nt = grid_origin(traces_bounds(traces), radius_m, tol_s) if origin is None else origin
-    if wanted is not None:  # one parallel pass: each ping's key, looked up in the wanted keys
-        wanted = np.ascontiguousarray(wanted, dtype=np.int64)
-        keys = np.empty(traces.n_pings, dtype=np.int64)
-        mask = np.zeros(traces.n_pings, dtype=np.bool_)
-        if len(wanted):
-            _wanted_keys(np.ascontiguousarray(traces.x_m, dtype=np.float64),
-                         np.ascontiguousarray(traces.y_m, dtype=np.float64),
-                         np.ascontiguousarray(traces.t_s, dtype=np.int64), float(x0), float(y0), np.int64(t0),
-                         float(cw), np.int64(tol_s), np.int64(ny), np.int64(nt), wanted, keys, mask)
+    n = traces.n_pings
+    want = wanted is not None
+    wanted = np.zeros(0, dtype=np.int64) if not want else np.ascontiguousarray(wanted, dtype=np.int64)
+    keys = np.empty(n, dtype=np.int64)
+    mask = np.zeros(n if want else 0, dtype=np.bool_)  # with wanted: whether a ping's key is wanted
+    _ping_keys(np.ascontiguousarray(traces.x_m, dtype=np.float64), np.ascontiguousarray(traces.y_m, dtype=np.float64),
+               np.ascontiguousarray(traces.t_s, dtype=np.int64), float(x0), float(y0), np.int64(t0), float(cw),
+               np.int64(tol_s), np.int64(ny), np.int64(nt), wanted, keys, mask)
+    if want:
         rows = np.flatnonzero(mask)
         order = rows[np.argsort(keys[rows], kind="stable")]
-        return keys[order], order.astype(np.int64), x0, y0, t0, nx, ny, nt
-    cx = np.floor((traces.x_m - x0) / cw).astype(np.int64)
-    cy = np.floor((traces.y_m - y0) / cw).astype(np.int64)
-    ct = (traces.t_s - t0) // tol_s if tol_s > 0 else traces.t_s - t0
-    keys = (cx * ny + cy) * nt + ct
-    order = np.argsort(keys, kind="stable")
+    else:
+        order = np.argsort(keys, kind="stable")
     return keys[order], order.astype(np.int64), x0, y0, t0, nx, ny, nt
 
 
+@jit
+def _grid_cell(x, y, t, x0, y0, t0, cw, tol_s):
+    """The (column, row, time slot) of the known-points grid holding a point."""
+    ct = (t - t0) // tol_s if tol_s > 0 else t - t0
+    return np.int64(np.floor((x - x0) / cw)), np.int64(np.floor((y - y0) / cw)), ct
+
+
 @pjit
-def _wanted_keys(x, y, t, x0, y0, t0, cw, tol_s, ny, nt, wanted, keys, mask):  # pragma: no cover - numba
-    """Every ping's grid key (as :func:`_cell_index` computes it) and whether it is in
-    the sorted ``wanted`` keys."""
+def _ping_keys(x, y, t, x0, y0, t0, cw, tol_s, ny, nt, wanted, keys, mask):  # pragma: no cover - numba
+    """Every ping's grid key and, when ``mask`` has a row per ping, whether the key is in
+    the sorted ``wanted`` keys (one parallel pass: no sort of every ping)."""
+    flag = len(mask) > 0
     for j in prange(len(x)):
-        cx = np.int64(np.floor((x[j] - x0) / cw))
-        cy = np.int64(np.floor((y[j] - y0) / cw))
-        ct = (t[j] - t0) // tol_s if tol_s > 0 else t[j] - t0
+        cx, cy, ct = _grid_cell(x[j], y[j], t[j], x0, y0, t0, cw, tol_s)
         k = (cx * ny + cy) * nt + ct
         keys[j] = k
-        q = np.searchsorted(wanted, k)
-        mask[j] = q < len(wanted) and wanted[q] == k
+        if flag:
+            q = np.searchsorted(wanted, k)
+            mask[j] = q < len(wanted) and wanted[q] == k
 
 
 def _first_observation_cells(ox, oy, ot, m_eff, origin, radius_m: float, tol_s: int) -> np.ndarray:
