@@ -126,12 +126,17 @@ def _check_inputs(inferred, register, levels, keys, world):
     require_columns(register, need, "register", fix)
 
 
-def _pair_key(h, w, w_max):
-    """Combine zone-id arrays (>= -1, ``w <= w_max``) into one int64 key, injectively."""
-    h = np.asarray(h, dtype=np.int64)
-    w = np.asarray(w, dtype=np.int64)
+def _pair_key(h, w, w_max, *, overwrite_h: bool = False):
+    """Combine zone-id arrays (>= -1, ``w <= w_max``) into one int64 key, injectively:
+    ``((h + 1) * m + (w + 1), m)``.  The key is built in place in one new int64 array, or
+    in ``h`` itself with ``overwrite_h`` (a scratch int64 array of the caller's)."""
     m = np.int64(max(int(w_max), 0) + 2)
-    return (h + 1) * m + (w + 1), m
+    k = h if overwrite_h and isinstance(h, np.ndarray) and h.dtype == np.int64 else np.array(h, dtype=np.int64)
+    k += 1
+    k *= m
+    k += np.asarray(w, dtype=np.int64)
+    k += 1
+    return k, m
 
 
 def _lookup(dev_key, uk, start, size):
@@ -202,7 +207,7 @@ def _zone_keys(key, dh, dw, rh, register, level):
         rw = register[register_column("work", level)].to_numpy(dtype=np.int64)
         valid = rh >= 0
         w_max = max(int(rw.max(initial=0)), int(dw.max(initial=0)))
-        rkey, _ = _pair_key(np.where(valid, rh, -1), rw, w_max)
+        rkey, _ = _pair_key(np.where(valid, rh, -1), rw, w_max, overwrite_h=True)
         dkey, _ = _pair_key(dh, np.maximum(dw, -1), w_max)  # non-ok rows are masked below
     else:
         status[(status == 0) & (dh == -1)] = 3
@@ -392,11 +397,8 @@ def _population_sizes(links: pd.DataFrame, persons: pd.DataFrame) -> np.ndarray:
                 pw = _int_column(persons, wc)
                 dw = dw_all[rows]
                 w_max = max(int(pw.max(initial=0)), int(dw.max(initial=0)))
-                dk, m = _pair_key(dh, dw, w_max)
-                pk += 1  # = _pair_key(ph, pw, w_max) on the living persons
-                pk *= m
-                pk += pw[live]
-                pk += 1
+                dk, _ = _pair_key(dh, dw, w_max)
+                pk, _ = _pair_key(pk, pw[live], w_max, overwrite_h=True)
                 del pw
             else:
                 dk = dh
@@ -611,13 +613,12 @@ def time_to_identification(
     uid = stable_uid64(universe.to_numpy()) if guess == "random" else None  # once, not once per window
     for d in days:
         table = inferred_by_day[d]
-        t_uid = None if uid is None else uid[universe.get_indexer(object_index(table["pseudonym"]))]
+        pos = universe.get_indexer(object_index(table["pseudonym"]))  # the links' rows: one per table row, in order
         links = link_devices(table, register, world, levels=(level,), keys=(key,), guess=guess, seed=seed,
-                             pseudonym_uid=t_uid)
-        del table, t_uid
+                             pseudonym_uid=None if uid is None else uid[pos])
+        del table
         scored = score_links(links, truth)
         ident = np.zeros(len(universe), dtype=bool)
-        pos = universe.get_indexer(object_index(scored["pseudonym"]))
         ident[pos] = scored["identified"].to_numpy()
         ex = np.zeros(len(universe), dtype=bool)
         ex[universe.get_indexer(object_index(exists[d]))] = True
