@@ -109,7 +109,7 @@ from sim.core.constants import LEVELS
 from sim.core.errors import ConfigError, InputError
 from sim.core.memory import release_free_memory
 from sim.core.jit import pjit, prange
-from sim.world._kernels import GridIndex, cell_gap
+from sim.world._kernels import RING_MARGIN, GridIndex, cell_gap, ring_columns, ring_origin, ring_reach
 from sim.attacks._common import (
     groups_by_key,
     check_int,
@@ -378,18 +378,16 @@ def _neighbours(todo, need, h, hx, hy, rh, rx, ry, pid, ranked, fill_from, addre
                      ranked, np.asarray(fill_from, dtype=np.int64))
 
 
-_MARGIN = 1.000001  # relative slack on a cell's distance bound (rounding), so no tie is pruned
-
-
 @pjit
 def _nearest_persons(todo, need, h, hx, hy, rh, rx, ry, pid, order, start, params, nx, ny, addr_rows, acnt,
                      astart, ranked, fill_from):  # pragma: no cover - numba
     """Per device ``todo[q]``: its ``need`` nearest eligible persons by (distance, pid),
     written to ``ranked``.  The bucket grid (``order``, ``start``, ``params``, ``nx``,
     ``ny`` of :class:`sim.world._kernels.GridIndex`) holds the addresses; rings of cells
-    are scanned outward, a cell skipped when its nearest edge is beyond the current
-    need-th distance, and the search stops once every unscanned cell is."""
-    x0, y0, cell = params[0], params[1], params[2]
+    are scanned outward as :meth:`~sim.world._kernels.GridIndex.query` scans them, a cell
+    skipped when its nearest edge is beyond the current need-th distance, and the search
+    stops once every unscanned cell is."""
+    cell = params[2]
     for q in prange(len(todo)):
         i = todo[q]
         k = need[i]
@@ -400,28 +398,17 @@ def _nearest_persons(todo, need, h, hx, hy, rh, rx, ry, pid, order, start, param
         br = np.empty(k, dtype=np.int64)
         m = 0
         px, py, hz = hx[i], hy[i], h[i]
-        u = (px - x0) / cell
-        v = (py - y0) / cell
-        cx = int(np.floor(u))
-        cy = int(np.floor(v))
-        fx = u - cx
-        fy = v - cy
-        r = max(0, -cx, cx - (nx - 1), -cy, cy - (ny - 1))
-        maxr = r + max(nx, ny) + 1
+        cx, cy, fx, fy, r, maxr = ring_origin(px, py, params, nx, ny)
         while r <= maxr:
             for j in range(max(cy - r, 0), min(cy + r, ny - 1) + 1):
                 gy = cell_gap(j, cy, fy) * cell
-                if m == k and gy * gy > bd[k - 1] * bd[k - 1] * _MARGIN:
+                if m == k and gy * gy > bd[k - 1] * bd[k - 1] * RING_MARGIN:
                     continue
-                if j == cy - r or j == cy + r:
-                    c0, c1, step = max(cx - r, 0), min(cx + r, nx - 1), 1
-                else:
-                    c0, c1, step = cx - r, cx + r, max(2 * r, 1)
-                ci = c0
+                ci, c1, step = ring_columns(j, r, cx, cy, nx)
                 while ci <= c1:
                     if 0 <= ci < nx:
                         gx = cell_gap(ci, cx, fx) * cell
-                        if m < k or gx * gx + gy * gy <= bd[k - 1] * bd[k - 1] * _MARGIN:
+                        if m < k or gx * gx + gy * gy <= bd[k - 1] * bd[k - 1] * RING_MARGIN:
                             c = j * nx + ci
                             for e in range(start[c], start[c + 1]):
                                 ad = order[e]
@@ -448,8 +435,8 @@ def _nearest_persons(todo, need, h, hx, hy, rh, rx, ry, pid, order, start, param
                                         m += 1
                     ci += step
             if m == k:
-                inner = (r + min(min(fx, 1.0 - fx), min(fy, 1.0 - fy))) * cell
-                if inner > 0 and inner * inner > bd[k - 1] * bd[k - 1] * _MARGIN:
+                reach = ring_reach(r, fx, fy, cell)
+                if reach > 0 and reach * reach > bd[k - 1] * bd[k - 1] * RING_MARGIN:
                     break
             r += 1
         for e in range(m):

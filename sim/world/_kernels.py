@@ -68,35 +68,24 @@ def counting_argsort(keys, n_keys):
 
 @jit
 def _nearest(px, py, xy, order, start, params, nx, ny):
-    x0, y0, cell = params[0], params[1], params[2]
-    u = (px - x0) / cell
-    v = (py - y0) / cell
-    cx = int(np.floor(u))
-    cy = int(np.floor(v))
-    fx = u - cx  # the point's offset inside its own cell, in cells
-    fy = v - cy
+    cell = params[2]
+    cx, cy, fx, fy, r, maxr = ring_origin(px, py, params, nx, ny)
     best = -1
     bd = np.inf
-    # rings nearer than the grid's nearest cell are empty (a point outside the grid)
-    r = max(0, -cx, cx - (nx - 1), -cy, cy - (ny - 1))
-    maxr = r + max(nx, ny) + 1
     while r <= maxr:
         # cells on the ring at Chebyshev distance r around (cx, cy); a cell whose nearest
         # edge is farther than the best distance so far cannot hold the answer (nor a tie:
-        # the bound has a relative margin of 1e-6 for rounding)
+        # the bound has a relative margin for rounding, RING_MARGIN)
         for j in range(max(cy - r, 0), min(cy + r, ny - 1) + 1):
             gy = cell_gap(j, cy, fy) * cell
             gy2 = gy * gy
-            if gy2 > bd * _MARGIN:
+            if gy2 > bd * RING_MARGIN:
                 continue
-            if j == cy - r or j == cy + r:  # the ring's first and last rows: every cell
-                i, i_end, step = max(cx - r, 0), min(cx + r, nx - 1), 1
-            else:  # the rows between: the ring's two ends
-                i, i_end, step = cx - r, cx + r, max(2 * r, 1)
+            i, i_end, step = ring_columns(j, r, cx, cy, nx)
             while i <= i_end:
                 if 0 <= i < nx:
                     gx = cell_gap(i, cx, fx) * cell
-                    if gx * gx + gy2 <= bd * _MARGIN:
+                    if gx * gx + gy2 <= bd * RING_MARGIN:
                         c = j * nx + i
                         for k in range(start[c], start[c + 1]):
                             s = order[k]
@@ -105,16 +94,51 @@ def _nearest(px, py, xy, order, start, params, nx, ny):
                                 bd = d
                                 best = s
                 i += step
-        # every unscanned cell is at least r * cell away (minus the offset inside the cell)
         if best >= 0:
-            inner = r + min(min(fx, 1.0 - fx), min(fy, 1.0 - fy))
-            if inner > 0 and (inner * cell) ** 2 > bd:
+            reach = ring_reach(r, fx, fy, cell)
+            if reach > 0 and reach * reach > bd:
                 break
         r += 1
     return best
 
 
-_MARGIN = 1.000001
+#: relative slack on a cell's squared-distance bound (rounding), so that no cell that may
+#: hold a tie with the best distance is skipped
+RING_MARGIN = 1.000001
+
+
+@jit
+def ring_origin(px, py, params, nx, ny):
+    """Where a ring search of the grid (``params``, ``nx``, ``ny`` of :class:`GridIndex`)
+    around (px, py) starts: ``(cx, cy, fx, fy, r0, r_max)`` — the point's cell, its
+    offset inside it (in cells), the first ring that reaches the grid (0 for a point
+    inside it; nearer rings of a point outside are empty) and the last ring any cell
+    lies on."""
+    x0, y0, cell = params[0], params[1], params[2]
+    u = (px - x0) / cell
+    v = (py - y0) / cell
+    cx = int(np.floor(u))
+    cy = int(np.floor(v))
+    r0 = max(0, -cx, cx - (nx - 1), -cy, cy - (ny - 1))
+    return cx, cy, u - cx, v - cy, r0, r0 + max(nx, ny) + 1
+
+
+@jit
+def ring_columns(j, r, cx, cy, nx):
+    """``(first, last, step)``: the columns of ring ``r``'s cells in row ``j`` — every
+    cell of the ring's first and last rows (clipped to the grid), the ring's two ends on
+    the rows between (the caller skips an end outside the grid)."""
+    if j == cy - r or j == cy + r:
+        return max(cx - r, 0), min(cx + r, nx - 1), 1
+    return cx - r, cx + r, max(2 * r, 1)
+
+
+@jit
+def ring_reach(r, fx, fy, cell):
+    """Distance (metres) from the point within which rings 0..r hold every cell: every
+    cell on a later ring is at least this far (r cells, plus the point's nearest
+    offset to its own cell's edge)."""
+    return (r + min(min(fx, 1.0 - fx), min(fy, 1.0 - fy))) * cell
 
 
 @jit
