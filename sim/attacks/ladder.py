@@ -265,8 +265,8 @@ class RegisterIndex:
 
     ``residents``: register rows with a listed home, ordered by (home zone, person_id),
     and per distinct zone its start and count there.  ``addresses`` (only for the ranked
-    rung; None when no listed home has a position): the distinct listed home points,
-    a bucket grid over them, and the register rows at each point ordered by person_id."""
+    rung; None when no listed home has a position): a bucket grid over the distinct listed
+    home points, and the register rows at each point ordered by person_id."""
 
     level: str
     pid: np.ndarray
@@ -345,9 +345,9 @@ def unique_points(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def _address_index(rh, rx, ry, pid):
-    """The distinct listed home points of the persons with a listed home zone, a bucket
-    grid over them, and per point its register rows (ordered by person_id): (addr, grid,
-    addr_rows, acnt, astart), or None when there is none."""
+    """A bucket grid over the distinct listed home points of the persons with a listed
+    home zone (the points are ``grid.xy``), and per point its register rows (ordered by
+    person_id): (grid, addr_rows, acnt, astart), or None when there is none."""
     pool = np.flatnonzero((rh >= 0) & np.isfinite(rx) & np.isfinite(ry))
     if not len(pool):
         return None
@@ -356,7 +356,7 @@ def _address_index(rh, rx, ry, pid):
     acnt = np.bincount(inv, minlength=len(addr)).astype(np.int64)
     # half an address per cell on average: the dense core still has few per cell (the 1 M
     # reduce's ladder took 91 s at 0.5, 116 s at 4, 177 s at 16; the tables do not depend on it)
-    return addr, GridIndex(addr, per_cell=0.5), pool[porder], acnt, np.cumsum(acnt) - acnt
+    return GridIndex(addr, per_cell=0.5), pool[porder], acnt, np.cumsum(acnt) - acnt
 
 
 def _neighbours(todo, need, h, hx, hy, rh, rx, ry, pid, ranked, fill_from, addresses):
@@ -368,7 +368,7 @@ def _neighbours(todo, need, h, hx, hy, rh, rx, ry, pid, ranked, fill_from, addre
     person (:func:`_nearest_persons`)."""
     if not len(todo) or addresses is None:
         return
-    addr, grid, addr_rows, acnt, astart = addresses
+    grid, addr_rows, acnt, astart = addresses
     _nearest_persons(np.asarray(todo, dtype=np.int64), np.asarray(need, dtype=np.int64),
                      np.asarray(h, dtype=np.int64), np.asarray(hx, dtype=np.float64),
                      np.asarray(hy, dtype=np.float64), np.asarray(rh, dtype=np.int64),
