@@ -96,3 +96,22 @@ def test_ledger_refuses_an_unknown_method_or_empty_range():
         Assumption("pings.days", 1, 2, "x", "y", method="magic")
     with pytest.raises(ConfigError, match="empty"):
         Assumption("pings.days", 3, 2, "x", "y")
+
+
+def test_table_order_and_repeated_register_rows_do_not_change_the_waterfall(case):
+    """Rows are found by id: shuffled persons and register give the same waterfall, and a
+    person listed twice counts with their first row (a second row elsewhere adds to no
+    anonymity set), as a drop_duplicates would."""
+    inferred, ps, persons, reg, w = case
+    want, want_c = identification_waterfall(*case)
+    rng = np.random.default_rng(0)
+    dup = pd.DataFrame({"person_id": [7], "home_building_id": [900], "work_building_id": [901]})
+    reg2 = pd.concat([reg, dup]).iloc[rng.permutation(len(reg) + 1)]
+    reg2 = pd.concat([reg2[reg2["home_building_id"] != 900], reg2[reg2["home_building_id"] == 900]])
+    got, got_c = identification_waterfall(inferred, ps, persons.iloc[rng.permutation(len(persons))], reg2, w)
+    pd.testing.assert_frame_equal(got, want)
+    assert got_c == want_c
+    # the repeated row first: person 7's listed home is now wrong, and 7 is not named
+    reg3 = pd.concat([dup, reg])
+    got3, _ = identification_waterfall(inferred, ps, persons, reg3, w)
+    assert dict(zip(got3["step"], got3["n_devices"]))["home_listed_right"] == 4

@@ -38,6 +38,7 @@ from sim.core.files import (
     file_sha256,
     new_staging_dir,
 )
+from sim.core.lookup import rows_by_id
 from sim.core.storage import as_path, parquet_file, rmtree
 from sim.population import SCHEDULES, building_gps_bias, choose_devices, make_persons, make_register
 from sim.generate.pseudonyms import maid_bytes, pseudonyms_of
@@ -129,7 +130,10 @@ class DeviceInputs:
         fixes are biased per building); None = the address points themselves.  The
         truth tables keep the address points.
         """
-        p = persons.set_index("person_id").loc[devices["person_id"].to_numpy()]
+        p = rows_by_id(persons, "person_id", devices["person_id"].to_numpy(),
+                       ["schedule", "home_x_m", "home_y_m", "work_x_m", "work_y_m"]
+                       + (["home_building_id", "work_building_id"] if building_bias is not None else []),
+                       what="persons table")
         sched = pd.Categorical(p["schedule"], categories=list(SCHEDULES)).codes.astype(np.int64)
         hx, hy = p["home_x_m"].to_numpy(np.float64), p["home_y_m"].to_numpy(np.float64)
         wx, wy = p["work_x_m"].to_numpy(np.float64), p["work_y_m"].to_numpy(np.float64)

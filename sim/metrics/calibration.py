@@ -59,6 +59,7 @@ import pandas as pd
 
 from sim.core.constants import DAY_S
 from sim.core.errors import InputError
+from sim.core.lookup import rows_by_id
 from sim.core.rng import TAG_BOOT, seed_sequence
 
 #: statistic -> (low, high) inclusive bounds a realistic broker-like panel should meet
@@ -310,7 +311,8 @@ def commute_statistics(simulation, *, radius_m: float = COMMUTE_RADIUS_M,
     """
     tr = simulation.release
     devs = simulation.devices.sort_values("device_idx")
-    p = simulation.persons.set_index("person_id").loc[devs["person_id"].to_numpy()]
+    p = rows_by_id(simulation.persons, "person_id", devs["person_id"].to_numpy(),
+                   ["home_x_m", "home_y_m", "work_x_m", "work_y_m", "schedule"], what="persons table")
     hx, hy = p["home_x_m"].to_numpy(float), p["home_y_m"].to_numpy(float)
     wx, wy = p["work_x_m"].to_numpy(float), p["work_y_m"].to_numpy(float)
     hw = np.hypot(hx - wx, hy - wy)
@@ -372,7 +374,8 @@ def calibration_stats(simulation, cell_m: float = 250.0, *, commute_radius_m: fl
     out["radius_of_gyration_median_m"] = float(np.median(rg[w > 1]))
     out["radius_of_gyration_p90_m"] = float(np.percentile(rg[w > 1], 90))
     # home-work distance (truth) and the commute time measured from the pings
-    p = simulation.persons.set_index("person_id").loc[simulation.devices.sort_values("device_idx")["person_id"]]
+    p = rows_by_id(simulation.persons, "person_id", simulation.devices.sort_values("device_idx")["person_id"].to_numpy(),
+                   ["home_x_m", "home_y_m", "work_x_m", "work_y_m"], what="persons table")
     hw = np.hypot(p.home_x_m - p.work_x_m, p.home_y_m - p.work_y_m).to_numpy()
     hw = hw[np.isfinite(hw)]
     out["home_work_distance_median_m"] = float(np.median(hw)) if len(hw) else float("nan")

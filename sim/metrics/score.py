@@ -36,6 +36,7 @@ from scipy import stats as _sps
 from sim.core.constants import ZONE_LEVELS
 from sim.core.fmt import NA, value_interval
 from sim.core.errors import ConfigError, InputError
+from sim.core.lookup import id_positions
 from sim.core.stats import wilson_ci
 
 __all__ = [
@@ -196,12 +197,13 @@ def score_inference(inferred: pd.DataFrame, pseudonyms: pd.DataFrame, persons: p
             f"{inf.pseudonym[miss].iloc[0]!r}); score against the truth of the same run."
         )
     dev = pmap.loc[inf.pseudonym.to_numpy()]
-    per = persons.set_index("person_id")
-    pmiss = ~dev.person_id.isin(per.index)
+    ppos = id_positions(persons.person_id.to_numpy(), dev.person_id.to_numpy())
+    pmiss = ppos < 0
     if pmiss.any():
         raise InputError(f"{int(pmiss.sum())} pseudonym(s) map to a person_id missing from persons "
-                         f"(e.g. {dev.person_id[pmiss].iloc[0]!r}).")
-    truth = per.loc[dev.person_id.to_numpy()]
+                         f"(e.g. {int(dev.person_id.to_numpy()[pmiss][0])}).")
+    truth = pd.DataFrame({c: persons[c].take(ppos).reset_index(drop=True)  # the rows wanted, not a copy of persons
+                          for c in persons.columns if c != "person_id"})
 
     d = pd.DataFrame({
         "pseudonym": inf.pseudonym.to_numpy(),

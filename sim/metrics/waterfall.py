@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from sim.core.errors import InputError
+from sim.core.lookup import id_positions
 from sim.core.stats import wilson_ci
 
 STEPS = ("all_devices", "day_job", "listed", "home_listed_right", "employer_listed",
@@ -48,6 +49,18 @@ def _need(df, cols, what):
     miss = [c for c in cols if c not in df.columns]
     if miss:
         raise InputError(f"{what} lacks column(s) {miss}; see docs/CONTRACTS.md.")
+
+
+def _pair_counts(reg_h, reg_w, hb, wb) -> np.ndarray:
+    """How many register rows have each (``hb[i]``, ``wb[i]``) building pair (int64)."""
+    base = int(max(reg_w.max(initial=-1), np.max(wb, initial=-1))) + 2
+    reg_key = (reg_h.astype(np.int64) + 1) * base + (reg_w.astype(np.int64) + 1)
+    keys, counts = np.unique(reg_key, return_counts=True)
+    key = (np.asarray(hb, dtype=np.int64) + 1) * base + (np.asarray(wb, dtype=np.int64) + 1)
+    if len(keys) == 0:
+        return np.zeros(len(key), dtype=np.int64)
+    pos = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
+    return np.where(keys[pos] == key, counts[pos], 0)
 
 
 def identification_waterfall(inferred: pd.DataFrame, pseudonyms: pd.DataFrame, persons: pd.DataFrame,
@@ -71,17 +84,20 @@ def identification_waterfall(inferred: pd.DataFrame, pseudonyms: pd.DataFrame, p
     wb = world.locate(inf["work_x_m"].to_numpy(), inf["work_y_m"].to_numpy(), "building")
     hb = np.where(inf["home_x_m"].notna().to_numpy(), hb, -1)
     wb = np.where(inf["work_x_m"].notna().to_numpy(), wb, -1)
-    per = persons.drop_duplicates("person_id").set_index("person_id")
-    own = per.loc[inf["person_id"].to_numpy()]
-    true_h = own["home_building_id"].to_numpy()
-    true_w = own["work_building_id"].to_numpy()
-    reg = register.drop_duplicates("person_id").set_index("person_id")
-    reg_w = reg["work_building_id"] if "work_building_id" in reg.columns else pd.Series(-1, index=reg.index)
+    # rows found by id (first occurrence), never a copy of the 10 M-row persons or register
+    p_id, r_id = persons["person_id"].to_numpy(), register["person_id"].to_numpy()
+    own = id_positions(p_id, inf["person_id"].to_numpy())
+    if np.any(own < 0):
+        raise InputError(f"{int((own < 0).sum())} pseudonym(s) map to a person_id missing from the persons "
+                         f"table (e.g. {int(inf['person_id'].to_numpy()[own < 0][0])}); use the tables of one run.")
+    true_h = persons["home_building_id"].to_numpy()[own]
+    true_w = persons["work_building_id"].to_numpy()[own]
+    reg_rows = np.flatnonzero(id_positions(r_id, r_id) == np.arange(len(r_id)))  # first row per person
+    reg_h = register["home_building_id"].to_numpy(np.int64)[reg_rows]
+    reg_w = (register["work_building_id"].to_numpy(np.int64)[reg_rows] if "work_building_id" in register.columns
+             else np.full(len(reg_rows), -1, dtype=np.int64))
     # anonymity set of the inferred (home, work) building pair in the register
-    pair = pd.Series(1, index=pd.MultiIndex.from_arrays([reg["home_building_id"].to_numpy(),
-                                                         reg_w.to_numpy()])).groupby(level=[0, 1]).size()
-    key = pd.MultiIndex.from_arrays([hb, wb])
-    set_size = pair.reindex(key).fillna(0).to_numpy()
+    set_size = _pair_counts(reg_h, reg_w, hb, wb)
     rows = pd.DataFrame({
         "device_idx": inf["device_idx"].to_numpy(),
         "home_right": (hb >= 0) & (hb == true_h),
@@ -92,15 +108,20 @@ def identification_waterfall(inferred: pd.DataFrame, pseudonyms: pd.DataFrame, p
     # named: some pseudonym's pair is unique and it is the owner's own listed pair
     present = np.unique(inf["device_idx"].to_numpy())
     d = pd.DataFrame(index=pd.Index(present, name="device_idx"))
-    pid = pseudonyms.drop_duplicates("device_idx").set_index("device_idx")["person_id"].reindex(present)
-    owner = per.reindex(pid.to_numpy())
-    listed = pid.isin(reg.index).to_numpy()
-    r = reg.reindex(pid.to_numpy())
-    r_w = reg_w.reindex(pid.to_numpy()).to_numpy()
-    d["day_job"] = (owner["schedule"] == "day").to_numpy()
+    pid = pseudonyms.drop_duplicates("device_idx").set_index("device_idx")["person_id"].reindex(present).to_numpy()
+    op = id_positions(p_id, pid)
+    if np.any(op < 0):
+        raise InputError("the pseudonyms table gives a device two owners, one missing from the persons table; "
+                         "use the tables of one run.")
+    rp = id_positions(r_id, pid)
+    listed = rp >= 0
+    r_h = np.where(listed, register["home_building_id"].to_numpy(np.int64)[np.maximum(rp, 0)], -1)
+    r_w = (np.where(listed, register["work_building_id"].to_numpy(np.int64)[np.maximum(rp, 0)], -1)
+           if "work_building_id" in register.columns else np.full(len(pid), -1, dtype=np.int64))
+    d["day_job"] = (persons["schedule"].take(op) == "day").to_numpy()
     d["listed"] = listed
-    d["home_listed_right"] = listed & (r["home_building_id"].to_numpy() == owner["home_building_id"].to_numpy())
-    d["employer_listed"] = listed & (r_w == owner["work_building_id"].to_numpy()) & (r_w >= 0)
+    d["home_listed_right"] = listed & (r_h == persons["home_building_id"].to_numpy()[op])
+    d["employer_listed"] = listed & (r_w == persons["work_building_id"].to_numpy()[op]) & (r_w >= 0)
     d["home_inferred_right"] = dev["home_right"].reindex(present).to_numpy()
     d["work_inferred_right"] = dev["work_right"].reindex(present).to_numpy()
     rows["named"] = (rows["pair_unique"] & rows["home_right"] & rows["work_right"]).to_numpy()

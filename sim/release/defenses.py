@@ -63,6 +63,7 @@ import pandas as pd
 
 from sim.core.constants import LEVELS
 from sim.core.errors import ConfigError, InputError
+from sim.core.lookup import id_positions
 from sim.core.rng import TAG_DEFENSE, check_seed, seed_sequence, stable_uid64
 from sim.core.traces import Traces, ping_zones
 from sim.generate.pseudonyms import pseudonym_hash
@@ -186,10 +187,9 @@ class BrokerContext:
             bad = traces.pseudonym[np.flatnonzero(pos < 0)[0]]
             raise InputError(f"pseudonym {bad!r} of the release is not in the pseudonyms table.")
         rows = ps.iloc[pos]
-        pers = persons.drop_duplicates("person_id").set_index("person_id")
-        ppos = pers.index.get_indexer(rows["person_id"])
-        hx = np.where(ppos >= 0, pers["home_x_m"].to_numpy(np.float64)[ppos], np.nan)
-        hy = np.where(ppos >= 0, pers["home_y_m"].to_numpy(np.float64)[ppos], np.nan)
+        ppos = id_positions(persons["person_id"].to_numpy(), rows["person_id"].to_numpy())
+        hx = np.where(ppos >= 0, persons["home_x_m"].to_numpy(np.float64)[ppos], np.nan)
+        hy = np.where(ppos >= 0, persons["home_y_m"].to_numpy(np.float64)[ppos], np.nan)
         return cls(rows["maid"].astype(str).to_numpy(dtype=object), hx, hy, seed, world)
 
 

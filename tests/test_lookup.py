@@ -1,0 +1,58 @@
+"""Row lookup by id (sim.core.lookup) against pandas' drop_duplicates/set_index lookup."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from sim.core.errors import InputError
+from sim.core.lookup import id_positions, rows_by_id
+
+
+def reference_positions(keys, ids):
+    """Slow and obvious: the first row holding each id, -1 when none."""
+    first = {}
+    for i, k in enumerate(keys.tolist()):
+        first.setdefault(k, i)
+    return np.array([first.get(v, -1) for v in ids.tolist()], dtype=np.int64)
+
+
+@pytest.mark.parametrize("order", ["increasing", "shuffled", "repeated", "decreasing"])
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_id_positions_are_the_first_rows_of_each_id(order, dtype):
+    rng = np.random.default_rng(7)
+    keys = np.sort(rng.choice(1000, size=300, replace=False)).astype(dtype)
+    if order == "shuffled":
+        keys = rng.permutation(keys)
+    elif order == "repeated":
+        keys = rng.choice(keys[:50], size=300)
+    elif order == "decreasing":
+        keys = keys[::-1].copy()
+    ids = rng.integers(-5, 1005, size=500)  # present and absent ids, beyond both ends
+    got = id_positions(keys, ids)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, reference_positions(keys, ids))
+    assert np.any(got >= 0) and np.any(got < 0)
+
+
+def test_id_positions_of_empty_inputs():
+    assert id_positions(np.zeros(0, np.int64), np.array([1, 2])).tolist() == [-1, -1]
+    assert id_positions(np.array([3, 1]), np.zeros(0, np.int64)).tolist() == []
+
+
+def test_id_positions_refuse_ids_that_are_not_integers():
+    with pytest.raises(InputError, match="integer ids"):
+        id_positions(np.array([1.5, 2.0]), np.array([1]))
+    with pytest.raises(InputError, match="integer ids"):
+        id_positions(np.array([1, 2]), np.array([["a"]]))
+
+
+def test_rows_by_id_equal_a_set_index_lookup():
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"person_id": rng.permutation(200).astype(np.int32),
+                          "x": rng.normal(size=200),
+                          "kind": pd.Categorical(rng.choice(["day", "night", "none"], size=200))})
+    ids = rng.integers(0, 200, size=60)
+    got = rows_by_id(frame, "person_id", ids, ["x", "kind"], what="persons table")
+    want = frame.set_index("person_id").loc[ids, ["x", "kind"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want)
+    with pytest.raises(InputError, match="persons table.*e.g. 500"):
+        rows_by_id(frame, "person_id", np.array([1, 500]), ["x"], what="persons table")
