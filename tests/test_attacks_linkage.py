@@ -437,3 +437,30 @@ def test_existing_pseudonyms_from_first_days_are_slices_of_one_array():
     assert list(existing_pseudonyms(1, first=first_days(None, truth))) == ["p1"]
     assert first_days(None, truth.drop(columns="first_day")) is None
     assert list(existing_pseudonyms(1, fallback=["b", "a", "b"], first=None)) == ["b", "a"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sets_from_the_wanted_rows_equal_the_sets_from_every_row(seed):
+    """Sorting only the register rows whose home zone some device has
+    (wanted_home_rows) gives every device the same set members in the same order as
+    sorting the whole register; rows outside the area and devices not "ok" too."""
+    rng = np.random.default_rng(seed)
+    n, m = 500, 60
+    rh = rng.integers(-1, 40, n)
+    rw = rng.integers(-1, 6, n)
+    pid = np.sort(rng.choice(10 * n, size=n, replace=False)) if seed != 2 else rng.permutation(n)
+    dh = rng.integers(-2, 45, m)
+    dw = rng.integers(-2, 6, m)
+    reg = pd.DataFrame({"home_block_id": rh, "work_block_id": rw})
+    for key in L.KEYS:
+        status, dkey, rkey, valid = L._zone_keys(key, dh, dw, rh, reg, "block")
+        ok = status == 0
+        every = L._anonymity_sets(dkey, rkey, valid, ok, pid, np.arange(n))
+        rows = L.wanted_home_rows(np.where(valid, rh, -1), dh, ok)
+        assert len(rows) < n  # the test filters something
+        got = L._anonymity_sets(dkey, rkey, valid, ok, pid, rows)
+        np.testing.assert_array_equal(got[2], every[2])  # set sizes
+        assert (got[2] > 0).any() and (got[2] == 0).any()
+        for i in range(m):
+            np.testing.assert_array_equal(got[0][got[1][i]:got[1][i] + got[2][i]],
+                                          every[0][every[1][i]:every[1][i] + every[2][i]])
