@@ -464,3 +464,19 @@ def test_sets_from_the_wanted_rows_equal_the_sets_from_every_row(seed):
         for i in range(m):
             np.testing.assert_array_equal(got[0][got[1][i]:got[1][i] + got[2][i]],
                                           every[0][every[1][i]:every[1][i] + every[2][i]])
+
+
+@pytest.mark.parametrize("top", [50, L.BINCOUNT_MAX + 5])
+def test_key_counts_equal_a_count_of_each_query(top):
+    """Both ways of counting (a bincount over a small key range, a sort over a large
+    one) give, for every query, the number of equal keys (0 for keys never seen)."""
+    rng = np.random.default_rng(top % 7)
+    keys = rng.integers(0, 50, 400)
+    if top > 50:
+        keys[::9] = top - 1  # a key beyond the bincount's range
+    queries = np.concatenate([rng.integers(0, 60, 100), [top - 1, 0]])
+    want = np.array([(keys == q).sum() for q in queries])
+    got = L.key_counts(keys.copy(), queries)
+    np.testing.assert_array_equal(got, want)
+    assert (want == 0).any() and (want > 1).any()
+    assert L.key_counts(np.zeros(0, np.int64), queries).tolist() == [0] * len(queries)

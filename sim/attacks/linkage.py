@@ -423,14 +423,30 @@ def _population_sizes(links: pd.DataFrame, persons: pd.DataFrame) -> np.ndarray:
             else:
                 dk = dh
             del ph, live
-            pk.sort()
-            bounds = run_starts(pk)
-            uk, cnt = pk[bounds[:-1]], np.diff(bounds)
+            out[rows] = key_counts(pk, dk)
             del pk
-            pos = np.minimum(np.searchsorted(uk, dk), max(len(uk) - 1, 0))
-            hit = (uk[pos] == dk) if len(uk) else np.zeros(len(dk), dtype=bool)
-            out[rows] = np.where(hit, cnt[pos] if len(uk) else 0, 0)
     return out
+
+
+#: largest key range :func:`key_counts` counts with a bincount (8 Mi counters, 64 MiB)
+BINCOUNT_MAX = 1 << 23
+
+
+def key_counts(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """How many of ``keys`` equal each of ``queries`` (int64 arrays, values >= 0; ``keys``
+    may be reordered in place).  A bincount when the keys span at most
+    :data:`BINCOUNT_MAX` values (a coarse level's zones, or its zone pairs), else a sort
+    of the keys and a binary search of each query."""
+    top = max(int(keys.max(initial=-1)), int(queries.max(initial=-1))) + 1
+    if top <= BINCOUNT_MAX:
+        return np.bincount(keys, minlength=top)[queries]
+    keys.sort()
+    bounds = run_starts(keys)
+    uk, cnt = keys[bounds[:-1]], np.diff(bounds)
+    if not len(uk):
+        return np.zeros(len(queries), dtype=np.int64)
+    pos = np.minimum(np.searchsorted(uk, queries), len(uk) - 1)
+    return np.where(uk[pos] == queries, cnt[pos], 0)
 
 
 def _int_column(df: pd.DataFrame, col: str) -> np.ndarray:
