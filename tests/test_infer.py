@@ -286,6 +286,48 @@ def test_dbscan_kernel_matches_naive_and_sklearn_on_random_points(seed):
         assert lab[i] in set(lab[near]) and sk.labels_[i] in set(sk.labels_[near])
 
 
+def prefix_dbscan(x, y, eps, min_samples, m):
+    """dbscan_prefix of the first m points, on the grid of all of them."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) == 0:
+        return np.zeros(0, np.int64)
+    keys, ny = K._grid_keys(x, y, float(eps))
+    order = np.argsort(keys, kind="mergesort")
+    lab = np.empty(m, np.int64)
+    nc = K.dbscan_prefix(order, keys, ny, x, y, m, float(eps), min_samples, lab)
+    assert nc == (lab.max() + 1 if m else 0)
+    return lab
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    pts=st.lists(st.tuples(st.integers(-12, 12), st.integers(-12, 12)), min_size=0, max_size=40),
+    eps=st.sampled_from([1.0, 2.0, 2.5, 5.0]),
+    min_samples=st.integers(1, 5),
+    cut=st.floats(0.0, 1.0),
+)
+def test_dbscan_of_a_prefix_on_the_whole_grid_matches_the_naive_reference(pts, eps, min_samples, cut):
+    """The grid of all the points (anchored at their minimum, not the prefix's) gives
+    the first m points the places a naive DBSCAN of those m points gives."""
+    x = np.array([p[0] for p in pts], float)
+    y = np.array([p[1] for p in pts], float)
+    m = int(round(cut * len(x)))
+    np.testing.assert_array_equal(prefix_dbscan(x, y, eps, min_samples, m),
+                                  ref_dbscan(x[:m], y[:m], eps, min_samples))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_dbscan_of_every_prefix_matches_the_naive_reference(seed):
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 400, (4, 2))
+    xy = np.vstack([centres[rng.integers(4, size=120)] + rng.normal(0, 12, (120, 2)),
+                    rng.uniform(-100, 500, (40, 2))])
+    xy = xy[rng.permutation(len(xy))]
+    for m in (0, 1, 5, 30, 77, 121, 160):
+        lab = prefix_dbscan(xy[:, 0], xy[:, 1], 20.0, 4, m)
+        np.testing.assert_array_equal(lab, ref_dbscan(xy[:m, 0], xy[:m, 1], 20.0, 4))
+
+
 def test_dbscan_threshold_is_inclusive_and_min_samples_counts_self():
     # (0,0)-(3,4) are exactly 5 m apart
     x, y = np.array([0.0, 3.0]), np.array([0.0, 4.0])
@@ -426,6 +468,9 @@ def test_prefixes_equal_inference_on_prefix(synth):
         one = px[px.window_days == d].reset_index(drop=True)
         exp = infer_home_work(tr.prefix(d))
         assert_same_table(one.drop(columns="window_days"), exp.drop(columns="window_days"))
+        # and the naive reference on the prefix (the kernel sorts a trace into its grid
+        # once for all windows; the reference clusters each prefix from scratch)
+        assert_same_table(one, ref_infer(tr.prefix(d)))
     # monotone support: more days never lower the number of observed days
     wide = px.pivot(index="pseudonym", columns="window_days", values="n_days_observed")
     assert (wide.diff(axis=1).fillna(0) >= 0).all().all()
@@ -722,3 +767,21 @@ def test_bad_inputs_raise_input_error(synth):
                  accuracy_m=np.zeros(2, np.float32), crs=CRS)
     with pytest.raises(InputError, match="not sorted"):
         infer_home_work(bad)
+
+
+def test_fitted_labels_are_the_naive_dbscan_of_each_trace_kept_pings():
+    """labels_ of a fit: per trace, the naive reference DBSCAN of the pings the accuracy
+    filter keeps, DROPPED for the others."""
+    tr, _ = make_traces(n=12, days=6, seed=5)
+    acc = np.asarray(tr.accuracy_m, dtype=np.float64).copy()
+    acc[::7] = 500.0  # beyond max_accuracy_m: dropped
+    tr = tr.replace(accuracy_m=acc.astype(np.float32))
+    m = HomeWorkInference().fit(tr)
+    p = InferenceParams.make()
+    for i in range(tr.n_traces):
+        a, b = tr.offsets[i], tr.offsets[i + 1]
+        keep = ~(acc[a:b] > p.max_accuracy_m)
+        want = np.full(b - a, K.DROPPED)
+        want[keep] = ref_dbscan(tr.x_m[a:b][keep], tr.y_m[a:b][keep], p.eps_m, p.min_samples)
+        np.testing.assert_array_equal(m.labels_[a:b], want)
+    assert (m.labels_ == K.DROPPED).any() and (m.labels_ >= 0).any()

@@ -2,7 +2,9 @@
 
 * serial workers over one trace: :func:`dbscan_trace` (exact grid DBSCAN),
   :func:`cluster_stats` (per-place support), :func:`choose_home_work`,
-  :func:`infer_window` (all of it for one observation window of one trace);
+  :func:`infer_window` (all of it for one observation window of one trace, from
+  scratch: the reference the windows of :func:`infer_kernel` are tested against, which
+  filter and grid-sort each trace once for all its windows, :func:`dbscan_prefix`);
 * parallel kernels looping ``prange`` over traces, each iteration writing only its
   own output slice: :func:`infer_kernel`, :func:`from_labels_kernel`,
   :func:`place_stats_kernel`;
@@ -76,14 +78,9 @@ def _cell_ranges(cell_keys, key, ny, lo_out, hi_out):
 
 # --------------------------------------------------------------------------- DBSCAN
 @jit
-def _grid_cells(x, y, eps_m):
-    """Sort one trace's points into a grid of cell side ``eps_m / 2``.
-
-    Returns ``(order, xs, ys, ny, cell_start, cell_keys)``: ``order`` sorts the points
-    by cell key (stable), ``xs``/``ys`` are the sorted coordinates, ``ny`` the key
-    stride, and cell ``c`` (key ``cell_keys[c]``) holds sorted positions
-    ``[cell_start[c], cell_start[c + 1])``.  ``x`` must be non-empty.
-    """
+def _grid_keys(x, y, eps_m):
+    """Cell key (int64) of each point on a grid of cell side ``eps_m / 2`` anchored at
+    the points' minimum, and the key stride ``ny``: ``(keys, ny)``.  ``x`` non-empty."""
     n = len(x)
     inv = 2.0 / eps_m
     x0 = x.min()
@@ -94,12 +91,18 @@ def _grid_cells(x, y, eps_m):
         ix[i] = np.int64(np.floor((x[i] - x0) * inv)) + _REACH
         iy[i] = np.int64(np.floor((y[i] - y0) * inv)) + _REACH
     ny = iy.max() + _REACH + 1
-    key = ix * ny + iy
-    order = np.argsort(key, kind="mergesort")
-    skey = key[order]
+    return ix * ny + iy, ny
+
+
+@jit
+def _cells_of(order, keys, x, y):
+    """The grid of the points ``order`` (sorted by key): ``(xs, ys, cell_start,
+    cell_keys)`` — sorted coordinates, and cell ``c`` (key ``cell_keys[c]``) holding
+    sorted positions ``[cell_start[c], cell_start[c + 1])``."""
+    n = len(order)
+    skey = keys[order]
     xs = x[order]
     ys = y[order]
-
     # cells = runs of equal key in sorted order
     cell_start = np.empty(n + 1, np.int64)
     ncell = 0
@@ -111,7 +114,22 @@ def _grid_cells(x, y, eps_m):
     cell_keys = np.empty(ncell, np.int64)
     for c in range(ncell):
         cell_keys[c] = skey[cell_start[c]]
-    return order, xs, ys, ny, cell_start[:ncell + 1], cell_keys
+    return xs, ys, cell_start[:ncell + 1], cell_keys
+
+
+@jit
+def _grid_cells(x, y, eps_m):
+    """Sort one trace's points into a grid of cell side ``eps_m / 2``.
+
+    Returns ``(order, xs, ys, ny, cell_start, cell_keys)``: ``order`` sorts the points
+    by cell key (stable), ``xs``/``ys`` are the sorted coordinates, ``ny`` the key
+    stride, and cell ``c`` (key ``cell_keys[c]``) holds sorted positions
+    ``[cell_start[c], cell_start[c + 1])``.  ``x`` must be non-empty.
+    """
+    keys, ny = _grid_keys(x, y, eps_m)
+    order = np.argsort(keys, kind="mergesort")
+    xs, ys, cell_start, cell_keys = _cells_of(order, keys, x, y)
+    return order, xs, ys, ny, cell_start, cell_keys
 
 
 @jit
@@ -287,12 +305,39 @@ def dbscan_trace(x, y, eps_m, min_samples, labels):
     """
     if len(x) == 0:
         return 0
-    eps2 = eps_m * eps_m
     order, xs, ys, ny, cell_start, cell_keys = _grid_cells(x, y, eps_m)
+    return _dbscan_cells(order, xs, ys, ny, cell_start, cell_keys, eps_m, min_samples, labels)
+
+
+@jit
+def _dbscan_cells(order, xs, ys, ny, cell_start, cell_keys, eps_m, min_samples, labels):
+    """:func:`dbscan_trace` of points already sorted into their grid (as
+    :func:`_grid_cells` returns it).  The places do not depend on where the grid is
+    anchored: points sharing a cell are always neighbours, and every other neighbour
+    test is a distance."""
+    eps2 = eps_m * eps_m
     core = _core_points(xs, ys, cell_start, cell_keys, ny, eps2, min_samples)
     parent = _link_cores(xs, ys, core, cell_start, cell_keys, ny, eps2)
     owner = _border_owners(xs, ys, order, core, cell_start, cell_keys, ny, eps2)
     return _canonical_labels(order, owner, parent, labels)
+
+
+@jit
+def dbscan_prefix(order_full, keys, ny, x, y, m, eps_m, min_samples, labels):
+    """:func:`dbscan_trace` of the first ``m`` points of ``x``/``y``, given the grid of
+    all of them (``keys``, ``ny`` from :func:`_grid_keys` and ``order_full``, their
+    stable sort by key): the first ``m`` points in that order are their own stable
+    sort, so a trace is sorted into its grid once for every observation window."""
+    if m == 0:
+        return 0
+    order = np.empty(m, np.int64)
+    j = 0
+    for p in order_full:
+        if p < m:
+            order[j] = p
+            j += 1
+    xs, ys, cell_start, cell_keys = _cells_of(order, keys, x, y)
+    return _dbscan_cells(order, xs, ys, ny, cell_start, cell_keys, eps_m, min_samples, labels)
 
 
 # --------------------------------------------------------------------------- windows
@@ -523,23 +568,63 @@ def infer_kernel(offsets, t_s, x_m, y_m, acc_m, cutoffs_s, start_s, epoch_day0, 
     window (pings after it: ``OUTSIDE``).
     """
     n_tr = len(offsets) - 1
-    n_w = len(cutoffs_s)
     for tr in prange(n_tr):
         a = offsets[tr]
         b = offsets[tr + 1]
-        t = t_s[a:b]
-        for w in range(n_w):
-            k = np.searchsorted(t, cutoffs_s[w], side="left")
-            last = write_labels and w == n_w - 1
-            lab = labels_out[a:a + k] if last else labels_out[0:0]
-            infer_window(t[:k], x_m[a:a + k], y_m[a:a + k], acc_m[a:a + k], start_s,
-                         epoch_day0, eps_m, min_samples, max_acc_m, night_a, night_b,
-                         work_a, work_b, wd_mask, min_home_nights, min_work_days,
-                         min_work_share, max_work_night_share, min_work_dist_m,
-                         work_requires_home, out_f[w, tr], out_i[w, tr], lab, last)
-            if last:
-                for i in range(a + k, b):
-                    labels_out[i] = OUTSIDE
+        _infer_trace_windows(t_s[a:b], x_m[a:b], y_m[a:b], acc_m[a:b], cutoffs_s, start_s, epoch_day0, eps_m,
+                             min_samples, max_acc_m, night_a, night_b, work_a, work_b, wd_mask,
+                             min_home_nights, min_work_days, min_work_share, max_work_night_share,
+                             min_work_dist_m, work_requires_home, out_f[:, tr], out_i[:, tr],
+                             labels_out[a:b], write_labels)
+
+
+@jit
+def _infer_trace_windows(t, x, y, acc, cutoffs_s, start_s, epoch_day0, eps_m, min_samples, max_acc_m,
+                         night_a, night_b, work_a, work_b, wd_mask, min_home_nights, min_work_days,
+                         min_work_share, max_work_night_share, min_work_dist_m, work_requires_home,
+                         out_f, out_i, labels_out, write_labels):
+    """:func:`infer_window` of one trace for every window ``t < cutoffs_s[w]`` (into
+    ``out_f[w]``, ``out_i[w]``; labels of the last window to ``labels_out``).  The
+    accuracy filter and the sort into the DBSCAN grid are done once for the whole trace:
+    a window's kept pings are the first ones of the trace's."""
+    n = len(t)
+    n_w = len(cutoffs_s)
+    idx = np.empty(n, np.int64)
+    m_all = 0
+    for i in range(n):
+        if not (acc[i] > max_acc_m):
+            idx[m_all] = i
+            m_all += 1
+    idx = idx[:m_all]
+    xs = x[idx]
+    ys = y[idx]
+    rel = t[idx] - start_s
+    if m_all > 0:
+        keys, ny = _grid_keys(xs, ys, eps_m)
+        order = np.argsort(keys, kind="mergesort")
+    else:
+        keys = np.empty(0, np.int64)
+        ny = np.int64(1)
+        order = np.empty(0, np.int64)
+    for w in range(n_w):
+        k = np.searchsorted(t, cutoffs_s[w], side="left")
+        m = np.searchsorted(idx, k, side="left")  # kept pings before the cutoff
+        of = out_f[w]
+        oi = out_i[w]
+        oi[I_N_PINGS] = k
+        oi[I_N_DAYS] = _count_days(t[:k], start_s)
+        lab = np.empty(m, np.int64)
+        nc = dbscan_prefix(order, keys, ny, xs, ys, m, eps_m, min_samples, lab)
+        _home_work_of_labels(rel[:m], xs[:m], ys[:m], lab, nc, night_a, night_b, work_a, work_b, wd_mask,
+                             epoch_day0, min_home_nights, min_work_days, min_work_share,
+                             max_work_night_share, min_work_dist_m, work_requires_home, of, oi)
+        if write_labels and w == n_w - 1:
+            for i in range(k):
+                labels_out[i] = DROPPED
+            for j in range(m):
+                labels_out[idx[j]] = lab[j]
+            for i in range(k, n):
+                labels_out[i] = OUTSIDE
 
 
 @pjit
