@@ -180,11 +180,15 @@ def test_power_law_fit_recovers_exponent():
         U.fit_power_law(pd.DataFrame(rows), resolution="x")
 
 
+@pytest.mark.parametrize("bitmap", [True, False])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_query_index_counts_equal_full_index(seed):
+def test_query_index_counts_equal_full_index(seed, bitmap, monkeypatch):
     """build_query_index keeps only the wanted keys' postings: the same postings as the
     full index for those keys, and the same counts for targets drawn from them (here the
-    targets are drawn from another release, so some keys are absent)."""
+    targets are drawn from another release, so some keys are absent); with the wanted
+    keys' bitmap and without it (a key space above KEY_BITS_MAX)."""
+    if not bitmap:
+        monkeypatch.setattr(U, "KEY_BITS_MAX", 0)
     part, other = _random_traces(seed, n=80), _random_traces(seed + 10, n=30)
     origin = U.key_origin((-5, -5, 0), (40, 40, 80))
     v, h = 250.0, 1.0

@@ -330,12 +330,15 @@ def build_index(traces: Traces, v_m: float, h_h: float, *, origin=None) -> Point
 
 
 @pjit
-def _query_hits(offsets, x, y, t, v_m, bin_s, t0, origin, wanted, cells, counts, scratch):  # pragma: no cover - numba
+def _query_hits(offsets, x, y, t, v_m, bin_s, t0, origin, wanted, cells, bits, counts, scratch):  # pragma: no cover - numba
     """Per trace: the distinct positions in ``wanted`` of its ping keys (ascending),
     written to ``scratch`` at the trace's own ping offset (a trace has at most as many as
     it has pings), their number to ``counts``.  ``cells`` flags the cells (ix * ny + iy,
-    origin-relative) of the wanted keys, so most pings are rejected without a search."""
+    origin-relative) of the wanted keys, so most pings are rejected without a search;
+    ``bits`` (:func:`_key_bits`, or empty) flags the wanted keys themselves, so only a
+    wanted key is searched for."""
     ix0, iy0, tb0, nx, ny, nt = origin
+    n_bits = len(bits) * 64
     for i in prange(len(offsets) - 1):
         a, b = offsets[i], offsets[i + 1]
         m = 0
@@ -344,6 +347,8 @@ def _query_hits(offsets, x, y, t, v_m, bin_s, t0, origin, wanted, cells, counts,
             if c < 0 or c >= len(cells) or not cells[c]:
                 continue
             k = c * nt + ((t[j] - t0) // bin_s - tb0)
+            if n_bits and (k < 0 or k >= n_bits or not (bits[k >> 6] >> np.uint64(k & 63)) & np.uint64(1)):
+                continue
             q = np.searchsorted(wanted, k)
             if q < len(wanted) and wanted[q] == k:
                 scratch[a + m] = q
@@ -365,6 +370,28 @@ def _gather_hits(offsets, scratch, starts, out):  # pragma: no cover - numba
         a, s = offsets[i], starts[i]
         for j in range(starts[i + 1] - s):
             out[s + j] = scratch[a + j]
+
+
+#: largest key space (bits) :func:`build_query_index` flags its wanted keys in (32 MiB)
+KEY_BITS_MAX = 1 << 28
+
+
+@jit
+def _set_bits(bits, keys):  # pragma: no cover - numba
+    for k in keys:
+        bits[k >> 6] |= np.uint64(1) << np.uint64(k & 63)
+
+
+def _key_bits(wanted: np.ndarray, origin) -> np.ndarray:
+    """A bitmap (uint64 words) over the whole key space with the ``wanted`` keys set, or
+    an empty array when the space exceeds :data:`KEY_BITS_MAX` bits."""
+    _, _, _, nx, ny, nt = (int(v) for v in origin)
+    total = nx * ny * nt
+    if total > KEY_BITS_MAX:
+        return np.zeros(0, dtype=np.uint64)
+    bits = np.zeros((total + 63) // 64, dtype=np.uint64)
+    _set_bits(bits, wanted[(wanted >= 0) & (wanted < total)])
+    return bits
 
 
 def _wanted_cells(wanted: np.ndarray, origin) -> np.ndarray:
@@ -396,7 +423,7 @@ def build_query_index(traces: Traces, v_m: float, h_h: float, wanted, *, origin=
     args = (np.ascontiguousarray(traces.offsets, dtype=np.int64), np.ascontiguousarray(traces.x_m, dtype=np.float64),
             np.ascontiguousarray(traces.y_m, dtype=np.float64), np.ascontiguousarray(traces.t_s, dtype=np.int64),
             np.float64(v_m), np.int64(bin_s), np.int64(traces.start_s), np.asarray(origin, dtype=np.int64), wanted,
-            _wanted_cells(wanted, origin))
+            _wanted_cells(wanted, origin), _key_bits(wanted, origin))
     counts = np.zeros(nt, dtype=np.int64)
     scratch = np.empty(traces.n_pings, dtype=np.int64)  # one pass over the pings: hits at each trace's offset
     _query_hits(*args, counts, scratch)
