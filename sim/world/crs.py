@@ -34,6 +34,14 @@ def _eqc_params(crs: str):
         return None
 
 
+def _wrap_degrees(a: np.ndarray) -> None:
+    """``a = a % 360 - 180`` in place.  The remainder is skipped when every value is in
+    [0, 360) already (a metro never crosses the antimeridian), where it changes nothing."""
+    if a.size and not (a.min() >= 0.0 and a.max() < 360.0):
+        np.remainder(a, 360.0, out=a)
+    a -= 180.0
+
+
 def project_to_latlon(x_m, y_m, crs: str):
     """(lat_deg, lon_deg) of points in ``crs`` (numpy fast path for :func:`local_crs`)."""
     x = np.asarray(x_m, dtype=np.float64)
@@ -41,9 +49,16 @@ def project_to_latlon(x_m, y_m, crs: str):
     p = _eqc_params(crs)
     if p is not None:
         lat0, lon0, lat_ts = p
-        lat = lat0 + np.degrees(y / _A_M)
-        lon = lon0 + np.degrees(x / (_A_M * np.cos(np.radians(lat_ts))))
-        lon = (lon + 180.0) % 360.0 - 180.0  # wrap across the antimeridian
+        # in place, one new array per output: the same values as
+        # lat0 + degrees(y / A) and (lon0 + degrees(x / (A cos lat_ts)) + 180) % 360 - 180
+        lat = np.divide(y, _A_M, out=np.empty_like(y))
+        np.degrees(lat, out=lat)
+        np.add(lat0, lat, out=lat)
+        lon = np.divide(x, _A_M * np.cos(np.radians(lat_ts)), out=np.empty_like(x))
+        np.degrees(lon, out=lon)
+        np.add(lon0, lon, out=lon)
+        lon += 180.0
+        _wrap_degrees(lon)  # across the antimeridian
         return lat, lon
     lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(x, y)
     return np.asarray(lat), np.asarray(lon)
@@ -56,9 +71,16 @@ def project_from_latlon(lat_deg, lon_deg, crs: str):
     p = _eqc_params(crs)
     if p is not None:
         lat0, lon0, lat_ts = p
-        y = np.radians(lat - lat0) * _A_M
-        dlon = (lon - lon0 + 180.0) % 360.0 - 180.0
-        x = np.radians(dlon) * (_A_M * np.cos(np.radians(lat_ts)))
+        # in place, one new array per output: the same values as radians(lat - lat0) * A
+        # and radians((lon - lon0 + 180) % 360 - 180) * (A cos lat_ts)
+        y = np.subtract(lat, lat0, out=np.empty_like(lat))
+        np.radians(y, out=y)
+        y *= _A_M
+        x = np.subtract(lon, lon0, out=np.empty_like(lon))
+        x += 180.0
+        _wrap_degrees(x)
+        np.radians(x, out=x)
+        x *= _A_M * np.cos(np.radians(lat_ts))
         return x, y
     x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
     return np.asarray(x), np.asarray(y)
