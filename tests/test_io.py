@@ -345,3 +345,29 @@ def test_large_tables_are_written_a_row_group_at_a_time(tmp_path, monkeypatch):
     assert meta.num_row_groups == 5 and [meta.row_group(i).num_rows for i in range(5)] == [5, 5, 5, 5, 3]
     assert F.read_dataset_id(tmp_path / "sliced.parquet") == "abc"
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_release_scans_equal_their_numpy_definitions(seed):
+    """The one-pass checks of release_to_traces against the numpy expressions they
+    replace: bad coordinates (NaN, inf, out of range) and, for rows in any order,
+    whether they are canonical and which rows repeat their successor's code and time."""
+    from sim.release.dataset import _bad_coordinates, _scan_canonical
+
+    rng = np.random.default_rng(seed)
+    n = 300
+    lat, lon = rng.uniform(-95, 95, n), rng.uniform(-185, 185, n)
+    lat[rng.random(n) < 0.05] = np.nan
+    lon[rng.random(n) < 0.05] = np.inf
+    bad = ~(np.isfinite(lat) & np.isfinite(lon)) | (np.abs(lat) > 90) | (np.abs(lon) > 180)
+    assert _bad_coordinates(lat, lon) == (int(bad.sum()), int(np.flatnonzero(bad)[0]))
+    assert _bad_coordinates(lat[~bad], lon[~bad]) == (0, -1)
+    codes = np.sort(rng.integers(0, 20, n))
+    t = rng.integers(0, 30, n)
+    t = t[np.lexsort((t, codes))]
+    for c, tt in ((codes, np.sort(t)), (codes, t), (rng.permutation(codes), t)):
+        same = np.diff(c) == 0
+        canonical = bool(np.all(np.diff(c) >= 0) and not np.any(same & (np.diff(tt) < 0)))
+        dup = same & (np.diff(tt) == 0)
+        want = (canonical, int(dup.sum()), int(np.flatnonzero(dup)[0]) if dup.any() else -1)
+        assert _scan_canonical(c.astype(np.int64), tt.astype(np.int64)) == want

@@ -16,6 +16,7 @@ from sim.core.config import Scenario
 from sim.core.constants import DAY_S
 from sim.core.errors import InputError
 from sim.core.files import file_sha256
+from sim.core.jit import jit
 from sim.core.memory import release_free_memory
 from sim.core.storage import URLPath, as_path, parquet_file, read_frame, read_table
 from sim.generate.engine import parquet_t_range, dataset_id
@@ -63,6 +64,38 @@ def read_pings_table(path, columns=None):
     return table
 
 
+@jit
+def _bad_coordinates(lat, lon):  # pragma: no cover - numba
+    """``(count, first row)`` of the points with NaN or out-of-range lat/lon (first -1)."""
+    n, first = 0, -1
+    for i in range(len(lat)):
+        if not (abs(lat[i]) <= 90.0 and abs(lon[i]) <= 180.0):  # NaN fails both
+            if n == 0:
+                first = i
+            n += 1
+    return n, first
+
+
+@jit
+def _scan_canonical(codes, t):  # pragma: no cover - numba
+    """One pass over rows in (pseudonym code, time) order or not: ``(canonical,
+    duplicates, first)`` — whether codes never decrease and times never decrease within a
+    code, and the rows whose next row has the same code and time (their number, and the
+    first of them, -1 if none)."""
+    ok, n_dup, first = True, 0, -1
+    for i in range(len(codes) - 1):
+        if codes[i + 1] < codes[i]:
+            ok = False
+        elif codes[i + 1] == codes[i]:
+            if t[i + 1] < t[i]:
+                ok = False
+            elif t[i + 1] == t[i]:
+                if n_dup == 0:
+                    first = i
+                n_dup += 1
+    return ok, n_dup, first
+
+
 def release_to_traces(table, world_crs: str, utc_offset_s: int, start_s=None, n_days=None,
                       duplicates: str = "error"):
     """Turn a pings table (pseudonym, t_s, lat_deg, lon_deg[, accuracy_m]) into ``Traces``
@@ -88,13 +121,12 @@ def release_to_traces(table, world_crs: str, utc_offset_s: int, start_s=None, n_
     for c in ("pseudonym", "t_s", "lat_deg", "lon_deg"):
         if table.column(c).null_count:
             raise InputError(f"column {c} has {table.column(c).null_count} missing values; drop those rows.")
-    lat = table.column("lat_deg").to_numpy().astype(np.float64)
-    lon = table.column("lon_deg").to_numpy().astype(np.float64)
-    bad = ~(np.isfinite(lat) & np.isfinite(lon)) | (np.abs(lat) > 90) | (np.abs(lon) > 180)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+    lat = np.asarray(table.column("lat_deg").to_numpy(), dtype=np.float64)
+    lon = np.asarray(table.column("lon_deg").to_numpy(), dtype=np.float64)
+    n_bad, i = _bad_coordinates(lat, lon)
+    if n_bad:
         raise InputError(
-            f"{int(bad.sum())} ping(s) have NaN or out-of-range coordinates (first at row {i}: "
+            f"{n_bad} ping(s) have NaN or out-of-range coordinates (first at row {i}: "
             f"lat={lat[i]}, lon={lon[i]}); lat must be in [-90, 90] and lon in [-180, 180] degrees. "
             "Drop those rows, or check that lat/lon are not swapped or projected."
         )
@@ -111,18 +143,16 @@ def release_to_traces(table, world_crs: str, utc_offset_s: int, start_s=None, n_
     acc = (table.column("accuracy_m").to_numpy().astype(np.float32) if "accuracy_m" in table.column_names
            else np.full(len(t), np.nan, np.float32))
     n = len(t)
-    order = None
     # canonical order: traces sorted by pseudonym, each trace's rows by time.  Parts of a
     # generated dataset hold whole traces, so usually only runs need reordering (cheap).
-    if n:
+    canonical, n_dup, i_dup = _scan_canonical(codes, t) if n else (True, 0, -1)
+    if not canonical:
         same = np.diff(codes) == 0
         run_start = np.concatenate([[0], np.flatnonzero(~same) + 1])
         run_code = codes[run_start]
         dt = np.diff(t)
         time_ok = not np.any(same & (dt < 0))
-        if time_ok and bool(np.all(run_code[1:] > run_code[:-1])):
-            pass  # already canonical (a part written by `reidsim generate`): nothing to move
-        elif time_ok and len(np.unique(run_code)) == len(run_code):
+        if time_ok and len(np.unique(run_code)) == len(run_code):
             run_len = np.diff(np.concatenate([run_start, [n]]))
             ro = np.argsort(run_code, kind="stable")
             lens = run_len[ro]
@@ -134,15 +164,13 @@ def release_to_traces(table, world_crs: str, utc_offset_s: int, start_s=None, n_
             if not time_ok:
                 log.warning("pings of some pseudonyms are not sorted by t_s; sorting them")
             order = np.lexsort((t, codes))
-        if order is not None:
-            codes, t, lat, lon, acc = codes[order], t[order], lat[order], lon[order], acc[order]
-            same, dt = np.diff(codes) == 0, np.diff(t)
+        codes, t, lat, lon, acc = codes[order], t[order], lat[order], lon[order], acc[order]
+        _, n_dup, i_dup = _scan_canonical(codes, t)
     if n > 1 and duplicates == "error":
-        same &= dt == 0
-        if same.any():
-            i = int(np.flatnonzero(same)[0])
+        if n_dup:
+            i = i_dup
             raise InputError(
-                f"{int(same.sum())} duplicate timestamp(s) within a pseudonym (first: {uniq[codes[i]]!r} at "
+                f"{n_dup} duplicate timestamp(s) within a pseudonym (first: {uniq[codes[i]]!r} at "
                 f"t_s={t[i]}); de-duplicate the release (e.g. drop_duplicates on pseudonym, t_s) or pass "
                 "duplicates='keep' if repeated timestamps are intended (e.g. after temporal coarsening)."
             )
