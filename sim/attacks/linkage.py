@@ -587,6 +587,11 @@ def _device_any(device: np.ndarray, flag: np.ndarray):
     return dev, np.bincount(inv, weights=flag.astype(np.float64), minlength=len(dev)) > 0
 
 
+def _same_pseudonyms(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two object arrays hold the same pseudonyms in the same order."""
+    return len(a) == len(b) and bool(np.array_equal(a, b))
+
+
 def time_to_identification(
     inferred_by_day: dict,
     register: pd.DataFrame,
@@ -637,10 +642,18 @@ def time_to_identification(
     # time (the tables may be read from disk when asked for: never all of them at once)
     in_tables = np.zeros(0, dtype=object)
     for d in days:
-        in_tables = pd.unique(np.concatenate([in_tables, inferred_by_day[d]["pseudonym"].to_numpy(dtype=object)]))
+        ps = inferred_by_day[d]["pseudonym"].to_numpy(dtype=object)
+        if not _same_pseudonyms(ps, in_tables):  # (every window of a prefix table has the same rows)
+            in_tables = pd.unique(np.concatenate([in_tables, ps]))
+        del ps
     first = first_days(release, pseudonyms)  # once: each window's pseudonyms are slices of it
     exists = {d: existing_pseudonyms(d, fallback=in_tables, first=first) for d in days}
     universe = object_index(pd.unique(np.concatenate([in_tables, *exists.values()])))
+    universe_ps = universe.to_numpy()
+    # where each pseudonym with a first day sits in the universe, looked up once: window
+    # d's existing pseudonyms are those with first_day < d
+    first_pos = None if first is None else universe.get_indexer(object_index(first[0]))
+    first_day = None if first is None else first[1]
     truth = truth_index(pseudonyms)  # indexed once for every window
     device = truth_device(truth, universe.to_numpy(), "inferred tables")
     first = np.full(len(universe), np.nan)
@@ -649,7 +662,11 @@ def time_to_identification(
     uid = stable_uid64(universe.to_numpy()) if guess == "random" else None  # once, not once per window
     for d in days:
         table = inferred_by_day[d]
-        pos = universe.get_indexer(object_index(table["pseudonym"]))  # the links' rows: one per table row, in order
+        ps = table["pseudonym"].to_numpy(dtype=object)
+        # the links' rows: one per table row, in order
+        pos = (np.arange(len(ps)) if _same_pseudonyms(ps, universe_ps[:len(ps)])
+               else universe.get_indexer(object_index(ps)))
+        del ps
         links = link_devices(table, register, world, levels=(level,), keys=(key,), guess=guess, seed=seed,
                              pseudonym_uid=None if uid is None else uid[pos])
         del table
@@ -657,7 +674,7 @@ def time_to_identification(
         ident = np.zeros(len(universe), dtype=bool)
         ident[pos] = scored["identified"].to_numpy()
         ex = np.zeros(len(universe), dtype=bool)
-        ex[universe.get_indexer(object_index(exists[d]))] = True
+        ex[universe.get_indexer(object_index(exists[d])) if first_pos is None else first_pos[first_day < float(d)]] = True
         ident &= ex  # a pseudonym with no ping in the window cannot be identified in it
         newly = ident & np.isnan(first)
         first[newly] = d
