@@ -107,6 +107,7 @@ from scipy.sparse.csgraph import connected_components
 
 from sim.core.constants import LEVELS
 from sim.core.errors import ConfigError, InputError
+from sim.core.lookup import id_positions
 from sim.core.memory import release_free_memory
 from sim.core.jit import pjit, prange
 from sim.world._kernels import RING_MARGIN, GridIndex, cell_gap, ring_columns, ring_origin, ring_reach
@@ -579,7 +580,12 @@ def owner_positions(sets: LadderSets, owner, rows=None) -> dict:
     query per row).  Scoring only."""
     owner = np.asarray(owner)
     rows = np.arange(len(sets.pseudonym), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-    oreg = pd.Index(sets.person_id).get_indexer(pd.Index(owner)) if len(owner) else np.zeros(0, dtype=np.int64)
+    if not len(owner):
+        oreg = np.zeros(0, dtype=np.int64)
+    elif np.issubdtype(owner.dtype, np.integer) and np.issubdtype(np.asarray(sets.person_id).dtype, np.integer):
+        oreg = id_positions(sets.person_id, owner)  # a search of the (sorted) register ids, no hash table of them
+    else:
+        oreg = pd.Index(sets.person_id).get_indexer(pd.Index(owner))
     n_reg = max(len(sets.person_id), 1)
     key = sets.pair_dev * n_reg + sets.pair_reg
     ko = np.argsort(key, kind="stable")
