@@ -480,3 +480,20 @@ def test_key_counts_equal_a_count_of_each_query(top):
     np.testing.assert_array_equal(got, want)
     assert (want == 0).any() and (want > 1).any()
     assert L.key_counts(np.zeros(0, np.int64), queries).tolist() == [0] * len(queries)
+
+
+def test_truth_index_repeated_and_changed_queries():
+    """A TruthIndex answers a repeated query from its last lookup and a changed one
+    (even the same array changed in place) afresh."""
+    from sim.attacks._common import TruthIndex
+
+    t = pd.DataFrame({"pseudonym": ["a", "b", "c"], "person_id": [10, 11, 12], "device_idx": [0, 1, 1]})
+    ti = TruthIndex(t)
+    q = np.array(["c", "a"], dtype=object)
+    assert ti.column(q, "person_id", "q").tolist() == [12, 10]
+    assert ti.column(q.copy(), "person_id", "q").tolist() == [12, 10]
+    q[0] = "b"
+    assert ti.column(q, "person_id", "q").tolist() == [11, 10]
+    assert ti.column(q, "device_idx", "q").tolist() == [1, 0]
+    with pytest.raises(InputError, match="unknown"):
+        ti.column(np.array(["z"], dtype=object), "person_id", "q")

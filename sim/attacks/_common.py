@@ -205,11 +205,18 @@ class TruthIndex:
         else:
             self.table = pseudonyms_table.drop_duplicates("pseudonym")
             self.index = object_index(self.table["pseudonym"])
+        self._last = None  # (query, positions) of the last lookup
 
     def column(self, query, column: str, what: str) -> np.ndarray:
         require_columns(self.table, ["pseudonym", column], "truth pseudonyms table")
         q = object_index(query)
-        pos = self.index.get_indexer(q)
+        qa = q.to_numpy()
+        last = self._last
+        if last is not None and len(last[0]) == len(qa) and np.array_equal(last[0], qa):
+            pos = last[1]  # the same pseudonyms as the last lookup (every window of a prefix table)
+        else:
+            pos = self.index.get_indexer(q)
+            self._last = (qa.copy(), pos)  # a copy: the caller may reuse its array
         if np.any(pos < 0):
             bad = q[pos < 0]
             raise InputError(
