@@ -21,6 +21,7 @@ import pandas as pd
 
 from sim.core.constants import DAY_S
 from sim.core.errors import CRSError, InputError
+from sim.core.jit import jit
 
 _CRS_HINT = (
     "pass the projected (metric) CRS of x_m/y_m as a string pyproj understands, e.g. "
@@ -100,6 +101,26 @@ def weekday_of_day(start_s: int, utc_offset_s: int, day: np.ndarray) -> np.ndarr
     """Weekday (0 = Monday .. 6 = Sunday) of local day index ``day`` of a window."""
     epoch_day = (int(start_s) + int(utc_offset_s)) // DAY_S  # 1970-01-01 was a Thursday
     return (epoch_day + np.asarray(day, dtype=np.int64) + 3) % 7
+
+
+@jit
+def _first_nonfinite(x, y):  # pragma: no cover - numba
+    """First row whose x or y is NaN or infinite, -1 if none."""
+    for i in range(len(x)):
+        if not (np.isfinite(x[i]) and np.isfinite(y[i])):
+            return i
+    return -1
+
+
+@jit
+def _first_unsorted(t, offsets):  # pragma: no cover - numba
+    """First row whose time is before the previous row's in the same trace (traces are
+    the ``offsets`` ranges), -1 if none."""
+    for tr in range(len(offsets) - 1):
+        for r in range(offsets[tr] + 1, offsets[tr + 1]):
+            if t[r] < t[r - 1]:
+                return r
+    return -1
 
 
 @dataclass(frozen=True, eq=False)
@@ -217,21 +238,15 @@ class Traces:
             a = getattr(self, name)
             if len(a) != n:
                 raise InputError(f"column {name} has {len(a)} rows, t_s has {n}; all columns must match.")
-        if not (np.all(np.isfinite(self.x_m)) and np.all(np.isfinite(self.y_m))):
-            bad = int(np.flatnonzero(~(np.isfinite(self.x_m) & np.isfinite(self.y_m)))[0])
+        bad = _first_nonfinite(np.asarray(self.x_m, dtype=np.float64), np.asarray(self.y_m, dtype=np.float64))
+        if bad >= 0:
             raise InputError(
                 f"non-finite coordinate at ping row {bad}; drop or repair NaN/inf positions "
                 "before building Traces."
             )
         if n > 1:
-            dt = np.diff(self.t_s)
-            starts = np.zeros(n - 1, dtype=bool)
-            inner = off[1:-1]
-            inner = inner[(inner > 0) & (inner < n)]
-            starts[inner - 1] = True  # step from last ping of a trace to the next trace
-            bad = np.flatnonzero((dt < 0) & ~starts)
-            if len(bad):
-                r = int(bad[0]) + 1
+            r = _first_unsorted(np.asarray(self.t_s, dtype=np.int64), np.asarray(off, dtype=np.int64))
+            if r >= 0:
                 tr = int(np.searchsorted(off, r, side="right") - 1)
                 raise InputError(
                     f"t_s is not sorted within trace {tr} (pseudonym {self.pseudonym[tr]!r}) at row {r}; "
