@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from sim.core.errors import InputError
-from sim.release.dataset import load, load_sample, sample_devices
+from sim.release.dataset import load, load_sample, register_names, sample_devices
 
 
 def _rows(traces):
@@ -30,8 +30,16 @@ def test_sample_holds_exactly_the_sampled_devices_pings(small_dataset):
     # the same pings as selecting those traces from the whole release
     idx = np.flatnonzero(np.isin(full.release.pseudonym.astype(str), sorted(got)))
     assert _rows(s.release) == _rows(full.release.take(idx))
-    # everything but the release is whole
+    # everything but the release is whole; the register without its names, which
+    # register_names reads from the file for the persons asked for
     assert len(s.register) == len(full.register) and len(s.persons) == len(full.persons)
+    assert list(s.register.columns) == [c for c in full.register.columns if c != "name"]
+    for c in s.register.columns:
+        np.testing.assert_array_equal(s.register[c].to_numpy(), full.register[c].to_numpy())
+    some = full.register["person_id"].to_numpy()[[0, 3, -1]]
+    assert register_names(folder, np.append(some, -1)) == {
+        int(i): str(n) for i, n in zip(full.register["person_id"], full.register["name"]) if i in set(some)}
+    assert register_names(folder, []) == {}
     assert s.release.crs == full.release.crs and s.release.start_s == full.release.start_s
     assert s.release.n_days == full.release.n_days
 

@@ -18,7 +18,7 @@ from sim.core.errors import InputError
 from sim.core.files import file_sha256
 from sim.core.jit import jit
 from sim.core.memory import release_free_memory
-from sim.core.storage import URLPath, as_path, parquet_file, read_frame, read_table
+from sim.core.storage import URLPath, as_path, parquet_file, read_frame, read_schema, read_table
 from sim.generate.engine import parquet_t_range, dataset_id
 from sim.core.traces import Traces, local_midnight
 from sim.world.crs import project_from_latlon
@@ -497,7 +497,8 @@ def load_sample(directory, n_devices: int | None, *, seed: int | None = None,
     ``None`` or at least the number of devices gives exactly :func:`load`'s Simulation.
     The ``devices`` and ``pseudonyms`` truth tables hold the sampled devices only (their
     ``device_idx`` values unchanged); ``persons`` and the register stay whole (the
-    attacker's register does not shrink with the sample).  ``seed`` defaults to the scenario's.  ``meta["sample"]``
+    attacker's register does not shrink with the sample; it is read without its ``name``
+    column, see :func:`register_names`).  ``seed`` defaults to the scenario's.  ``meta["sample"]``
     records ``devices``, ``of`` (devices in the release) and ``seed``; on the whole
     release it is absent.
     """
@@ -538,10 +539,25 @@ def load_sample(directory, n_devices: int | None, *, seed: int | None = None,
     release_free_memory()
     persons = read_frame(truth / "persons.parquet", low_memory=True)
     release_free_memory(collect=False)  # each large table's read buffers, before the next read
-    register = read_frame(d / "register.parquet", low_memory=True)
+    # without the names (170 MiB at 7 M rows): nothing on the sample's path reads them, and
+    # the report reads the one name it shows from the file (register_names)
+    cols = [c for c in read_schema(d / "register.parquet").names if c != "name"]
+    register = read_frame(d / "register.parquet", columns=cols, low_memory=True)
     release_free_memory(collect=False)
     return Simulation(scenario=scn, world=world, persons=persons, devices=devices, pseudonyms=pseud,
                       register=register, release=release, meta=meta)
+
+
+def register_names(directory, person_ids) -> dict:
+    """``{person_id: name}`` of the listed persons ``person_ids``, read from the run's
+    ``register.parquet`` (only those rows: a filter on person_id); empty when the file
+    has no names."""
+    p = as_path(directory) / "register.parquet"
+    ids = sorted({int(i) for i in np.asarray(person_ids).ravel() if int(i) >= 0})
+    if not ids or not p.exists() or "name" not in read_schema(p).names:
+        return {}
+    t = read_table(p, columns=["person_id", "name"], filters=[("person_id", "in", ids)])
+    return {int(k): str(v) for k, v in zip(t.column("person_id").to_pylist(), t.column("name").to_pylist())}
 
 
 def iter_release_parts(directory, *, verify_hashes: bool | None = None):

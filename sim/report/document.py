@@ -39,7 +39,7 @@ from sim.core.files import atomic_path, read_dataset_id
 from sim.core.storage import parquet_file, read_schema, read_table
 from sim.core.fmt import NA, count, is_finite, num, num_auto, num_range, pct, pct_ci, pct_range
 from sim.metrics.calibration import SANE_RANGES
-from sim.release.dataset import DEFAULT_SAMPLE_DEVICES, check_derived, keep_pseudonyms, load_sample
+from sim.release.dataset import DEFAULT_SAMPLE_DEVICES, check_derived, keep_pseudonyms, load_sample, register_names
 from sim.report import plots
 from sim.report.page import DPI, Doc, png, render_html, render_md
 from sim.report.plots import KEY_LABELS, local_str, params_label
@@ -314,11 +314,12 @@ def _render_figures(data) -> tuple[dict, dict]:
         level, key = _ttid_level_key(data)
         ps = pick_trail_device(data["linkage_per_device_held"], data["inferred"], level, key)
         if ps is not None:
+            register = _named_register(data, simulation.register, ps)
             pngs["device_trail"] = png(plots.plot_device_trail(
-                simulation.release, data["inferred"], simulation.world, ps, simulation.register,
+                simulation.release, data["inferred"], simulation.world, ps, register,
                 data["linkage_per_device_held"],
                 level=level, key=key, night_hours=_night_hours(data)))
-            facts["device_trail"] = _trail_facts(data, ps, level, key)
+            facts["device_trail"] = _trail_facts(data, ps, level, key, register)
     gm = data["geofence_meta"]
     if simulation is not None and gm and data["geofence_per_pseudonym"] is not None:
         poly = shapely.from_wkt(gm["polygon_wkt"])
@@ -344,7 +345,22 @@ def _night_hours(data):
     return (float(st), float(en)) if is_finite(st) and is_finite(en) else plots.NIGHT_HOURS
 
 
-def _trail_facts(data, ps, level, key):
+def _named_register(data, register, ps):
+    """``register``, or, when it was read without names (a device sample,
+    :func:`sim.release.dataset.load_sample`), its rows of the persons ``ps`` is linked to
+    with their names read from the run's register file."""
+    lpd = data["linkage_per_device_held"]
+    if register is None or "name" in register.columns or lpd is None:
+        return register
+    guess = lpd.loc[lpd["pseudonym"] == ps, "guess_person_id"].to_numpy()
+    rows = register[register["person_id"].isin(guess[guess >= 0])].copy()
+    names = register_names(data["dir"], rows["person_id"].to_numpy())
+    if names:
+        rows["name"] = [names.get(int(i), "") for i in rows["person_id"]]
+    return rows
+
+
+def _trail_facts(data, ps, level, key, register):
     out = {"pseudonym": ps, "level": level, "key": key}
     lpd = data["linkage_per_device_held"]
     if lpd is not None:
@@ -353,9 +369,8 @@ def _trail_facts(data, ps, level, key):
             r = r.iloc[0]
             out.update(unique=bool(r.get("unique", False)), identified=bool(r.get("identified", False)),
                        set_size=int(r.get("set_size", -1)))
-            simulation = data["sim"]
-            if out["unique"] and simulation is not None and int(r["guess_person_id"]) >= 0:
-                reg = simulation.register[simulation.register["person_id"] == int(r["guess_person_id"])]
+            if out["unique"] and register is not None and int(r["guess_person_id"]) >= 0:
+                reg = register[register["person_id"] == int(r["guess_person_id"])]
                 if len(reg) and "name" in reg.columns:
                     out["name"] = str(reg["name"].iloc[0])
     inf = data["inferred"]
