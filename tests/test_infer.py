@@ -262,13 +262,18 @@ def test_dbscan_kernel_matches_naive_reference_on_integer_grids(pts, eps, min_sa
                                   ref_dbscan(x, y, eps, min_samples))
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_dbscan_kernel_matches_naive_and_sklearn_on_random_points(seed):
+def clumped_points(seed):
+    """160 points: 120 in four clumps of sd 12 m, 40 scattered, in random order."""
     rng = np.random.default_rng(seed)
     centres = rng.uniform(0, 400, (4, 2))
     xy = np.vstack([centres[rng.integers(4, size=120)] + rng.normal(0, 12, (120, 2)),
                     rng.uniform(-100, 500, (40, 2))])
-    xy = xy[rng.permutation(len(xy))]
+    return xy[rng.permutation(len(xy))]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_dbscan_kernel_matches_naive_and_sklearn_on_random_points(seed):
+    xy = clumped_points(seed)
     eps, ms = 20.0, 4
     lab = kernel_dbscan(xy[:, 0], xy[:, 1], eps, ms)
     np.testing.assert_array_equal(lab, ref_dbscan(xy[:, 0], xy[:, 1], eps, ms))
@@ -318,11 +323,7 @@ def test_dbscan_of_a_prefix_on_the_whole_grid_matches_the_naive_reference(pts, e
 
 @pytest.mark.parametrize("seed", range(4))
 def test_dbscan_of_every_prefix_matches_the_naive_reference(seed):
-    rng = np.random.default_rng(seed)
-    centres = rng.uniform(0, 400, (4, 2))
-    xy = np.vstack([centres[rng.integers(4, size=120)] + rng.normal(0, 12, (120, 2)),
-                    rng.uniform(-100, 500, (40, 2))])
-    xy = xy[rng.permutation(len(xy))]
+    xy = clumped_points(seed)
     for m in (0, 1, 5, 30, 77, 121, 160):
         lab = prefix_dbscan(xy[:, 0], xy[:, 1], 20.0, 4, m)
         np.testing.assert_array_equal(lab, ref_dbscan(xy[:m, 0], xy[:m, 1], 20.0, 4))

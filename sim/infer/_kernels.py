@@ -521,6 +521,18 @@ def _home_work_of_labels(rel_s, x, y, lab, nc, night_a, night_b, work_a, work_b,
 
 
 @jit
+def _kept_rows(acc, max_acc_m):
+    """Rows (ascending) the accuracy filter keeps: ``acc <= max_acc_m`` or NaN."""
+    idx = np.empty(len(acc), np.int64)
+    m = 0
+    for i in range(len(acc)):
+        if not (acc[i] > max_acc_m):
+            idx[m] = i
+            m += 1
+    return idx[:m]
+
+
+@jit
 def infer_window(t, x, y, acc, start_s, epoch_day0, eps_m, min_samples, max_acc_m,
                  night_a, night_b, work_a, work_b, wd_mask, min_home_nights, min_work_days,
                  min_work_share, max_work_night_share, min_work_dist_m, work_requires_home,
@@ -533,13 +545,8 @@ def infer_window(t, x, y, acc, start_s, epoch_day0, eps_m, min_samples, max_acc_
     k = len(t)
     oi[I_N_PINGS] = k
     oi[I_N_DAYS] = _count_days(t, start_s)
-    idx = np.empty(k, np.int64)
-    m = 0
-    for i in range(k):
-        if not (acc[i] > max_acc_m):
-            idx[m] = i
-            m += 1
-    idx = idx[:m]
+    idx = _kept_rows(acc, max_acc_m)
+    m = len(idx)
     xs = x[idx]
     ys = y[idx]
     rel = t[idx] - start_s
@@ -589,13 +596,8 @@ def _infer_trace_windows(t, x, y, acc, cutoffs_s, start_s, epoch_day0, eps_m, mi
     a window's kept pings are the first ones of the trace's."""
     n = len(t)
     n_w = len(cutoffs_s)
-    idx = np.empty(n, np.int64)
-    m_all = 0
-    for i in range(n):
-        if not (acc[i] > max_acc_m):
-            idx[m_all] = i
-            m_all += 1
-    idx = idx[:m_all]
+    idx = _kept_rows(acc, max_acc_m)
+    m_all = len(idx)
     xs = x[idx]
     ys = y[idx]
     rel = t[idx] - start_s
