@@ -441,9 +441,10 @@ def test_existing_pseudonyms_from_first_days_are_slices_of_one_array():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_sets_from_the_wanted_rows_equal_the_sets_from_every_row(seed):
-    """Sorting only the register rows whose home zone some device has
-    (wanted_home_rows) gives every device the same set members in the same order as
-    sorting the whole register; rows outside the area and devices not "ok" too."""
+    """Keying and sorting only the register rows whose home zone some device has
+    (wanted_home_rows) gives every device the same set members in the same order as a
+    scan of the whole register, row by row (members ordered by person_id); rows outside
+    the area and devices not "ok" too."""
     rng = np.random.default_rng(seed)
     n, m = 500, 60
     rh = rng.integers(-1, 40, n)
@@ -453,33 +454,21 @@ def test_sets_from_the_wanted_rows_equal_the_sets_from_every_row(seed):
     dw = rng.integers(-2, 6, m)
     reg = pd.DataFrame({"home_block_id": rh, "work_block_id": rw})
     for key in L.KEYS:
-        status, dkey, rkey, valid = L._zone_keys(key, dh, dw, rh, reg, "block")
+        status, dkey, members, rkey = L._zone_keys(key, dh, dw, rh, reg, "block")
         ok = status == 0
-        every = L._anonymity_sets(dkey, rkey, valid, ok, pid, np.arange(n))
-        rows = L.wanted_home_rows(np.where(valid, rh, -1), dh, ok)
-        assert len(rows) < n  # the test filters something
-        got = L._anonymity_sets(dkey, rkey, valid, ok, pid, rows)
+        every = [np.zeros(0, np.int64), np.zeros(m, np.int64), np.zeros(m, np.int64)]
+        for i in np.flatnonzero(ok):  # the reference: every row of the register, one by one
+            same = (rh >= 0) & (rh == dh[i]) & ((rw == dw[i]) if key == "home_work" else True)
+            rows_i = np.flatnonzero(same)[np.argsort(pid[same], kind="stable")]
+            every[1][i], every[2][i] = len(every[0]), len(rows_i)
+            every[0] = np.concatenate([every[0], rows_i])
+        assert len(members) < n  # the test filters something
+        got = L._anonymity_sets(dkey, rkey, members, pid)
         np.testing.assert_array_equal(got[2], every[2])  # set sizes
         assert (got[2] > 0).any() and (got[2] == 0).any()
         for i in range(m):
             np.testing.assert_array_equal(got[0][got[1][i]:got[1][i] + got[2][i]],
                                           every[0][every[1][i]:every[1][i] + every[2][i]])
-
-
-@pytest.mark.parametrize("top", [50, L.BINCOUNT_MAX + 5])
-def test_key_counts_equal_a_count_of_each_query(top):
-    """Both ways of counting (a bincount over a small key range, a sort over a large
-    one) give, for every query, the number of equal keys (0 for keys never seen)."""
-    rng = np.random.default_rng(top % 7)
-    keys = rng.integers(0, 50, 400)
-    if top > 50:
-        keys[::9] = top - 1  # a key beyond the bincount's range
-    queries = np.concatenate([rng.integers(0, 60, 100), [top - 1, 0]])
-    want = np.array([(keys == q).sum() for q in queries])
-    got = L.key_counts(keys.copy(), queries)
-    np.testing.assert_array_equal(got, want)
-    assert (want == 0).any() and (want > 1).any()
-    assert L.key_counts(np.zeros(0, np.int64), queries).tolist() == [0] * len(queries)
 
 
 def test_truth_index_repeated_and_changed_queries():

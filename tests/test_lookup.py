@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from sim.core.errors import InputError
-from sim.core.lookup import id_positions, rows_by_id
+from sim.core.lookup import BINCOUNT_MAX, id_positions, key_counts, rows_by_id, values_at
 
 
 def reference_positions(keys, ids):
@@ -56,3 +56,26 @@ def test_rows_by_id_equal_a_set_index_lookup():
     pd.testing.assert_frame_equal(got, want)
     with pytest.raises(InputError, match="persons table.*e.g. 500"):
         rows_by_id(frame, "person_id", np.array([1, 500]), ["x"], what="persons table")
+
+
+@pytest.mark.parametrize("top", [50, BINCOUNT_MAX + 5])
+def test_key_counts_equal_a_count_of_each_query(top):
+    """Both ways of counting (a bincount over a small key range, a sort over a large
+    one) give, for every query, the number of equal keys (0 for keys never seen)."""
+    rng = np.random.default_rng(top % 7)
+    keys = rng.integers(0, 50, 400)
+    if top > 50:
+        keys[::9] = top - 1  # a key beyond the bincount's range
+    queries = np.concatenate([rng.integers(0, 60, 100), [top - 1, 0]])
+    want = np.array([(keys == q).sum() for q in queries])
+    got = key_counts(keys.copy(), queries)
+    np.testing.assert_array_equal(got, want)
+    assert (want == 0).any() and (want > 1).any()
+    assert key_counts(np.zeros(0, np.int64), queries).tolist() == [0] * len(queries)
+
+
+def test_values_at_fill_where_an_id_was_not_found():
+    vals = np.array([10.0, 11.0, 12.0])
+    pos = id_positions(np.array([7, 3, 5]), np.array([5, 4, 7]))
+    np.testing.assert_array_equal(values_at(vals, pos, np.nan), [12.0, np.nan, 10.0])
+    assert values_at(np.zeros(0), np.array([-1, -1]), -1).tolist() == [-1, -1]

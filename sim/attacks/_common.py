@@ -12,6 +12,7 @@ import pandas as pd
 from sim.core.jit import jit, pjit, prange
 from sim.core.constants import DAY_S, LEVELS
 from sim.core.errors import ConfigError, InputError
+from sim.core.lookup import run_starts
 from sim.core.rng import stream_key, uniform
 from sim.core import stats
 from sim.core.traces import Traces
@@ -133,13 +134,6 @@ def _one_uniform(seed, tag, index, counter):
 def _uniform_many(seed, tag, index, counter, out):
     for i in prange(len(index)):
         out[i] = _one_uniform(seed, tag, index[i], counter)
-
-
-def run_starts(sorted_keys: np.ndarray) -> np.ndarray:
-    """Start of every run of equal values in ``sorted_keys``, and its length at the end."""
-    if not len(sorted_keys):
-        return np.zeros(1, dtype=np.int64)
-    return np.r_[0, np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1, len(sorted_keys)].astype(np.int64)
 
 
 def groups_by_key(reg_key: np.ndarray, reg_pid) -> tuple:

@@ -54,6 +54,7 @@ from scipy.spatial import cKDTree
 from sim.core import stats
 from sim.core.jit import jit, pjit, prange
 from sim.core.errors import ConfigError, InputError
+from sim.core.lookup import key_counts, pair_key
 from sim.core.memory import release_free_memory
 from sim.core.rng import TAG_ATTACK, stable_uid64
 from sim.attacks._common import (
@@ -68,7 +69,6 @@ from sim.attacks._common import (
     rate_row,
     register_column,
     require_columns,
-    run_starts,
     truth_device,
     truth_index,
     truth_person,
@@ -126,19 +126,6 @@ def _check_inputs(inferred, register, levels, keys, world):
     require_columns(register, need, "register", fix)
 
 
-def _pair_key(h, w, w_max, *, overwrite_h: bool = False):
-    """Combine zone-id arrays (>= -1, ``w <= w_max``) into one int64 key, injectively:
-    ``((h + 1) * m + (w + 1), m)``.  The key is built in place in one new int64 array, or
-    in ``h`` itself with ``overwrite_h`` (a scratch int64 array of the caller's)."""
-    m = np.int64(max(int(w_max), 0) + 2)
-    k = h if overwrite_h and isinstance(h, np.ndarray) and h.dtype == np.int64 else np.array(h, dtype=np.int64)
-    k += 1
-    k *= m
-    k += np.asarray(w, dtype=np.int64)
-    k += 1
-    return k, m
-
-
 def _lookup(dev_key, uk, start, size):
     pos = np.searchsorted(uk, dev_key)
     pos_c = np.minimum(pos, max(len(uk) - 1, 0))
@@ -192,11 +179,14 @@ def _check_link_args(inferred, register, world, levels, keys, guess):
 
 
 def _zone_keys(key, dh, dw, rh, register, level):
-    """Status (index into ``STATUS``) per device and the set keys of devices and register.
+    """Status (index into ``STATUS``) per device, the devices' set keys, and the register
+    rows their sets can hold with those rows' keys.
 
-    Returns ``(status, dkey, rkey, valid)``: ``dkey`` is the device key (the int64
-    minimum where the status is not "ok"), ``rkey`` the register key, ``valid`` the
-    register persons living inside the area.
+    Returns ``(status, dkey, members, rkey)``: ``dkey`` is the device key (the int64
+    minimum where the status is not "ok"); ``members`` the register rows
+    (:func:`wanted_home_rows`: listed at home inside the area, in a home zone some "ok"
+    device has) and ``rkey[i]`` the key of row ``members[i]``.  Only those rows are keyed
+    and sorted, not the whole 7 M-row register.
     """
     n = len(dh)
     status = np.zeros(n, dtype=np.int8)  # index into STATUS
@@ -204,51 +194,49 @@ def _zone_keys(key, dh, dw, rh, register, level):
     if key == "home_work":
         status[(status == 0) & (dw == -2)] = 2
         status[(status == 0) & ((dh == -1) | (dw == -1))] = 3
-        rw = register[register_column("work", level)].to_numpy(dtype=np.int64)
-        valid = rh >= 0
-        w_max = max(int(rw.max(initial=0)), int(dw.max(initial=0)))
-        rkey, _ = _pair_key(np.where(valid, rh, -1), rw, w_max, overwrite_h=True)
-        dkey, _ = _pair_key(dh, np.maximum(dw, -1), w_max)  # non-ok rows are masked below
     else:
         status[(status == 0) & (dh == -1)] = 3
-        valid = rh >= 0
-        rkey = rh
+    ok = status == 0
+    members = wanted_home_rows(rh, dh, ok)
+    if key == "home_work":
+        rw = register[register_column("work", level)].to_numpy()[members].astype(np.int64)
+        w_max = max(int(rw.max(initial=0)), int(dw.max(initial=0)))
+        rkey, _ = pair_key(rh[members], rw, w_max, overwrite_h=True)
+        dkey, _ = pair_key(dh, np.maximum(dw, -1), w_max)  # non-ok rows are masked below
+    else:
+        rkey = rh[members]
         dkey = dh.copy()
-    dkey = np.where(status == 0, dkey, np.iinfo(np.int64).min)
-    return status, dkey, rkey, valid
+    dkey = np.where(ok, dkey, np.iinfo(np.int64).min)
+    return status, dkey, members, rkey
 
 
-def wanted_home_rows(home_zone, device_home, ok) -> np.ndarray:
+def wanted_home_rows(home_zone, device_home, ok=None) -> np.ndarray:
     """Rows (ascending) of a register or population whose home zone ``home_zone`` (int,
-    -1 outside the area) is the home zone of some device with ``ok`` status
-    (``device_home``): every row an anonymity set of those devices can hold, since a set's
-    key starts with the home zone.  Sorting only these rows, not the whole 7-10 M, gives
-    the same sets."""
+    -1 outside the area) is the home zone of some device (``device_home``; only those
+    with ``ok`` status when given): every row an anonymity set of those devices can hold,
+    since a set's key starts with the home zone.  Sorting only these rows, not the whole
+    7-10 M, gives the same sets."""
     hz = np.asarray(home_zone)
-    dz = np.asarray(device_home)[ok]
+    dz = np.asarray(device_home) if ok is None else np.asarray(device_home)[ok]
     top = max(int(hz.max(initial=-1)), int(dz.max(initial=-1))) + 2
     wanted = np.zeros(top, dtype=bool)
     wanted[dz[dz >= 0] + 1] = True
     return np.flatnonzero(wanted[np.maximum(hz, -1) + 1])
 
 
-def _anonymity_sets(dkey, rkey, valid, ok, reg_pid, rows):
-    """Each device's anonymity set as a slice of the register rows ``rows`` (ascending;
-    :func:`wanted_home_rows`, or every row) sorted by (key, person_id).
+def _anonymity_sets(dkey, rkey, members, reg_pid):
+    """Each device's anonymity set as a slice of the register rows ``members``
+    (ascending, keys ``rkey``; :func:`_zone_keys`) sorted by (key, person_id).
 
     Returns ``(order, g_start, g_size, gid)``: ``order`` holds register rows in that
-    sorted order, a device's set is ``order[g_start:g_start + g_size]`` (size 0 where the
-    status is not "ok"), ``gid`` numbers the sets (-1 none).  A set is a run of equal
-    keys, so any ``rows`` holding all of a set's members gives it the same members in the
-    same order.
+    sorted order, a device's set is ``order[g_start:g_start + g_size]`` (size 0 where no
+    row has its key: its status is not "ok", or nobody listed matches), ``gid`` numbers
+    the sets (-1 none).  A set is a run of equal keys, so any ``members`` holding all of
+    a set's rows gives it the same members in the same order.
     """
-    order, uk, start, size = groups_by_key(np.where(valid[rows], rkey[rows], np.iinfo(np.int64).min + 1),
-                                           reg_pid[rows])
-    order = rows[order]
-    if len(uk) and uk[0] == np.iinfo(np.int64).min + 1:  # persons outside the area
-        uk, start, size = uk[1:], start[1:], size[1:]
+    order, uk, start, size = groups_by_key(rkey, reg_pid[members])
+    order = members[order]
     g_start, g_size, gid = _lookup(dkey, uk, start, size)
-    g_size = np.where(ok, g_size, 0)
     return order, g_start, g_size, gid
 
 
@@ -351,10 +339,9 @@ def link_devices(
         for key in keys:
             rows = slice(b * n, (b + 1) * n)
             b += 1
-            status, dkey, rkey, valid = _zone_keys(key, dh, dw, rh, register, lv)
+            status, dkey, members, rkey = _zone_keys(key, dh, dw, rh, register, lv)
             ok = status == 0
-            members = wanted_home_rows(np.where(valid, rh, -1), dh, ok)  # the rows the sets can hold
-            order, g_start, g_size, gid = _anonymity_sets(dkey, rkey, valid, ok, reg_pid, members)
+            order, g_start, g_size, gid = _anonymity_sets(dkey, rkey, members, reg_pid)
             draw = all_levels.index(lv) * 2 + KEYS.index(key)
             gp = _guess_persons(guess, seed, sidx, draw, hx, hy, reg_x, reg_y, order, reg_pid[order],
                                 g_start, g_size, gid)
@@ -362,7 +349,7 @@ def link_devices(
                 guess_pid = np.empty(total, dtype=gp.dtype)
             home_zone[rows], work_zone[rows] = dh, (dw if key == "home_work" else -2)
             status_all[rows], set_size[rows], guess_pid[rows] = status, np.where(ok, g_size, -1), gp
-            del status, dkey, rkey, valid, ok, members, order, g_start, g_size, gid, gp
+            del status, dkey, members, rkey, ok, order, g_start, g_size, gid, gp
     return pd.DataFrame(
         {
             "pseudonym": pd.Categorical.from_codes(np.tile(np.arange(n, dtype=np.int32 if n < 2**31 else np.int64),
@@ -411,14 +398,14 @@ def _population_sizes(links: pd.DataFrame, persons: pd.DataFrame) -> np.ndarray:
             # match nobody): one int64 array, not several 10 M-row temporaries
             ph = _int_column(persons, hc)
             dh = dh_all[rows]
-            live = wanted_home_rows(ph, dh, np.ones(len(dh), dtype=bool))  # the persons any key can match
+            live = wanted_home_rows(ph, dh)  # the persons any key can match
             pk = ph[live].astype(np.int64)
             if key == "home_work":
                 pw = _int_column(persons, wc)
                 dw = dw_all[rows]
                 w_max = max(int(pw.max(initial=0)), int(dw.max(initial=0)))
-                dk, _ = _pair_key(dh, dw, w_max)
-                pk, _ = _pair_key(pk, pw[live], w_max, overwrite_h=True)
+                dk, _ = pair_key(dh, dw, w_max)
+                pk, _ = pair_key(pk, pw[live], w_max, overwrite_h=True)
                 del pw
             else:
                 dk = dh
@@ -426,27 +413,6 @@ def _population_sizes(links: pd.DataFrame, persons: pd.DataFrame) -> np.ndarray:
             out[rows] = key_counts(pk, dk)
             del pk
     return out
-
-
-#: largest key range :func:`key_counts` counts with a bincount (8 Mi counters, 64 MiB)
-BINCOUNT_MAX = 1 << 23
-
-
-def key_counts(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """How many of ``keys`` equal each of ``queries`` (int64 arrays, values >= 0; ``keys``
-    may be reordered in place).  A bincount when the keys span at most
-    :data:`BINCOUNT_MAX` values (a coarse level's zones, or its zone pairs), else a sort
-    of the keys and a binary search of each query."""
-    top = max(int(keys.max(initial=-1)), int(queries.max(initial=-1))) + 1
-    if top <= BINCOUNT_MAX:
-        return np.bincount(keys, minlength=top)[queries]
-    keys.sort()
-    bounds = run_starts(keys)
-    uk, cnt = keys[bounds[:-1]], np.diff(bounds)
-    if not len(uk):
-        return np.zeros(len(queries), dtype=np.int64)
-    pos = np.minimum(np.searchsorted(uk, queries), len(uk) - 1)
-    return np.where(uk[pos] == queries, cnt[pos], 0)
 
 
 def _int_column(df: pd.DataFrame, col: str) -> np.ndarray:
