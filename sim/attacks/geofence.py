@@ -20,7 +20,7 @@ import pandas as pd
 import shapely
 
 from sim.core.errors import InputError
-from sim.core.lookup import id_positions
+from sim.core.lookup import id_positions, values_at
 from sim.core.traces import Traces
 from sim.attacks._common import METRIC_COLUMNS, count_row, rate_row, register_column, require_columns
 from sim.attacks.linkage import INFERRED_COLUMNS, link_devices, score_links
@@ -126,7 +126,7 @@ def geofence_score(
         col = register_column("home", level)
         require_columns(persons, ["person_id", col], "persons (truth)")
         tp = id_positions(persons["person_id"].to_numpy(), per["true_person_id"].to_numpy())
-        tz = np.where(tp >= 0, persons[col].to_numpy()[np.maximum(tp, 0)], -1)
+        tz = values_at(persons[col].to_numpy(), tp, -1)
         hz = scored.set_index("pseudonym").loc[per["pseudonym"], "home_zone"].to_numpy()
         per["home_zone_correct"] = (hz >= 0) & (hz == tz)
         rows.append(rate_row("home_zone_correct", per["home_zone_correct"].to_numpy(), ci, seed, (3,), **p))

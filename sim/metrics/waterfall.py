@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from sim.core.errors import InputError
-from sim.core.lookup import id_positions
+from sim.core.lookup import id_positions, key_counts, pair_key, values_at
 from sim.core.stats import wilson_ci
 
 STEPS = ("all_devices", "day_job", "listed", "home_listed_right", "employer_listed",
@@ -49,18 +49,6 @@ def _need(df, cols, what):
     miss = [c for c in cols if c not in df.columns]
     if miss:
         raise InputError(f"{what} lacks column(s) {miss}; see docs/CONTRACTS.md.")
-
-
-def _pair_counts(reg_h, reg_w, hb, wb) -> np.ndarray:
-    """How many register rows have each (``hb[i]``, ``wb[i]``) building pair (int64)."""
-    base = int(max(reg_w.max(initial=-1), np.max(wb, initial=-1))) + 2
-    reg_key = (reg_h.astype(np.int64) + 1) * base + (reg_w.astype(np.int64) + 1)
-    keys, counts = np.unique(reg_key, return_counts=True)
-    key = (np.asarray(hb, dtype=np.int64) + 1) * base + (np.asarray(wb, dtype=np.int64) + 1)
-    if len(keys) == 0:
-        return np.zeros(len(key), dtype=np.int64)
-    pos = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
-    return np.where(keys[pos] == key, counts[pos], 0)
 
 
 def identification_waterfall(inferred: pd.DataFrame, pseudonyms: pd.DataFrame, persons: pd.DataFrame,
@@ -92,12 +80,13 @@ def identification_waterfall(inferred: pd.DataFrame, pseudonyms: pd.DataFrame, p
                          f"table (e.g. {int(inf['person_id'].to_numpy()[own < 0][0])}); use the tables of one run.")
     true_h = persons["home_building_id"].to_numpy()[own]
     true_w = persons["work_building_id"].to_numpy()[own]
-    reg_rows = np.flatnonzero(id_positions(r_id, r_id) == np.arange(len(r_id)))  # first row per person
+    reg_rows = np.flatnonzero(~register["person_id"].duplicated().to_numpy())  # first row per person
     reg_h = register["home_building_id"].to_numpy(np.int64)[reg_rows]
     reg_w = (register["work_building_id"].to_numpy(np.int64)[reg_rows] if "work_building_id" in register.columns
              else np.full(len(reg_rows), -1, dtype=np.int64))
     # anonymity set of the inferred (home, work) building pair in the register
-    set_size = _pair_counts(reg_h, reg_w, hb, wb)
+    w_max = max(int(reg_w.max(initial=-1)), int(np.max(wb, initial=-1)))
+    set_size = key_counts(pair_key(reg_h, reg_w, w_max, overwrite_h=True)[0], pair_key(hb, wb, w_max)[0])
     rows = pd.DataFrame({
         "device_idx": inf["device_idx"].to_numpy(),
         "home_right": (hb >= 0) & (hb == true_h),
@@ -115,8 +104,8 @@ def identification_waterfall(inferred: pd.DataFrame, pseudonyms: pd.DataFrame, p
                          "use the tables of one run.")
     rp = id_positions(r_id, pid)
     listed = rp >= 0
-    r_h = np.where(listed, register["home_building_id"].to_numpy(np.int64)[np.maximum(rp, 0)], -1)
-    r_w = (np.where(listed, register["work_building_id"].to_numpy(np.int64)[np.maximum(rp, 0)], -1)
+    r_h = values_at(register["home_building_id"].to_numpy(np.int64), rp, -1)
+    r_w = (values_at(register["work_building_id"].to_numpy(np.int64), rp, -1)
            if "work_building_id" in register.columns else np.full(len(pid), -1, dtype=np.int64))
     d["day_job"] = (persons["schedule"].take(op) == "day").to_numpy()
     d["listed"] = listed

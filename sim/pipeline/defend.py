@@ -51,7 +51,7 @@ import pandas as pd
 from sim import __version__
 from sim.core.errors import ConfigError, InputError
 from sim.core.files import atomic_path, claim_output_dir, new_staging_dir
-from sim.core.lookup import id_positions
+from sim.core.lookup import id_positions, values_at
 from sim.core.storage import as_path, copy_file, copy_tree, read_frame, read_table, rmtree
 from sim.core.traces import Traces
 from sim.generate.engine import commit_dataset, pings_table, write_pings_part
@@ -196,8 +196,8 @@ def defend_streaming(directory, out_dir, defenses, *, backend: str = "local", sc
         persons = read_frame(src / "truth" / "persons.parquet", columns=["person_id", "home_x_m", "home_y_m"])
         pos = id_positions(persons["person_id"].to_numpy(), pseud["person_id"].to_numpy())
         ctx = pd.DataFrame({"pseudonym": pseud["pseudonym"].astype(str), "maid": pseud["maid"].astype(str),
-                            "home_x_m": np.where(pos >= 0, persons["home_x_m"].to_numpy(np.float64)[pos], np.nan),
-                            "home_y_m": np.where(pos >= 0, persons["home_y_m"].to_numpy(np.float64)[pos], np.nan)})
+                            "home_x_m": values_at(persons["home_x_m"].to_numpy(np.float64), pos, np.nan),
+                            "home_y_m": values_at(persons["home_y_m"].to_numpy(np.float64), pos, np.nan)})
         del persons
         ctx_path = stage / CONTEXT_FILE
         with atomic_path(ctx_path) as tmp:

@@ -63,7 +63,7 @@ import pandas as pd
 
 from sim.core.constants import LEVELS
 from sim.core.errors import ConfigError, InputError
-from sim.core.lookup import id_positions
+from sim.core.lookup import id_positions, values_at
 from sim.core.rng import TAG_DEFENSE, check_seed, seed_sequence, stable_uid64
 from sim.core.traces import Traces, ping_zones
 from sim.generate.pseudonyms import pseudonym_hash
@@ -188,8 +188,8 @@ class BrokerContext:
             raise InputError(f"pseudonym {bad!r} of the release is not in the pseudonyms table.")
         rows = ps.iloc[pos]
         ppos = id_positions(persons["person_id"].to_numpy(), rows["person_id"].to_numpy())
-        hx = np.where(ppos >= 0, persons["home_x_m"].to_numpy(np.float64)[ppos], np.nan)
-        hy = np.where(ppos >= 0, persons["home_y_m"].to_numpy(np.float64)[ppos], np.nan)
+        hx = values_at(persons["home_x_m"].to_numpy(np.float64), ppos, np.nan)
+        hy = values_at(persons["home_y_m"].to_numpy(np.float64), ppos, np.nan)
         return cls(rows["maid"].astype(str).to_numpy(dtype=object), hx, hy, seed, world)
 
 
