@@ -580,12 +580,7 @@ def owner_positions(sets: LadderSets, owner, rows=None) -> dict:
     query per row).  Scoring only."""
     owner = np.asarray(owner)
     rows = np.arange(len(sets.pseudonym), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-    if not len(owner):
-        oreg = np.zeros(0, dtype=np.int64)
-    elif np.issubdtype(owner.dtype, np.integer) and np.issubdtype(np.asarray(sets.person_id).dtype, np.integer):
-        oreg = id_positions(sets.person_id, owner)  # a search of the (sorted) register ids, no hash table of them
-    else:
-        oreg = pd.Index(sets.person_id).get_indexer(pd.Index(owner))
+    oreg = id_positions(sets.person_id, owner)  # a search of the (sorted) register ids, no hash table of them
     n_reg = max(len(sets.person_id), 1)
     key = sets.pair_dev * n_reg + sets.pair_reg
     ko = np.argsort(key, kind="stable")
