@@ -216,8 +216,12 @@ def test_chunked_equals_unchunked_in_the_worst_case(monkeypatch):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT delivery to a child is POSIX")
 def test_ctrl_c_interrupts_a_long_computation():
+    # the child takes Ctrl-C as a terminal's process does, even when this test runs under
+    # a shell that started it in the background (which sets SIGINT to "ignore", and an
+    # ignored signal is inherited: the child would then never see it)
     code = textwrap.dedent("""
-        import sys, numpy as np, pandas as pd
+        import signal, sys, numpy as np, pandas as pd
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from sim.attacks import skmob as S
         df = pd.DataFrame({"uid": np.repeat(np.arange(20), 40), "datetime": pd.Timestamp("2020-01-01"),
                            "lat": 1.0, "lng": 2.0})
