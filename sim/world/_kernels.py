@@ -37,13 +37,16 @@ class GridIndex:
             self.start = np.searchsorted(cid[order], np.arange(nx * ny + 1)).astype(np.int64)
         self.params = np.array([x0, y0, cell], dtype=np.float64)
         self.nx, self.ny = nx, ny
+        # the seeds' coordinates in bucket order: a query reads each cell's seeds from
+        # one contiguous run instead of gathering them through ``order``
+        self.cell_xy = np.ascontiguousarray(xy[self.order])
 
     def query(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Index of the nearest seed of every point (int64)."""
         x = np.ascontiguousarray(x, dtype=np.float64)
         y = np.ascontiguousarray(y, dtype=np.float64)
         out = np.empty(len(x), dtype=np.int64)
-        _query(x, y, self.xy, self.order, self.start, self.params, self.nx, self.ny, out)
+        _query(x, y, self.cell_xy, self.order, self.start, self.params, self.nx, self.ny, out)
         return out
 
 
@@ -67,7 +70,8 @@ def counting_argsort(keys, n_keys):
 
 
 @jit
-def _nearest(px, py, xy, order, start, params, nx, ny):
+def _nearest(px, py, cell_xy, order, start, params, nx, ny):
+    """Index of the seed nearest (px, py); ``cell_xy[k]`` is seed ``order[k]``'s point."""
     cell = params[2]
     cx, cy, fx, fy, r, maxr = ring_origin(px, py, params, nx, ny)
     best = -1
@@ -88,11 +92,10 @@ def _nearest(px, py, xy, order, start, params, nx, ny):
                     if gx * gx + gy2 <= bd * RING_MARGIN:
                         c = j * nx + i
                         for k in range(start[c], start[c + 1]):
-                            s = order[k]
-                            d = (xy[s, 0] - px) ** 2 + (xy[s, 1] - py) ** 2
-                            if d < bd or (d == bd and s < best):
+                            d = (cell_xy[k, 0] - px) ** 2 + (cell_xy[k, 1] - py) ** 2
+                            if d < bd or (d == bd and order[k] < best):
                                 bd = d
-                                best = s
+                                best = order[k]
                 i += step
         if best >= 0:
             reach = ring_reach(r, fx, fy, cell)
@@ -153,6 +156,6 @@ def cell_gap(i, c, f):
 
 
 @pjit
-def _query(x, y, xy, order, start, params, nx, ny, out):
+def _query(x, y, cell_xy, order, start, params, nx, ny, out):
     for i in prange(len(x)):
-        out[i] = _nearest(x[i], y[i], xy, order, start, params, nx, ny)
+        out[i] = _nearest(x[i], y[i], cell_xy, order, start, params, nx, ny)

@@ -118,16 +118,23 @@ class World:
         y = np.asarray(y_m, dtype=np.float64).ravel()
         if x.shape != y.shape:
             raise InputError(f"x_m has {x.shape} values but y_m has {y.shape}")
-        out = np.full(len(x), -1, dtype=np.int64)
         ok = self.inside(x, y)
-        if not ok.any():
-            return out
-        xy = np.column_stack([x[ok], y[ok]])
+        if ok.all():  # the usual case: no copy of the points
+            xs, ys = x, y
+        elif not ok.any():
+            return np.full(len(x), -1, dtype=np.int64)
+        else:
+            xs, ys = x[ok], y[ok]
         if level == "building":
-            out[ok] = self._bldg_index.query(xy[:, 0], xy[:, 1])
-            return out
-        out[ok] = self._block_of(xy)
-        return out if level == "block" else self.zones_of_blocks(out, level)
+            found = self._bldg_index.query(xs, ys)
+        else:
+            found = self._block_of(xs, ys)
+        if xs is x:
+            out = found
+        else:
+            out = np.full(len(x), -1, dtype=np.int64)
+            out[ok] = found
+        return out if level in ("building", "block") else self.zones_of_blocks(out, level)
 
     def zones_of_blocks(self, block_id, level: str) -> np.ndarray:
         """Zone id at ``level`` (block, tract or district) of each block id, -1 passing
@@ -156,9 +163,10 @@ class World:
              "tract_id": tr, "district_id": di}
         )
 
-    def _block_of(self, xy: np.ndarray) -> np.ndarray:
+    def _block_of(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         if self.kind != "polygons":
-            return self._seed_index.query(xy[:, 0], xy[:, 1])
+            return self._seed_index.query(x, y)
+        xy = np.column_stack([x, y])
         # real geography: the tract comes from its polygon, the block is the nearest
         # seed inside that tract (blocks are per-tract Voronoi cells).
         pts = shapely.points(xy)
