@@ -333,7 +333,7 @@ def model(rows: list) -> dict:
         "worker's memory stays at the measured per-part level",
         "I/O as measured on this machine's local disk; the release is written and read once; no shared or "
         "object storage (workers read parts by path)",
-        "the streaming attack's passes over parts (gathering, map incl. inference, count) are perfectly "
+        "the streaming attack's passes over parts (map incl. inference, count) are perfectly "
         "parallel; its reduce (the per-device attacks on the per-pseudonym tables) runs serially in the "
         "driver, linear in pseudonyms x observation windows; the driver's memory above one part grows the "
         "same way (attack_mb: c0 + c1 x pseudonyms, fitted across the measured sizes, scaled by the "

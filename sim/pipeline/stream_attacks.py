@@ -7,24 +7,21 @@ is a folder of ``pings/part-*.parquet`` files, each holding whole pseudonyms, so
 per-pseudonym quantity can be computed part by part; what needs the whole release is a
 small global reduction, done exactly.
 
-Design: up to three passes over the parts (gathering, map, count), each part read by one
-task at a time, with reductions in the driver between them
+Design: two passes over the parts (map, count), each part read by one task at a time,
+with reductions in the driver between them
 -----------------------------------------------------------------------------------------
-0. *Gathering* (only when the geofence is to be picked, :data:`GATHERING`, as
-   ``sim.pipeline.main.main_attack_config`` does with ``pick_gathering``): per part, the
-   cells (side 2 x 400 m) of the pings with accuracy <= 100 m in the window (12-18 h of
-   the first Saturday) and the number of distinct pseudonyms in each; summed over parts
-   (a pseudonym lies in one part), the busiest cell is the whole release's (ties: the
-   smallest (column, row), as ``np.argmax`` over the sorted cell keys).
 1. *Map* (:func:`attack_part`, one task per part): read the part; infer home/work for
    every observation window (``sim.infer.infer_prefixes``, optionally writing the
    part's full tables); the observed span per pseudonym; the pings in the geofence
-   window inside a box that holds the fence (for a picked fence: the busiest cell grown
-   by the radius, which holds both the pings the median is taken over and every point of
-   the circle); the top-N signatures per level with counts; the extremes of x, y and t;
-   and the *sample candidates*: the part's K pseudonyms with the smallest seeded
-   uniform of ``sim.attacks.unicity.sample_traces`` (K = the larger of the unicity sample
-   and the known-points targets), with, for each, the unicity points it would draw
+   window inside the box of a given fence, or, when the fence is to be picked
+   (:data:`GATHERING`, as ``sim.pipeline.main.main_attack_config`` does with
+   ``pick_gathering``), the gathering's crowds (:func:`gathering_crowds`: the cells,
+   side 2 x 400 m, of the pings with accuracy <= 100 m in the window, 12-18 h of the
+   first Saturday, with the number of distinct pseudonyms in each); the top-N
+   signatures per level with counts; the extremes of x, y and t; and the *sample
+   candidates*: the part's K pseudonyms with the smallest seeded uniform of
+   ``sim.attacks.unicity.sample_traces`` (K = the larger of the unicity sample and the
+   known-points targets), with, for each, the unicity points it would draw
    (``draw_trace_points``: absolute (ix, iy, tb) cells, per trace sorted
    lexicographically, which is the order of the whole release's keys) and its
    known-points observations (``target_observations``).  The driver keeps a running
@@ -36,14 +33,19 @@ task at a time, with reductions in the driver between them
    monotone, so the extreme cells are the cells of the extreme coordinates: the keys and
    grid cells are exactly the whole release's, and the same ConfigError/InputError is
    raised when they do not fit int64).  The top-N signature counts are summed per
-   signature; the seen table of the geofence is ``seen_in_fence`` of the box's pings.
+   signature.  A picked fence's cell is the busiest of the crowds summed over the parts
+   (a pseudonym lies in one part, so the sums are the whole release's; ties: the
+   smallest (column, row), as ``np.argmax`` over the sorted cell keys), and its box that
+   cell grown by the radius, which holds both the pings the median is taken over and
+   every point of the circle.
 3. *Count* (:func:`count_part`, one task per part): per unicity resolution, the part's
    posting index keyed in the whole release's key space and, for every sampled trace,
    the number of the part's traces holding all p of its drawn points (capped at 2);
    per noise level of the known-points attack, the part's candidates of every target's
    first 1..m observations on the whole release's grid, and whether the target (in its
    own part) is one.  Summed over the parts (capped again) these are the whole
-   release's counts.
+   release's counts.  For a picked fence the task also collects the box's pings.  The
+   seen table of the geofence is ``seen_in_fence`` of the box's pings.
 
 The per-device attacks (linkage, time to identification, the ladder with
 relink-then-identify, geofence scoring, re-linking) then run
@@ -74,7 +76,7 @@ with their draws and the geofence box's pings; the ladder builds its candidate s
 working memory on them, are what still grows with the release (``benchmarks/
 bench_scale.py``: at 100,000 devices x 30 days in 2 parts the streaming attack peaked at
 4.5 GiB, streaming inference at 4.2 GiB, the whole-release attack at 8.3 GiB; the driver
-holds about 0.24 GiB + 0.76 kB per pseudonym above a part).  On Dask the three passes run
+holds about 0.24 GiB + 0.76 kB per pseudonym above a part).  On Dask the two passes run
 on the workers; the reductions and the per-device attacks run in the driver.
 
 Outputs (into the dataset folder, or ``out_dir``), as ``reidsim attack`` wrote them
@@ -125,13 +127,13 @@ from sim.core.traces import Traces, forget_derived
 from sim.infer import InferenceParams, infer_prefixes
 from sim.pipeline.evaluate import observation_days
 from sim.pipeline.stream import CONCAT_MAX_ROWS, claim_out_dir, run_parts, write_inferred_concat
-from sim.release.dataset import check_dataset, read_pings_table, read_release_part, release_to_traces
+from sim.release.dataset import check_dataset, read_release_part
 from sim.world.model import World, load_world_cached
 
 log = logging.getLogger(__name__)
 
 __all__ = ["GATHERING", "OWN_ENTRIES", "attack_part", "attack_streaming", "count_part", "dataset_attack_config",
-           "gathering_part", "gathering_window"]
+           "gathering_crowds", "gathering_window"]
 
 #: ``geofence_polygon`` value that asks :func:`attack_streaming` to pick the fence as
 #: ``sim.attacks.gathering.pick_gathering`` does (out of core), window included
@@ -168,6 +170,7 @@ class MapPlan:
     topn_ns: tuple = ()
     topn_by: str = "pings"
     box: tuple | None = None         # (t0, t1, minx, miny, maxx, maxy): the geofence pings kept
+    gathering: tuple | None = None   # (t0, t1, cell_m): the gathering's cell crowds counted
 
 
 @dataclass(frozen=True)
@@ -180,33 +183,23 @@ class CountPlan:
     known: tuple = ()
     tol_s: int = 0
     known_targets: np.ndarray | None = None
+    box: tuple | None = None         # as MapPlan.box, for a fence picked after the map pass
 
 
-# ============================================================================ pass 0
-def gathering_part(directory, part: str, manifest: dict, t0: int, t1: int,
-                   cell_m: float = 2 * GATHERING_RADIUS_M) -> dict:
-    """Pass 0 for one part: the cells (``cell_m`` squares) of the pings in [t0, t1) with
-    accuracy <= 100 m, with the number of distinct pseudonyms in each.  Only those pings
-    are projected.  Returns gx, gy, n_pseudonyms (int64 arrays) and the part's figures.
-    ``directory``: a local path or a URL (the worker opens it)."""
-    import pyarrow.compute as pc
-
-    tt0 = time.perf_counter()
-    table = read_pings_table(as_path(directory) / "pings" / part)
-    t = table.column("t_s")
-    table = table.filter(pc.and_(pc.greater_equal(t, t0), pc.less(t, t1)))
-    pings = table.num_rows
-    tr = release_to_traces(table, manifest["crs"], manifest["utc_offset_s"], start_s=manifest["start_s"],
-                           n_days=manifest["n_days"])
-    del table
-    sel = tr.accuracy_m <= GATHERING_MAX_ACCURACY_M
-    gx, gy, n = cell_crowds(tr.x_m[sel], tr.y_m[sel], tr.trace_index()[sel], cell_m)
-    return {"part": part, "gx": gx, "gy": gy, "n_pseudonyms": n,
-            "pings_in_window": int(pings), "seconds": round(time.perf_counter() - tt0, 3)}
+# ============================================================================ the gathering
+def gathering_crowds(traces: Traces, t0: int, t1: int, cell_m: float = 2 * GATHERING_RADIUS_M) -> dict:
+    """The gathering's crowds in one part: the cells (``cell_m`` squares) of the pings in
+    [t0, t1) with accuracy <= 100 m, with the number of distinct pseudonyms in each
+    (``sim.attacks.gathering.cell_crowds``; gx, gy, n_pseudonyms as int64 arrays)."""
+    t = traces.t_s
+    sel = np.flatnonzero((t >= t0) & (t < t1))
+    sel = sel[traces.accuracy_m[sel] <= GATHERING_MAX_ACCURACY_M]
+    gx, gy, n = cell_crowds(traces.x_m[sel], traces.y_m[sel], traces.trace_index()[sel], cell_m)
+    return {"gx": gx, "gy": gy, "n_pseudonyms": n}
 
 
-def _busiest_cell(results: list) -> tuple[int, int]:
-    cat = [np.concatenate([r[k] for r in results]) if results else np.zeros(0, np.int64)
+def _busiest_cell(crowds: list) -> tuple[int, int]:
+    cat = [np.concatenate([r[k] for r in crowds]) if crowds else np.zeros(0, np.int64)
            for k in ("gx", "gy", "n_pseudonyms")]
     return busiest_cell(*cat)  # the whole release's (a pseudonym lies in one part)
 
@@ -230,7 +223,8 @@ def attack_part(directory, part: str, manifest: dict, plan: MapPlan, world=None)
     exactly this).  Reads only that part; returns its small per-pseudonym summaries:
     ``span`` (observed span), ``inferred`` ({window: table of :data:`DEVICE_COLUMNS`};
     the full tables go to ``plan.parts_dir``, one row group per window), ``box`` (the
-    geofence box's pings), ``topn`` ({(level, N): (signatures, counts, n_short)}),
+    geofence box's pings, for a box given in ``plan``), ``crowds`` (the gathering's cell
+    crowds, :func:`gathering_crowds`), ``topn`` ({(level, N): (signatures, counts, n_short)}),
     ``candidates`` (see :func:`_candidates`), ``bounds`` (x, y, t extremes) and figures.
     ``directory`` and ``plan.parts_dir``: local paths or URLs (the worker opens them).
     """
@@ -253,6 +247,8 @@ def attack_part(directory, part: str, manifest: dict, plan: MapPlan, world=None)
         del long
     if plan.box is not None:
         out["box"] = _box_pings(traces, plan.box)
+    if plan.gathering is not None:
+        out["crowds"] = gathering_crowds(traces, *plan.gathering)
     if plan.topn_levels:
         world = load_world_cached(as_path(directory) / "world") if world is None else world
         out["topn"] = {}
@@ -317,7 +313,8 @@ def count_part(directory, part: str, manifest: dict, plan: CountPlan) -> dict:
     """Pass 2 for one part: unicity match counts of the sampled traces per resolution and
     p (``unicity``: {(resolution index, p): int64 counts}) and known-points candidate
     counts and target hits per noise level (``known``: {index: (counts, hits)}), all in
-    the whole release's key spaces (see the module docstring)."""
+    the whole release's key spaces (see the module docstring); and ``box``, the pings in
+    ``plan.box`` (a fence picked from the map pass's crowds)."""
     t0, c0 = time.perf_counter(), time.process_time()
     traces = read_release_part(directory, part, manifest)
     out = {"part": part, "unicity": {}, "known": {}}
@@ -331,6 +328,8 @@ def count_part(directory, part: str, manifest: dict, plan: CountPlan) -> dict:
         for i, (radius_m, origin, ox, oy, ot, m_eff) in enumerate(plan.known):
             out["known"][i] = match_observations(traces, ox, oy, ot, m_eff, hit_rows, radius_m=radius_m,
                                                  tol_s=plan.tol_s, origin=origin)
+    if plan.box is not None:
+        out["box"] = _box_pings(traces, plan.box)
     del traces
     out["seconds"] = round(time.perf_counter() - t0, 3)
     out["cpu_s"] = round(time.process_time() - c0, 3)
@@ -413,7 +412,7 @@ def _settings(cfg: AttackConfig) -> dict:
     return st
 
 
-def _map_plan(cfg: AttackConfig, st: dict, *, days, params, parts_dir, box) -> MapPlan:
+def _map_plan(cfg: AttackConfig, st: dict, *, days, params, parts_dir, box, gathering=None) -> MapPlan:
     """What the map pass computes, from the validated settings ``st``."""
     sizes = [st[k]["n"] for k in ("unicity", "known") if k in st]
     k = 0 if not sizes else (None if any(s is None for s in sizes) else max(sizes))
@@ -423,7 +422,7 @@ def _map_plan(cfg: AttackConfig, st: dict, *, days, params, parts_dir, box) -> M
         resolutions=tuple((v, h) for v in u["vs"] for h in u["hs"]) if u else (), p_max=max(u["ps"]) if u else 0,
         sigmas=tuple(kp["sigmas"]) if kp else (), m_max=max(kp["ms"]) if kp else 0,
         jitter_s=kp["jitter_s"] if kp else 0.0, topn_levels=tuple(tp["levels"]) if tp else (),
-        topn_ns=tuple(tp["ns"]) if tp else (), topn_by=cfg.topn_by, box=box)
+        topn_ns=tuple(tp["ns"]) if tp else (), topn_by=cfg.topn_by, box=box, gathering=gathering)
 
 
 # ============================================================================ driver
@@ -554,14 +553,11 @@ class _Run:
 
     def _attack(self, cfg, st, gathering, params, ibd_given):
         man, parts = self.man, self.parts
-        # -------------------------------------------------------------- pass 0: the gathering
+        # -------------------------------------------------------------- the geofence's box
         box = cell = gwin = None
-        if gathering:
+        if gathering:  # the map pass counts the crowds; the count pass collects the box's pings
             gwin = gathering_window(man["start_s"], man["utc_offset_s"], man["n_days"])
-            g = self.run("gathering", gathering_part, [dict(self.base, part=p, t0=gwin[0], t1=gwin[1]) for p in parts])
-            cell = _busiest_cell(g)
-            box = gwin + _gathering_box(cell, 2 * GATHERING_RADIUS_M, GATHERING_RADIUS_M)
-        elif wants_geofence(cfg):
+        elif wants_geofence(cfg):  # given: the map pass collects its box's pings
             t0, t1 = cfg.geofence_window_s
             box = (int(t0), int(t1)) + tuple(float(b) for b in cfg.geofence_polygon.bounds)
         # -------------------------------------------------------------- pass 1: map
@@ -571,7 +567,7 @@ class _Run:
             parts_dir = self.stage / "parts"
             parts_dir.mkdir()
         plan = _map_plan(cfg, st, days=days, params=params, parts_dir=str(parts_dir) if parts_dir else None,
-                         box=box)
+                         box=box, gathering=None if gwin is None else (gwin[0], gwin[1], 2 * GATHERING_RADIUS_M))
         merged = {"candidates": None}
 
         def on_map(i, r):
@@ -598,10 +594,14 @@ class _Run:
         n_panel = sum(r["with_pings"] for r in maps)
         bounds = _merge_bounds([r["bounds"] for r in maps])
         cplan = _count_plan(st, cand, bounds, man, plan)
+        if gathering:  # the busiest cell of the whole release (a pseudonym lies in one part)
+            cell = _busiest_cell([r.pop("crowds") for r in maps])
+            box = gwin + _gathering_box(cell, 2 * GATHERING_RADIUS_M, GATHERING_RADIUS_M)
+            cplan = dataclasses.replace(cplan, box=box)
         reduce_s = time.perf_counter() - t_red
         # -------------------------------------------------------------- pass 2: count
         counts = self.run("count", count_part, [dict(self.base, part=p, plan=cplan) for p in parts]) \
-            if (cplan.unicity or cplan.known) else []
+            if (cplan.unicity or cplan.known or cplan.box is not None) else []
         t_red = time.perf_counter()
         release_free_memory()  # the passes' freed part buffers (local backend) go back before the reduce
         tables = _global_tables(cfg, st, cand, counts, maps, n_panel, bounds, cplan, man)
@@ -614,7 +614,7 @@ class _Run:
             ibd = _inferred_by_day(maps, order, span)
         seen = None
         if box is not None:
-            boxp = pd.concat([r.pop("box") for r in maps], ignore_index=True)
+            boxp = pd.concat([r.pop("box") for r in (counts if gathering else maps)], ignore_index=True)
             if gathering:
                 poly = _gathering_polygon(boxp, cell, 2 * GATHERING_RADIUS_M, GATHERING_RADIUS_M)
                 cfg = dataclasses.replace(cfg, geofence_polygon=poly, geofence_window_s=gwin)
