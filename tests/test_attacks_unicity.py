@@ -180,18 +180,33 @@ def test_power_law_fit_recovers_exponent():
         U.fit_power_law(pd.DataFrame(rows), resolution="x")
 
 
+def test_bitmap_ranks_are_the_sorted_positions():
+    """A wanted key's rank in the bitmap (set bits below it) is its position in the
+    sorted wanted keys, across word boundaries and at the first and last bit."""
+    rng = np.random.default_rng(3)
+    for total in (1, 64, 65, 1000, 5000):
+        wanted = np.unique(np.concatenate([rng.integers(0, total, total // 3 + 1), [0, total - 1]]))
+        bits = U._key_bits(wanted, (0, 0, 0, 1, 1, total))
+        ranks = U._word_ranks(bits)
+        got = [ranks[k >> 6] + U._popcount(bits[k >> 6] & ((np.uint64(1) << np.uint64(k & 63)) - np.uint64(1)))
+               for k in wanted]
+        np.testing.assert_array_equal(got, np.arange(len(wanted)))
+        assert U._popcount(np.uint64(2**64 - 1)) == 64 and U._popcount(np.uint64(0)) == 0
+
+
+@pytest.mark.parametrize("v, h", [(250.0, 1.0), (1000.0, 24.0)])
 @pytest.mark.parametrize("bitmap", [True, False])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_query_index_counts_equal_full_index(seed, bitmap, monkeypatch):
+def test_query_index_counts_equal_full_index(seed, bitmap, v, h, monkeypatch):
     """build_query_index keeps only the wanted keys' postings: the same postings as the
     full index for those keys, and the same counts for targets drawn from them (here the
     targets are drawn from another release, so some keys are absent); with the wanted
-    keys' bitmap and without it (a key space above KEY_BITS_MAX)."""
+    keys' bitmap (a key's position from the bitmap's ranks) and without it (a key space
+    above KEY_BITS_MAX: a search); at a coarse resolution consecutive pings share keys."""
     if not bitmap:
         monkeypatch.setattr(U, "KEY_BITS_MAX", 0)
     part, other = _random_traces(seed, n=80), _random_traces(seed + 10, n=30)
     origin = U.key_origin((-5, -5, 0), (40, 40, 80))
-    v, h = 250.0, 1.0
     draws = U.draw_trace_points(other, np.arange(other.n_traces), [(v, h)], 4, seed)
     n_pts, cells = draws[0]
     keys = U.cell_keys(cells, origin)

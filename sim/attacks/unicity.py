@@ -42,6 +42,7 @@ from sim.core.jit import jit, pjit, prange
 from sim.core.errors import ConfigError, InputError
 from sim.core.rng import TAG_ATTACK, stream_key, uniform, stable_uid64
 from sim.core.traces import Traces
+from sim.world._kernels import counting_argsort
 from sim.attacks._common import check_int, check_positive, rate_row, uniforms
 
 log = logging.getLogger(__name__)
@@ -329,25 +330,61 @@ def build_index(traces: Traces, v_m: float, h_h: float, *, origin=None) -> Point
     return PointIndex(pt_off, pt_keys, pt_post, post_off, owner[order], sk[starts])
 
 
+@jit
+def _popcount(w):  # pragma: no cover - numba
+    """Set bits of a uint64 word (SWAR)."""
+    w = w - ((w >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    w = (w & np.uint64(0x3333333333333333)) + ((w >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    w = (w + (w >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((w * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+@jit
+def _word_ranks(bits):  # pragma: no cover - numba
+    """Set bits in the words before each word of ``bits`` (int64): the rank of a key is
+    its word's rank plus the set bits below it in its word."""
+    out = np.empty(len(bits), dtype=np.int64)
+    acc = 0
+    for w in range(len(bits)):
+        out[w] = acc
+        acc += _popcount(bits[w])
+    return out
+
+
 @pjit
-def _query_hits(offsets, x, y, t, v_m, bin_s, t0, origin, wanted, cells, bits, counts, scratch):  # pragma: no cover - numba
+def _query_hits(offsets, x, y, t, v_m, bin_s, t0, origin, wanted, cells, bits, ranks, counts,
+                scratch):  # pragma: no cover - numba
     """Per trace: the distinct positions in ``wanted`` of its ping keys (ascending),
     written to ``scratch`` at the trace's own ping offset (a trace has at most as many as
     it has pings), their number to ``counts``.  ``cells`` flags the cells (ix * ny + iy,
     origin-relative) of the wanted keys, so most pings are rejected without a search;
-    ``bits`` (:func:`_key_bits`, or empty) flags the wanted keys themselves, so only a
-    wanted key is searched for."""
+    ``bits`` (:func:`_key_bits`, or empty) flags the wanted keys themselves and
+    ``ranks`` (:func:`_word_ranks` of ``bits``) gives a wanted key's position without a
+    search: the number of wanted keys below it.  A ping with the key of the ping before
+    it that passed the cell check is skipped (the same key, the same answer)."""
     ix0, iy0, tb0, nx, ny, nt = origin
     n_bits = len(bits) * 64
     for i in prange(len(offsets) - 1):
         a, b = offsets[i], offsets[i + 1]
         m = 0
+        last = np.int64(-1)
         for j in range(a, b):
             c = (np.int64(np.floor(x[j] / v_m)) - ix0) * ny + (np.int64(np.floor(y[j] / v_m)) - iy0)
             if c < 0 or c >= len(cells) or not cells[c]:
                 continue
             k = c * nt + ((t[j] - t0) // bin_s - tb0)
-            if n_bits and (k < 0 or k >= n_bits or not (bits[k >> 6] >> np.uint64(k & 63)) & np.uint64(1)):
+            if k == last:
+                continue
+            last = k
+            if n_bits:
+                if k < 0 or k >= n_bits:
+                    continue
+                word = bits[k >> 6]
+                below = np.uint64(k & 63)
+                if not (word >> below) & np.uint64(1):
+                    continue
+                scratch[a + m] = ranks[k >> 6] + _popcount(word & ((np.uint64(1) << below) - np.uint64(1)))
+                m += 1
                 continue
             q = np.searchsorted(wanted, k)
             if q < len(wanted) and wanted[q] == k:
@@ -423,7 +460,9 @@ def build_query_index(traces: Traces, v_m: float, h_h: float, wanted, *, origin=
     args = (np.ascontiguousarray(traces.offsets, dtype=np.int64), np.ascontiguousarray(traces.x_m, dtype=np.float64),
             np.ascontiguousarray(traces.y_m, dtype=np.float64), np.ascontiguousarray(traces.t_s, dtype=np.int64),
             np.float64(v_m), np.int64(bin_s), np.int64(traces.start_s), np.asarray(origin, dtype=np.int64), wanted,
-            _wanted_cells(wanted, origin), _key_bits(wanted, origin))
+            _wanted_cells(wanted, origin))
+    bits = _key_bits(wanted, origin)
+    args += (bits, _word_ranks(bits))
     counts = np.zeros(nt, dtype=np.int64)
     scratch = np.empty(traces.n_pings, dtype=np.int64)  # one pass over the pings: hits at each trace's offset
     _query_hits(*args, counts, scratch)
@@ -434,10 +473,10 @@ def build_query_index(traces: Traces, v_m: float, h_h: float, wanted, *, origin=
         _gather_hits(args[0], scratch, starts, hits)
     del scratch
     owner = np.repeat(np.arange(nt, dtype=np.int64), counts)
-    order = np.argsort(hits, kind="stable")  # by key, traces ascending within a key
-    k = hits[order]
-    uk, first = np.unique(k, return_index=True)
-    return PointIndex(np.zeros(nt + 1, dtype=np.int64), empty, empty, np.append(first, len(k)).astype(np.int64),
+    # by key, traces ascending within a key: a counting sort of the hits' positions
+    order, start = counting_argsort(hits, len(wanted))
+    uk = np.flatnonzero(start[1:] > start[:-1])  # the positions of the keys some trace holds
+    return PointIndex(np.zeros(nt + 1, dtype=np.int64), empty, empty, np.append(start[uk], len(hits)).astype(np.int64),
                       owner[order], wanted[uk])
 
 
