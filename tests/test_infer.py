@@ -329,6 +329,48 @@ def test_dbscan_of_every_prefix_matches_the_naive_reference(seed):
         np.testing.assert_array_equal(lab, ref_dbscan(xy[:m, 0], xy[:m, 1], 20.0, 4))
 
 
+def growing_dbscan(x, y, eps, min_samples, ms):
+    """dbscan_prefixes: the labels of each prefix x[:m] for m in ms, carried over."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ms = np.asarray(ms, np.int64)
+    lab = np.full((len(ms), len(x)), -9, np.int64)
+    nc = K.dbscan_prefixes(x, y, float(eps), min_samples, ms, lab)
+    out = [lab[w, :m] for w, m in enumerate(ms)]
+    for w, m in enumerate(ms):
+        assert nc[w] == (out[w].max() + 1 if m else 0)
+        assert (lab[w, m:] == -9).all()  # nothing written past the prefix
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    pts=st.lists(st.tuples(st.integers(-12, 12), st.integers(-12, 12)), min_size=0, max_size=40),
+    eps=st.sampled_from([1.0, 2.0, 2.5, 5.0]),
+    min_samples=st.integers(1, 5),
+    cuts=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=6),
+)
+def test_dbscan_of_growing_prefixes_matches_the_naive_reference(pts, eps, min_samples, cuts):
+    """Each prefix's places, carried over from the shorter prefixes (core times, places
+    joined as cores appear, owners updated by new cores only), are a naive DBSCAN's of
+    that prefix from scratch; integer points make exact ties and distances equal to eps."""
+    x = np.array([p[0] for p in pts], float)
+    y = np.array([p[1] for p in pts], float)
+    ms = sorted(int(round(c * len(x))) for c in cuts)
+    for m, lab in zip(ms, growing_dbscan(x, y, eps, min_samples, ms)):
+        np.testing.assert_array_equal(lab, ref_dbscan(x[:m], y[:m], eps, min_samples))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_dbscan_of_growing_prefixes_matches_each_prefix_from_scratch(seed):
+    """Clumps and scattered points, prefixes growing by a few points and by many (and
+    repeated): the labels of dbscan_prefix on each prefix, and the naive reference's."""
+    xy = clumped_points(seed)
+    ms = [0, 1, 2, 5, 5, 30, 31, 77, 121, 160, 160]
+    for m, lab in zip(ms, growing_dbscan(xy[:, 0], xy[:, 1], 20.0, 4, ms)):
+        np.testing.assert_array_equal(lab, prefix_dbscan(xy[:, 0], xy[:, 1], 20.0, 4, m))
+        np.testing.assert_array_equal(lab, ref_dbscan(xy[:m, 0], xy[:m, 1], 20.0, 4))
+
+
 def test_dbscan_threshold_is_inclusive_and_min_samples_counts_self():
     # (0,0)-(3,4) are exactly 5 m apart
     x, y = np.array([0.0, 3.0]), np.array([0.0, 4.0])

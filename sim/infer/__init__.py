@@ -46,10 +46,14 @@ hour), ``n_pings`` (all pings in the window, before the accuracy filter),
 
 Observation prefixes: :func:`infer_prefixes` computes every window ``d`` (pings with
 ``t_s < start_s + d * 86400``, as ``Traces.prefix``) in **one kernel call**: each
-trace is loaded once and re-clustered for every prefix (DBSCAN is not incremental:
-a place's core pings change as pings arrive), so the cost is about
-``sum(d) / n_days`` full passes; results equal ``infer_home_work(traces.prefix(d))``
-exactly.
+trace is loaded, filtered and sorted into its DBSCAN grid once, and each window's
+DBSCAN goes on from the shorter window's (a ping's neighbours in a window are its
+neighbours among the earlier pings, so a ping is core from the window holding its
+``min_samples``-th earliest neighbour on, cores only ever join places, and a window
+links only its new cores and re-assigns only the non-core pings a new core may take:
+``sim.infer._kernels.dbscan_prefixes``); the place support is still counted per
+window.  Results equal ``infer_home_work(traces.prefix(d))`` exactly (tested against
+the naive DBSCAN of each prefix).
 
 Determinism: each trace's result depends only on its own pings; output is
 bit-identical whatever the numba thread count or trace order.
@@ -422,7 +426,8 @@ def infer_prefixes(traces: Traces, days=(1, 2, 3, 7, 14), **params) -> pd.DataFr
     Window ``d`` holds the pings with ``t_s < traces.start_s + d * 86400`` (as
     ``Traces.prefix(d)``); windows longer than the observation are computed all the
     same (they hold every ping).  One kernel call computes every window: each trace
-    is read once and clustered once per window (see the module docstring).
+    is read and sorted into its grid once, and each window's clustering goes on from
+    the shorter window's (see the module docstring).
 
     Returns
     -------

@@ -4,7 +4,9 @@
   :func:`cluster_stats` (per-place support), :func:`choose_home_work`,
   :func:`infer_window` (all of it for one observation window of one trace, from
   scratch: the reference the windows of :func:`infer_kernel` are tested against, which
-  filter and grid-sort each trace once for all its windows, :func:`dbscan_prefix`);
+  filter and grid-sort each trace once for all its windows and carry each window's
+  DBSCAN over to the next, :func:`dbscan_prefixes`; :func:`dbscan_prefix` is one
+  prefix from scratch on the whole trace's grid, the reference of that);
 * parallel kernels looping ``prange`` over traces, each iteration writing only its
   own output slice: :func:`infer_kernel`, :func:`from_labels_kernel`,
   :func:`place_stats_kernel`;
@@ -340,6 +342,276 @@ def dbscan_prefix(order_full, keys, ny, x, y, m, eps_m, min_samples, labels):
     return _dbscan_cells(order, xs, ys, ny, cell_start, cell_keys, eps_m, min_samples, labels)
 
 
+# --------------------------------------------------------------------------- DBSCAN of growing prefixes
+# The places of every prefix of a trace's points (its observation windows), with the
+# work of the shorter prefixes carried over: a point's neighbours in a prefix are its
+# neighbours with an index below the prefix's end, so a point is core from the prefix
+# that holds its min_samples-th smallest neighbour on (its *core time*), core points only
+# ever join places, and each prefix only links its new core points and re-assigns its
+# non-core points.  The labels of each prefix are :func:`dbscan_prefix`'s (tested).
+
+
+@jit
+def _core_times(sx, sy, order, cell_start, nlo, nhi, eps2, min_samples):
+    """Per sorted position: the smallest prefix length ``m`` in which the point is core
+    (its own index and its ``min_samples``-th smallest neighbour index both below ``m``),
+    ``len(sx) + 1`` if it never is.  Points of a cell are neighbours without a distance
+    test (a cell's diagonal is below eps), and within a cell the positions are in index
+    order, so a cell holding ``min_samples`` points settles all but its first ones and a
+    neighbouring cell is scanned only up to the current ``min_samples``-th smallest."""
+    n = len(sx)
+    ncell = len(nlo)
+    nr = 2 * _REACH + 1
+    ct = np.full(n, n + 1, np.int64)
+    best = np.empty(min_samples, np.int64)
+    for c in range(ncell):
+        a0 = cell_start[c]
+        a1 = cell_start[c + 1]
+        dense = a1 - a0 >= min_samples
+        kth_own = order[a0 + min_samples - 1] if dense else -1
+        rlo = nlo[c]
+        rhi = nhi[c]
+        for p in range(a0, a1):
+            ip = order[p]
+            if dense and ip >= kth_own:
+                ct[p] = ip + 1
+                continue
+            nb = 0
+            for r in range(nr):
+                for c2 in range(rlo[r], rhi[r]):
+                    for q in range(cell_start[c2], cell_start[c2 + 1]):
+                        iq = order[q]
+                        if nb == min_samples and iq >= best[min_samples - 1]:
+                            break  # the cell's later points have larger indices
+                        if c2 != c:
+                            dx = sx[p] - sx[q]
+                            dy = sy[p] - sy[q]
+                            if dx * dx + dy * dy > eps2:
+                                continue
+                        # insert iq into the sorted best, dropping the largest when full
+                        pos = nb if nb < min_samples else min_samples - 1
+                        while pos > 0 and best[pos - 1] > iq:
+                            if pos < min_samples:
+                                best[pos] = best[pos - 1]
+                            pos -= 1
+                        best[pos] = iq
+                        if nb < min_samples:
+                            nb += 1
+            if nb == min_samples:
+                ct[p] = max(ip, best[min_samples - 1]) + 1
+    return ct
+
+
+@jit
+def _new_cores_touch(sx, sy, order, ct, m_prev, m, cell_start, c, c2, eps2):
+    """Whether a point of cell ``c`` that is core from prefix ``m`` but not ``m_prev`` is
+    within eps of a core point (at ``m``) of cell ``c2``."""
+    for p in range(cell_start[c], cell_start[c + 1]):
+        if order[p] >= m:
+            break
+        if ct[p] > m or ct[p] <= m_prev:
+            continue
+        for q in range(cell_start[c2], cell_start[c2 + 1]):
+            if order[q] >= m:
+                break
+            if ct[q] > m:
+                continue
+            dx = sx[p] - sx[q]
+            dy = sy[p] - sy[q]
+            if dx * dx + dy * dy <= eps2:
+                return True
+    return False
+
+
+@jit
+def _grow_cores(m_prev, m, step, ptr, by_ct, ct, cell_of, first_core, parent, touched, cell_step, sx, sy, order,
+                cell_start, nlo, nhi, eps2):
+    """Join the points that are core from prefix ``m`` on but not from ``m_prev`` (those
+    of ``by_ct[ptr:]`` with core time <= m) to their places; returns the new ``ptr``.  A
+    new core joins its cell's cores, and its cell is stamped ``cell_step[c] = step``;
+    each such cell is then linked to every neighbouring cell whose cores are not yet in
+    its place and are within eps of one of its new cores (pairs of cores that were both
+    core before were linked in an earlier prefix)."""
+    n_t = 0
+    while ptr < len(by_ct) and ct[by_ct[ptr]] <= m:
+        p = by_ct[ptr]
+        ptr += 1
+        c = cell_of[p]
+        if first_core[c] < 0:
+            first_core[c] = p
+        else:
+            union_roots(parent, first_core[c], p)
+        if cell_step[c] != step:
+            cell_step[c] = step
+            touched[n_t] = c
+            n_t += 1
+    for k in range(n_t):
+        c = touched[k]
+        rlo = nlo[c]
+        rhi = nhi[c]
+        for r in range(len(rlo)):
+            for c2 in range(rlo[r], rhi[r]):
+                if c2 == c or first_core[c2] < 0:
+                    continue
+                if find_root(parent, first_core[c]) == find_root(parent, first_core[c2]):
+                    continue
+                if _new_cores_touch(sx, sy, order, ct, m_prev, m, cell_start, c, c2, eps2):
+                    union_roots(parent, first_core[c], first_core[c2])
+    return ptr
+
+
+@jit
+def _prefix_owners(m_prev, m, step, cell_step, ct, sx, sy, order, cell_start, nlo, nhi, eps2, owner):
+    """``owner[p]`` of every point of prefix ``m`` that is not core in it: its nearest
+    core point of the prefix within eps (ties to the lowest index), -1 for noise.  A
+    point already in prefix ``m_prev`` keeps its owner there unless a new core (of a
+    cell stamped ``step``) is nearer (cores only ever join), so only those are searched."""
+    for c in range(len(nlo)):
+        a0 = cell_start[c]
+        a1 = cell_start[c + 1]
+        if order[a0] >= m:
+            continue  # the cell's first point is its lowest index
+        need = False
+        for p in range(a0, a1):
+            if order[p] >= m:
+                break
+            if ct[p] > m:
+                need = True
+                break
+        if not need:
+            continue
+        rlo = nlo[c]
+        rhi = nhi[c]
+        for p in range(a0, a1):
+            if order[p] >= m:
+                break
+            if ct[p] <= m:
+                continue
+            old = order[p] < m_prev  # owner[p] is its nearest core of prefix m_prev
+            best = owner[p] if old else -1
+            bestd = np.inf
+            if best >= 0:
+                dx = sx[p] - sx[best]
+                dy = sy[p] - sy[best]
+                bestd = dx * dx + dy * dy
+            for r in range(len(rlo)):
+                for c2 in range(rlo[r], rhi[r]):
+                    if old and cell_step[c2] != step:
+                        continue  # no new core there
+                    for q in range(cell_start[c2], cell_start[c2 + 1]):
+                        if order[q] >= m:
+                            break
+                        if ct[q] > m or (old and ct[q] <= m_prev):
+                            continue
+                        dx = sx[p] - sx[q]
+                        dy = sy[p] - sy[q]
+                        d2 = dx * dx + dy * dy
+                        if d2 <= eps2 and (d2 < bestd or (d2 == bestd and order[q] < order[best])):
+                            best = q
+                            bestd = d2
+            owner[p] = best
+
+
+@jit
+def _prefix_labels(m, pos_of, ct, owner, parent, root_label, used, labels):
+    """Labels of the first ``m`` points (places numbered by their earliest member, as
+    :func:`_canonical_labels`); returns the place count.  ``root_label`` is all -1 on
+    entry and on return."""
+    nc = 0
+    for i in range(m):
+        p = pos_of[i]
+        own = p if ct[p] <= m else owner[p]
+        if own < 0:
+            labels[i] = NOISE
+            continue
+        root = find_root(parent, own)
+        if root_label[root] < 0:
+            root_label[root] = nc
+            used[nc] = root
+            nc += 1
+        labels[i] = root_label[root]
+    for k in range(nc):
+        root_label[used[k]] = -1
+    return nc
+
+
+@jit
+def _prefix_state(x, y, eps_m, min_samples):
+    """The grid of all the points and what every prefix's DBSCAN reads of it: a tuple
+    (order, sx, sy, nlo, cell_start, nhi, cell_of, pos_of, ct, by_ct, parent,
+    first_core, owner, root_label, scratch, cell_step, at) for :func:`_prefix_step`,
+    ``at`` = (previous prefix length, core-time pointer, step).  ``x`` non-empty."""
+    n = len(x)
+    keys, ny = _grid_keys(x, y, eps_m)
+    order = np.argsort(keys, kind="mergesort")
+    sx, sy, cell_start, cell_keys = _cells_of(order, keys, x, y)
+    ncell = len(cell_keys)
+    cell_of = np.empty(n, np.int64)
+    nr = 2 * _REACH + 1
+    nlo = np.empty((ncell, nr), np.int64)  # each cell's neighbouring cell ranges
+    nhi = np.empty((ncell, nr), np.int64)
+    for c in range(ncell):
+        _cell_ranges(cell_keys, cell_keys[c], ny, nlo[c], nhi[c])
+        for p in range(cell_start[c], cell_start[c + 1]):
+            cell_of[p] = c
+    pos_of = np.empty(n, np.int64)
+    for p in range(n):
+        pos_of[order[p]] = p
+    ct = _core_times(sx, sy, order, cell_start, nlo, nhi, eps_m * eps_m, min_samples)
+    by_ct, _ = _counting_order(ct, n + 2)
+    return (order, sx, sy, nlo, cell_start, nhi, cell_of, pos_of, ct, by_ct, np.arange(n),
+            np.full(ncell, -1, np.int64), np.full(n, -1, np.int64), np.full(n, -1, np.int64),
+            np.empty(max(n, ncell), np.int64), np.full(ncell, -1, np.int64), np.zeros(3, np.int64))
+
+
+@jit
+def _counting_order(keys, n_keys):
+    """Stable argsort of integer keys in [0, n_keys) by counting (and the bucket starts)."""
+    start = np.zeros(n_keys + 1, dtype=np.int64)
+    for i in range(len(keys)):
+        start[keys[i] + 1] += 1
+    for k in range(n_keys):
+        start[k + 1] += start[k]
+    nxt = start[:-1].copy()
+    out = np.empty(len(keys), dtype=np.int64)
+    for i in range(len(keys)):
+        out[nxt[keys[i]]] = i
+        nxt[keys[i]] += 1
+    return out, start
+
+
+@jit
+def _prefix_step(state, m, eps_m, labels):
+    """DBSCAN labels of the first ``m`` points into ``labels[:m]``, going on from the
+    state (:func:`_prefix_state`) of the previous prefix; returns the place count.
+    Prefixes must come in non-decreasing length."""
+    (order, sx, sy, nlo, cell_start, nhi, cell_of, pos_of, ct, by_ct, parent, first_core, owner,
+     root_label, scratch, cell_step, at) = state
+    if m == 0:
+        return 0
+    m_prev, ptr, step = at[0], at[1], at[2] + 1
+    eps2 = eps_m * eps_m
+    ptr = _grow_cores(m_prev, m, step, ptr, by_ct, ct, cell_of, first_core, parent, scratch, cell_step, sx, sy,
+                      order, cell_start, nlo, nhi, eps2)
+    _prefix_owners(m_prev, m, step, cell_step, ct, sx, sy, order, cell_start, nlo, nhi, eps2, owner)
+    at[0], at[1], at[2] = m, ptr, step
+    return _prefix_labels(m, pos_of, ct, owner, parent, root_label, scratch, labels)
+
+
+@jit
+def dbscan_prefixes(x, y, eps_m, min_samples, ms, labels):
+    """:func:`dbscan_trace` of each prefix ``x[:ms[w]]`` (``ms`` non-decreasing) into
+    ``labels[w, :ms[w]]``, the work carried from each prefix to the next (section
+    comment above); returns the place counts."""
+    out = np.zeros(len(ms), np.int64)
+    if len(x) == 0:
+        return out
+    state = _prefix_state(x, y, eps_m, min_samples)
+    for w in range(len(ms)):
+        out[w] = _prefix_step(state, ms[w], eps_m, labels[w])
+    return out
+
+
 # --------------------------------------------------------------------------- windows
 @jit
 def window_id(rel_s, a_s, b_s):
@@ -592,8 +864,10 @@ def _infer_trace_windows(t, x, y, acc, cutoffs_s, start_s, epoch_day0, eps_m, mi
                          out_f, out_i, labels_out, write_labels):
     """:func:`infer_window` of one trace for every window ``t < cutoffs_s[w]`` (into
     ``out_f[w]``, ``out_i[w]``; labels of the last window to ``labels_out``).  The
-    accuracy filter and the sort into the DBSCAN grid are done once for the whole trace:
-    a window's kept pings are the first ones of the trace's."""
+    accuracy filter, the sort into the DBSCAN grid and the core times are done once for
+    the whole trace, and each window's DBSCAN goes on from the previous window's
+    (:func:`_prefix_step`; ``cutoffs_s`` ascending): a window's kept pings are the first
+    ones of the trace's."""
     n = len(t)
     n_w = len(cutoffs_s)
     idx = _kept_rows(acc, max_acc_m)
@@ -601,13 +875,9 @@ def _infer_trace_windows(t, x, y, acc, cutoffs_s, start_s, epoch_day0, eps_m, mi
     xs = x[idx]
     ys = y[idx]
     rel = t[idx] - start_s
-    if m_all > 0:
-        keys, ny = _grid_keys(xs, ys, eps_m)
-        order = np.argsort(keys, kind="mergesort")
-    else:
-        keys = np.empty(0, np.int64)
-        ny = np.int64(1)
-        order = np.empty(0, np.int64)
+    # the DBSCAN state of all the kept pings (a dummy one for a trace without any)
+    state = _prefix_state(xs, ys, eps_m, min_samples) if m_all > 0 else \
+        _prefix_state(np.zeros(1), np.zeros(1), eps_m, min_samples)
     for w in range(n_w):
         k = np.searchsorted(t, cutoffs_s[w], side="left")
         m = np.searchsorted(idx, k, side="left")  # kept pings before the cutoff
@@ -616,7 +886,7 @@ def _infer_trace_windows(t, x, y, acc, cutoffs_s, start_s, epoch_day0, eps_m, mi
         oi[I_N_PINGS] = k
         oi[I_N_DAYS] = _count_days(t[:k], start_s)
         lab = np.empty(m, np.int64)
-        nc = dbscan_prefix(order, keys, ny, xs, ys, m, eps_m, min_samples, lab)
+        nc = _prefix_step(state, m, eps_m, lab)
         _home_work_of_labels(rel[:m], xs[:m], ys[:m], lab, nc, night_a, night_b, work_a, work_b, wd_mask,
                              epoch_day0, min_home_nights, min_work_days, min_work_share,
                              max_work_night_share, min_work_dist_m, work_requires_home, of, oi)
