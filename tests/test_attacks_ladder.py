@@ -156,6 +156,8 @@ def test_registry_and_config_errors(crafted):
         LD.ladder_sets(inf, reg.drop(columns="home_block_id"), w, level="block")
     with pytest.raises(InputError, match="twice"):
         LD.ladder_sets(inf, pd.concat([reg, reg.iloc[:1]]), w)
+    with pytest.raises(InputError, match="twice"):  # sorted ids with a repeat: not strictly increasing
+        LD.ladder_sets(inf, pd.concat([reg.iloc[:1], reg]), w)
     with pytest.raises(InputError, match="duplicate"):
         LD.ladder_sets(pd.concat([inf, inf.iloc[:1]]), reg, w)
     with pytest.raises(InputError, match="unknown to the truth"):

@@ -15,9 +15,10 @@ def reference_positions(keys, ids):
     return np.array([first.get(v, -1) for v in ids.tolist()], dtype=np.int64)
 
 
+@pytest.mark.parametrize("n_ids", [500, 6000])  # few ids are searched as given, many in sorted order
 @pytest.mark.parametrize("order", ["increasing", "shuffled", "repeated", "decreasing"])
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
-def test_id_positions_are_the_first_rows_of_each_id(order, dtype):
+def test_id_positions_are_the_first_rows_of_each_id(order, dtype, n_ids):
     rng = np.random.default_rng(7)
     keys = np.sort(rng.choice(1000, size=300, replace=False)).astype(dtype)
     if order == "shuffled":
@@ -26,7 +27,7 @@ def test_id_positions_are_the_first_rows_of_each_id(order, dtype):
         keys = rng.choice(keys[:50], size=300)
     elif order == "decreasing":
         keys = keys[::-1].copy()
-    ids = rng.integers(-5, 1005, size=500)  # present and absent ids, beyond both ends
+    ids = rng.integers(-5, 1005, size=n_ids)  # present and absent ids, beyond both ends
     got = id_positions(keys, ids)
     assert got.dtype == np.int64
     np.testing.assert_array_equal(got, reference_positions(keys, ids))

@@ -254,6 +254,9 @@ def _check_register(register, rungs, level):
     require_columns(register, need, "register",
                     f"The ladder at level {level!r} needs person_id and home_{level}_id (and, for the "
                     "ranked rung, the listed home address home_x_m, home_y_m).")
+    pid = register["person_id"].to_numpy()
+    if np.issubdtype(pid.dtype, np.number) and np.all(pid[1:] > pid[:-1]):
+        return  # strictly increasing (the generated registers): no repeats, without hashing 7 M ids
     if register["person_id"].duplicated().any():
         d = register.loc[register["person_id"].duplicated(), "person_id"].iloc[0]
         raise InputError(f"register lists person_id {d!r} twice; expected one row per person.")
@@ -481,6 +484,11 @@ def ladder_sets(
     elif index.level != level or ("ranked" in rungs and index.rx is None) or len(index.pid) != len(register):
         raise InputError("index was not built from this register for these rungs and level; pass "
                          "register_index(register, level, rungs).")
+    return _ladder_sets(inferred, world, index, rungs, level, k_max, cumulative)
+
+
+def _ladder_sets(inferred, world, index: RegisterIndex, rungs, level, k_max, cumulative) -> LadderSets:
+    """:func:`ladder_sets` of checked arguments (``inferred`` one row per pseudonym)."""
     pid, rh, rw, adult = index.pid, index.rh, index.rw, index.adult
     hx = inferred["home_x_m"].to_numpy(dtype=np.float64)
     hy = inferred["home_y_m"].to_numpy(dtype=np.float64)
@@ -572,15 +580,17 @@ def ladder_candidates(sets: LadderSets) -> pd.DataFrame:
 
 
 # -------------------------------------------------------------------------- scoring
-def owner_positions(sets: LadderSets, owner, rows=None) -> dict:
+def owner_positions(sets: LadderSets, owner, rows=None, owner_rows=None) -> dict:
     """Per query and rung: ``(size, owner_k)`` — the set size (list length) and the
     smallest k at which the query is ``narrowed_k`` (the set size if the owner is in the
     set, the owner's position in a ranked list; inf if never).  ``owner`` is the true
     person_id of each query, ``rows`` the row of ``sets`` it is scored on (default: one
-    query per row).  Scoring only."""
+    query per row); ``owner_rows``, if given, the register rows of ``owner``
+    (``id_positions(sets.person_id, owner)``, -1 for an unlisted owner).  Scoring only."""
     owner = np.asarray(owner)
     rows = np.arange(len(sets.pseudonym), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-    oreg = id_positions(sets.person_id, owner)  # a search of the (sorted) register ids, no hash table of them
+    # a search of the (sorted) register ids, no hash table of them
+    oreg = id_positions(sets.person_id, owner) if owner_rows is None else np.asarray(owner_rows, dtype=np.int64)
     n_reg = max(len(sets.person_id), 1)
     key = sets.pair_dev * n_reg + sets.pair_reg
     ko = np.argsort(key, kind="stable")
@@ -795,16 +805,18 @@ def _blocked_positions(table, owner, q_rows, register, world, index, block_rows,
     """:func:`owner_positions` of every query, the candidate sets built ``block_rows``
     rows of ``table`` at a time (sets are per row, so this equals one call on the whole
     table).  ``q_rows``: the row each query is scored on (None: query i on row i)."""
-    _check_inferred(table)
+    _check_inferred(table)  # once: a block of a table without repeats has none
     n = len(table)
     rows = np.arange(len(owner), dtype=np.int64) if q_rows is None else np.asarray(q_rows, dtype=np.int64)
     owner = np.asarray(owner)
+    oreg = id_positions(index.pid, owner)  # the owners' register rows, once for every block
     out = None
     for b0 in range(0, max(n, 1), block_rows):
         b1 = min(b0 + block_rows, n)
-        sets = ladder_sets(table.iloc[b0:b1].reset_index(drop=True), register, world, index=index, **kw)
+        sets = _ladder_sets(table.iloc[b0:b1].reset_index(drop=True), world, index, kw["rungs"], kw["level"],
+                            kw["k_max"], kw["cumulative"])
         sel = np.flatnonzero((rows >= b0) & (rows < b1)) if (b0, b1) != (0, n) else np.arange(len(rows))
-        pos = owner_positions(sets, owner[sel], rows[sel] - b0)
+        pos = owner_positions(sets, owner[sel], rows[sel] - b0, owner_rows=oreg[sel])
         if out is None:
             out = {r: (np.zeros(len(rows), dtype=size.dtype), np.full(len(rows), np.inf))
                    for r, (size, _) in pos.items()}
