@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from sim.core.errors import InputError
@@ -114,3 +115,58 @@ def test_filtered_part_is_one_chunk_with_only_its_pseudonyms(small_dataset):
             a, b = a.cast(pa.string()), b.cast(pa.string())
         assert a.equals(b), c
     assert sorted(got.column("pseudonym").chunk(0).dictionary.to_pylist()) == sorted(keep.tolist())
+
+
+def _sampled_folder(folder, man, tmp_path, n, seed=None):
+    """What the streamed stage leaves: every part's rows of the sample, and the record."""
+    from sim.core.files import write_json
+    from sim.release.dataset import (SAMPLE_PINGS_RECORD, device_sample, read_release_part,
+                                     sample_pings_record)
+
+    smp = device_sample(folder, n, seed)
+    out = tmp_path / "sampled"
+    out.mkdir()
+    for r in man["parts"]:
+        read_release_part(folder, r["file"], man, sample=(smp["names"], out))
+    write_json(sample_pings_record(man["dataset_id"], smp), out / SAMPLE_PINGS_RECORD)
+    return out
+
+
+def _same_simulation(a, b):
+    for k in ("pseudonym", "offsets", "t_s", "x_m", "y_m", "accuracy_m"):
+        np.testing.assert_array_equal(getattr(a.release, k), getattr(b.release, k), err_msg=k)
+    assert a.meta["sample"] == b.meta["sample"]
+    for t in ("devices", "pseudonyms", "register", "persons"):
+        pd.testing.assert_frame_equal(getattr(a, t), getattr(b, t), obj=t)
+
+
+def test_sample_read_from_the_rows_written_while_streaming(small_dataset, tmp_path, monkeypatch):
+    """The sample's rows written part by part as the parts are read (read_release_part
+    ``sample``) give the very Simulation load_sample reads from the parts, without reading
+    a part; a folder recorded for another sample or release, or missing a part, is not
+    used."""
+    import json
+
+    import sim.release.dataset as D
+
+    folder, man = small_dataset
+    ref = load_sample(folder, 40)
+    pre = _sampled_folder(folder, man, tmp_path, 40)
+    real = D.keep_pseudonyms
+    monkeypatch.setattr(D, "keep_pseudonyms", lambda *a, **k: pytest.fail("a part was read again"))
+    _same_simulation(load_sample(folder, 40, sampled_pings=pre), ref)
+    monkeypatch.setattr(D, "keep_pseudonyms", real)
+    # another sample size or seed: the record does not match, the parts are read
+    _same_simulation(load_sample(folder, 30, sampled_pings=pre), load_sample(folder, 30))
+    _same_simulation(load_sample(folder, 40, seed=1, sampled_pings=pre), load_sample(folder, 40, seed=1))
+    rec = json.loads((pre / D.SAMPLE_PINGS_RECORD).read_text())
+    (pre / D.SAMPLE_PINGS_RECORD).write_text(json.dumps({**rec, "dataset_id": "other"}))
+    calls = []
+    monkeypatch.setattr(D, "keep_pseudonyms", lambda *a, **k: calls.append(1) or real(*a, **k))
+    _same_simulation(load_sample(folder, 40, sampled_pings=pre), ref)
+    assert len(calls) == len(man["parts"])
+    (pre / D.SAMPLE_PINGS_RECORD).write_text(json.dumps(rec))
+    (pre / man["parts"][-1]["file"]).unlink()
+    calls.clear()
+    _same_simulation(load_sample(folder, 40, sampled_pings=pre), ref)
+    assert len(calls) == len(man["parts"])

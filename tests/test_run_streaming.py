@@ -42,6 +42,10 @@ def test_context_figures_are_on_the_recorded_sample(streamed):
     assert smp["devices"] == 80 and smp["of"] == 300
     assert json.loads((d / "calibration.json").read_text())["sample"] == smp
     assert json.loads((d / "calibration.json").read_text())["devices"] == 80
+    # the sample's pings were written by the streamed stage, read, and removed
+    from sim.pipeline.main import SAMPLE_PINGS_DIR
+
+    assert not (d / SAMPLE_PINGS_DIR).exists()
     from sim.release.dataset import load_sample
 
     held = load_sample(d, 80).release

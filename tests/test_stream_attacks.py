@@ -228,10 +228,10 @@ def test_one_part_in_memory_at_a_time(rotating, monkeypatch):
     live, reads, most = [], [], [0]
     real = SA.read_release_part
 
-    def reader(directory, part, manifest):
+    def reader(directory, part, manifest, **kw):
         alive = [r for r in live if r() is not None]
         most[0] = max(most[0], len(alive) + 1)
-        t = real(directory, part, manifest)
+        t = real(directory, part, manifest, **kw)
         live[:] = alive + [weakref.ref(t), weakref.ref(t.t_s), weakref.ref(t.x_m), weakref.ref(t.pseudonym)]
         reads.append(part)
         return t

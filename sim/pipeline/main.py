@@ -26,6 +26,7 @@ the report says so).  Smaller runs measure everything on every device.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shutil
 import time
@@ -61,12 +62,17 @@ from sim.metrics.waterfall import identification_waterfall
 from sim.infer import InferenceParams
 from sim.pipeline.evaluate import DEFAULT_DEFENSES, DEFENSE_ATTACK_CONFIG, evaluate_defenses, infer_by_day
 from sim.pipeline.sensitivity import sensitivity
-from sim.release.dataset import DEFAULT_SAMPLE_DEVICES, load_sample, released_devices
+from sim.release.dataset import (DEFAULT_SAMPLE_DEVICES, SAMPLE_PINGS_RECORD, device_sample, load_sample,
+                                 released_devices, sample_pings_record)
 from sim.report.document import write_report
 
 log = logging.getLogger(__name__)
 
 #: attack settings of the main job (fast enough for ~1 minute on the default scenario)
+#: folder (inside a run's output while it runs) the streamed stage writes the device
+#: sample's pings to, for the sample to be loaded without reading every part again
+SAMPLE_PINGS_DIR = ".sample-pings"
+
 MAIN_ATTACK_CONFIG = dict(
     ttid_level="building", ttid_key="home_work",
     unicity_p=(1, 2, 3, 4, 5), unicity_v_m=(100.0, 250.0, 500.0, 1000.0, 2000.0),
@@ -253,10 +259,12 @@ def headline_sentence(tables: dict, register_profile: str | None = None) -> tupl
                   "curve": records}
 
 
-def _load_and_validate(out: Path, sample_devices: int | None = DEFAULT_SAMPLE_DEVICES):
-    """The Simulation of ``out`` (a seeded device sample above ``sample_devices``) and its
-    calibration figures (``calibration.json``, recording the sample)."""
-    simulation = load_sample(out, sample_devices)
+def _load_and_validate(out: Path, sample_devices: int | None = DEFAULT_SAMPLE_DEVICES, sampled_pings=None):
+    """The Simulation of ``out`` (a seeded device sample above ``sample_devices``; its
+    pings from ``sampled_pings`` when the streamed stage wrote them there, see
+    :func:`stream_step`) and its calibration figures (``calibration.json``, recording
+    the sample)."""
+    simulation = load_sample(out, sample_devices, sampled_pings=sampled_pings)
     cal = calibration_stats(simulation)
     if "sample" in simulation.meta:
         cal["sample"] = simulation.meta["sample"]
@@ -265,25 +273,39 @@ def _load_and_validate(out: Path, sample_devices: int | None = DEFAULT_SAMPLE_DE
 
 
 def stream_step(out: Path, infer_params=None, attack_config=None, *, backend: str = "local",
-                scheduler: str | None = None, n_workers: int = 2) -> tuple:
+                scheduler: str | None = None, n_workers: int = 2,
+                sample_devices: int | None = None) -> tuple:
     """Inference and attacks of a large release, part by part over the whole release
     (:func:`sim.pipeline.stream_attacks.attack_streaming`: the tables of
     :func:`attack_step`, ``inferred`` and ``inferred_by_day`` written).  Needs nothing in
     memory: it runs before the device sample is loaded, so the sample, the register and
     the truth tables of :func:`_load_and_validate` do not add to its peak.
     ``backend``, ``scheduler``, ``n_workers``: as :func:`attack_streaming` (the passes
-    over the parts on Dask workers; the reduce stays in this process).  Returns
-    ``(inference settings, tables, attack settings, stream record)``; the record has the
-    passes' seconds and, on Dask, the workers' peak memory."""
+    over the parts on Dask workers; the reduce stays in this process).  With
+    ``sample_devices``, the map pass also writes the rows of :func:`load_sample`'s
+    device sample of every part to ``out/.sample-pings`` (:data:`SAMPLE_PINGS_DIR`), so
+    :func:`_load_and_validate` reads them instead of every part again.  Returns
+    ``(inference settings, tables, attack settings, stream record, sampled pings folder
+    or None)``; the record has the passes' seconds and, on Dask, the workers' peak
+    memory."""
     from sim.pipeline.stream_attacks import attack_streaming, dataset_attack_config
 
     params = dataclasses.asdict(InferenceParams(**(infer_params or {})))
     cfg = dataset_attack_config(out, MAIN_ATTACK_CONFIG, attack_config)
+    sample, folder = device_sample(out, sample_devices), None
+    if sample is not None:
+        folder = out / SAMPLE_PINGS_DIR
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir()
+        did = json.loads((out / "manifest.json").read_text())["dataset_id"]
+        write_json(sample_pings_record(did, sample), folder / SAMPLE_PINGS_RECORD)
     res = attack_streaming(out, config=cfg, infer_params=params, concat_max_rows=10**9, backend=backend,
-                           scheduler=scheduler, n_workers=n_workers, hold_per_device=False)
+                           scheduler=scheduler, n_workers=n_workers, hold_per_device=False,
+                           sample_pings=None if sample is None else (sample["names"], folder))
     rec = {k: res.get(k) for k in ("backend", "n_workers", "passes", "driver_peak_rss_mb", "worker_peak_rss_mb")
            if res.get(k) is not None}
-    return params, res["tables"], settings_record(dataclasses.asdict(res["config"])), rec
+    return params, res["tables"], settings_record(dataclasses.asdict(res["config"])), rec, folder
 
 
 def run_main(scn: Scenario | None = None, out_dir="reidsim-out", *, progress: bool = True,
@@ -352,10 +374,13 @@ def _run_into(scn, out: Path, progress, defenses, report, infer_params, attack_c
         tables, attack_settings = stage("attacks", lambda: attack_step(simulation, out, ibd, attack_config))
         tables = _headline_tables(tables)
     else:  # the whole release part by part, first; then the context figures on the device sample
-        infer_settings, tables, attack_settings, stream_rec = stage(
-            "infer_attacks_streaming", lambda: stream_step(out, infer_params, attack_config, **(dask or {})))
+        infer_settings, tables, attack_settings, stream_rec, sampled = stage(
+            "infer_attacks_streaming", lambda: stream_step(out, infer_params, attack_config, **(dask or {}),
+                                                           sample_devices=sample_devices))
         tables = _headline_tables(tables)
-        simulation = stage("load_validate", lambda: _load_and_validate(out, sample_devices))
+        simulation = stage("load_validate", lambda: _load_and_validate(out, sample_devices, sampled))
+        if sampled is not None:
+            shutil.rmtree(sampled)  # read; not part of the run's output
         # the sampled devices' windows: the very rows the whole release gives them (inference is per pseudonym)
         ibd = stage("infer_sample", lambda: infer_by_day(simulation.release, **infer_settings))
     sample = simulation.meta.get("sample")

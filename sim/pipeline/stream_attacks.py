@@ -171,6 +171,7 @@ class MapPlan:
     topn_by: str = "pings"
     box: tuple | None = None         # (t0, t1, minx, miny, maxx, maxy): the geofence pings kept
     gathering: tuple | None = None   # (t0, t1, cell_m): the gathering's cell crowds counted
+    sample: tuple | None = None      # (pseudonyms, folder): their rows of each part written there
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,7 @@ def attack_part(directory, part: str, manifest: dict, plan: MapPlan, world=None)
     ``directory`` and ``plan.parts_dir``: local paths or URLs (the worker opens them).
     """
     t0, c0 = time.perf_counter(), time.process_time()
-    traces = read_release_part(directory, part, manifest)
+    traces = read_release_part(directory, part, manifest, sample=plan.sample)
     out = {"part": part, "traces": int(traces.n_traces), "pings": int(traces.n_pings),
            "with_pings": int(np.count_nonzero(traces.lengths)), "span": observed_span(traces),
            "bounds": traces_bounds(traces)}
@@ -412,7 +413,7 @@ def _settings(cfg: AttackConfig) -> dict:
     return st
 
 
-def _map_plan(cfg: AttackConfig, st: dict, *, days, params, parts_dir, box, gathering=None) -> MapPlan:
+def _map_plan(cfg: AttackConfig, st: dict, *, days, params, parts_dir, box, gathering=None, sample=None) -> MapPlan:
     """What the map pass computes, from the validated settings ``st``."""
     sizes = [st[k]["n"] for k in ("unicity", "known") if k in st]
     k = 0 if not sizes else (None if any(s is None for s in sizes) else max(sizes))
@@ -422,14 +423,14 @@ def _map_plan(cfg: AttackConfig, st: dict, *, days, params, parts_dir, box, gath
         resolutions=tuple((v, h) for v in u["vs"] for h in u["hs"]) if u else (), p_max=max(u["ps"]) if u else 0,
         sigmas=tuple(kp["sigmas"]) if kp else (), m_max=max(kp["ms"]) if kp else 0,
         jitter_s=kp["jitter_s"] if kp else 0.0, topn_levels=tuple(tp["levels"]) if tp else (),
-        topn_ns=tuple(tp["ns"]) if tp else (), topn_by=cfg.topn_by, box=box, gathering=gathering)
+        topn_ns=tuple(tp["ns"]) if tp else (), topn_by=cfg.topn_by, box=box, gathering=gathering, sample=sample)
 
 
 # ============================================================================ driver
 def attack_streaming(directory, out_dir=None, config=None, backend: str = "local", scheduler: str | None = None,
                      n_workers: int = 2, infer_params: dict | None = None, verify_hashes: bool | None = None, *,
                      inferred_by_day=None, concat_max_rows: int = CONCAT_MAX_ROWS, write: bool = True,
-                     hold_per_device: bool = True) -> dict:
+                     hold_per_device: bool = True, sample_pings=None) -> dict:
     """Run the attacks on a generated release part by part; the tables of
     :func:`sim.attacks.run_attacks`.
 
@@ -463,6 +464,10 @@ def attack_streaming(directory, out_dir=None, config=None, backend: str = "local
         leaves it out of the returned ``tables``: the later attacks of the reduce do not
         hold it (at a million devices the four hold ~1 GB).  Read them from
         ``OUT/attacks/``.
+    sample_pings : ``(pseudonyms, folder)``: the map pass also writes each part's rows of
+        those pseudonyms to ``folder/<part>`` (an existing folder;
+        ``sim.release.dataset.read_release_part``), so a device sample is read later
+        without reading the parts again (``sim.release.dataset.load_sample``).
 
     Returns
     -------
@@ -490,7 +495,7 @@ def attack_streaming(directory, out_dir=None, config=None, backend: str = "local
     stage = new_staging_dir(out) if out is not None else None
     try:
         run = _Run(d, man, world, backend, scheduler, int(n_workers), stage,
-                   spill=stage is not None and not hold_per_device)
+                   spill=stage is not None and not hold_per_device, sample=sample_pings)
         rec, tables, cfg, inferred = run.attack(cfg, st, gathering, params, inferred_by_day)
         rec["register_profile"] = Scenario.from_dict(man["scenario"]).register.profile
         rec["inferred_written"] = False
@@ -508,8 +513,9 @@ class _Run:
     """One streamed attack run: the dataset, the backend, and the passes."""
 
     def __init__(self, d: Path, man: dict, world, backend: str, scheduler, n_workers: int, stage,
-                 spill: bool = False):
+                 spill: bool = False, sample=None):
         self.d, self.man, self.world, self.backend = d, man, world, backend
+        self.sample = None if sample is None else (np.asarray(sample[0], dtype=object), str(sample[1]))
         self.scheduler, self.n_workers, self.stage, self.spill = scheduler, n_workers, stage, spill
         self.parts = [r["file"] for r in man["parts"]]
         self.base = dict(directory=str(d.resolve()), manifest=man)
@@ -567,7 +573,8 @@ class _Run:
             parts_dir = self.stage / "parts"
             parts_dir.mkdir()
         plan = _map_plan(cfg, st, days=days, params=params, parts_dir=str(parts_dir) if parts_dir else None,
-                         box=box, gathering=None if gwin is None else (gwin[0], gwin[1], 2 * GATHERING_RADIUS_M))
+                         box=box, gathering=None if gwin is None else (gwin[0], gwin[1], 2 * GATHERING_RADIUS_M),
+                         sample=self.sample)
         merged = {"candidates": None}
 
         def on_map(i, r):

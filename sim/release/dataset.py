@@ -412,7 +412,7 @@ def load_release(directory, *, verify_hashes: bool | None = None) -> Traces:
 
 
 # ------------------------------------------------------------------ part by part
-def read_release_part(directory, part: str, manifest: dict) -> Traces:
+def read_release_part(directory, part: str, manifest: dict, *, sample=None) -> Traces:
     """One part file of a checked release (``part``: a file name the manifest lists) as
     Traces, projected with the manifest's ``crs`` and carrying its ``utc_offset_s``,
     ``start_s`` and ``n_days``.
@@ -421,12 +421,21 @@ def read_release_part(directory, part: str, manifest: dict) -> Traces:
     caller has run :func:`check_dataset` (which returned ``manifest``); a dataset written
     by ``reidsim generate`` holds every pseudonym in exactly one part (parts are device
     blocks), so the traces of a part are whole traces.
+
+    ``sample``: ``(names, folder)`` also writes the part's rows of the pseudonyms
+    ``names`` (:func:`keep_pseudonyms`) to ``folder/<part>``, for :func:`load_sample` to
+    read instead of the whole part (see :func:`sample_pings_record`).
     """
     listed = [r["file"] for r in manifest.get("parts", [])]
     if part not in listed:
         raise InputError(f"{part!r} is not a part file of {str(directory)!r} (its manifest lists "
                          f"{listed[:3]}{'...' if len(listed) > 3 else ''}); pass a listed part.")
     table = read_pings_table(as_path(directory) / "pings" / part)
+    if sample is not None:
+        from sim.core.storage import write_parquet
+
+        names, folder = sample
+        write_parquet(keep_pseudonyms(table, names), as_path(folder) / part)
     return release_to_traces(table, manifest["crs"], manifest["utc_offset_s"], start_s=manifest["start_s"],
                              n_days=manifest["n_days"], duplicates=duplicate_policy(manifest))
 
@@ -481,6 +490,52 @@ def sample_devices(device_idx, n_devices: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(dev, size=int(n_devices), replace=False))
 
 
+def device_sample(directory, n_devices: int | None, seed: int | None = None) -> dict | None:
+    """The device sample :func:`load_sample` takes: ``{"chosen": device_idx (sorted),
+    "names": their pseudonyms (sorted object array), "n_all": devices in the release,
+    "seed": seed}``, or None when ``n_devices`` is None or covers every device.  Reads
+    the truth pseudonyms and the manifest's scenario (``seed`` defaults to its seed)."""
+    d = as_path(directory)
+    pseud = read_frame(d / "truth" / "pseudonyms.parquet", columns=["pseudonym", "device_idx"])
+    n_all = int(pseud["device_idx"].nunique())
+    if n_devices is None or n_devices >= n_all:
+        return None
+    if seed is None:
+        man = json.loads((d / "manifest.json").read_text())
+        seed = Scenario.from_dict(man["scenario"]).seed
+    chosen = sample_devices(pseud["device_idx"].to_numpy(), int(n_devices), int(seed))
+    names = np.sort(pseud.loc[pseud["device_idx"].isin(chosen), "pseudonym"].astype(str).to_numpy(dtype=object))
+    return {"chosen": chosen, "names": names, "n_all": n_all, "seed": int(seed)}
+
+
+#: file in a folder of sampled pings (:func:`read_release_part` ``sample``) that says
+#: which release and sample they are
+SAMPLE_PINGS_RECORD = "sample.json"
+
+
+def sample_pings_record(dataset_id: str, sample: dict) -> dict:
+    """What a folder of sampled pings must record for :func:`load_sample` to read it:
+    the dataset_id, the sample's device count and seed, and a digest of its pseudonyms."""
+    import hashlib
+
+    digest = hashlib.sha256("\n".join(str(n) for n in sample["names"]).encode()).hexdigest()
+    return {"dataset_id": dataset_id, "devices": int(len(sample["chosen"])), "seed": int(sample["seed"]),
+            "names_sha256": digest}
+
+
+def _sampled_pings_ok(folder, man: dict, sample: dict) -> bool:
+    """Whether ``folder`` holds the sampled rows of every part for this release and sample."""
+    if folder is None:
+        return False
+    f = as_path(folder)
+    try:
+        rec = json.loads((f / SAMPLE_PINGS_RECORD).read_text())
+    except (OSError, ValueError):
+        return False
+    return (rec == sample_pings_record(man["dataset_id"], sample)
+            and all((f / r["file"]).exists() for r in man["parts"]))
+
+
 def released_devices(directory) -> int:
     """The devices with at least one pseudonym in the release — what :func:`load_sample`
     samples from (reads one column of the truth pseudonyms)."""
@@ -489,7 +544,7 @@ def released_devices(directory) -> int:
 
 
 def load_sample(directory, n_devices: int | None, *, seed: int | None = None,
-                verify_hashes: bool | None = None) -> Simulation:
+                verify_hashes: bool | None = None, sampled_pings=None) -> Simulation:
     """Like :func:`load`, but the release holds only the pings of a seeded random sample
     of ``n_devices`` devices (every pseudonym of each), read part by part so memory is
     one part plus the sample, never the whole release.
@@ -501,6 +556,12 @@ def load_sample(directory, n_devices: int | None, *, seed: int | None = None,
     column, see :func:`register_names`).  ``seed`` defaults to the scenario's.  ``meta["sample"]``
     records ``devices``, ``of`` (devices in the release) and ``seed``; on the whole
     release it is absent.
+
+    ``sampled_pings``: a folder the sample's rows of every part were written to while
+    the parts were read for something else (:func:`read_release_part` ``sample``, with
+    :func:`sample_pings_record` in its ``sample.json``); read instead of the parts when
+    its record matches this release and sample (the same rows, so the same Simulation),
+    ignored otherwise.
     """
     import pyarrow as pa
 
@@ -513,18 +574,18 @@ def load_sample(directory, n_devices: int | None, *, seed: int | None = None,
     for f in ("persons", "devices", "pseudonyms"):
         if not (truth / f"{f}.parquet").exists():
             raise InputError(f"{str(truth / (f + '.parquet'))!r} is missing; regenerate the dataset.")
-    pseud = read_frame(truth / "pseudonyms.parquet")
-    n_all = int(pseud["device_idx"].nunique())
-    if n_devices is None or n_devices >= n_all:
-        return load(d, verify_hashes=False)
     scn = Scenario.from_dict(man["scenario"])
-    seed = scn.seed if seed is None else int(seed)
-    chosen = sample_devices(pseud["device_idx"].to_numpy(), int(n_devices), seed)
-    names = np.sort(pseud.loc[pseud["device_idx"].isin(chosen), "pseudonym"].astype(str).to_numpy(dtype=object))
+    sample = device_sample(d, n_devices, scn.seed if seed is None else int(seed))
+    if sample is None:
+        return load(d, verify_hashes=False)
+    pseud = read_frame(truth / "pseudonyms.parquet")
+    chosen, names, n_all, seed = sample["chosen"], sample["names"], sample["n_all"], sample["seed"]
     world = World.load(d / "world")
+    pre = _sampled_pings_ok(sampled_pings, man, sample)
     tables = []
     for i, r in enumerate(man["parts"]):
-        t = keep_pseudonyms(read_pings_table(d / "pings" / r["file"]), names)
+        t = (read_pings_table(as_path(sampled_pings) / r["file"]) if pre
+             else keep_pseudonyms(read_pings_table(d / "pings" / r["file"]), names))
         if t.num_rows or (i == len(man["parts"]) - 1 and not tables):  # the schema, when nothing is sampled
             tables.append(t)
         del t
