@@ -369,13 +369,16 @@ def test_groups_equal_the_lexsort_and_unique_reference(n):
     from sim.attacks._common import groups_by_key as _groups
 
     rng = np.random.default_rng(n)
-    key = rng.integers(-1, 30, n).astype(np.int64)
-    for pid in (np.arange(n) * 3, rng.permutation(n)):
-        order = np.lexsort((pid, key))
-        uk, start, size = np.unique(key[order], return_index=True, return_counts=True)
-        got = _groups(key, pid)
-        for g, r in zip(got, (order, uk, start, size)):
-            np.testing.assert_array_equal(g, r)
+    narrow = rng.integers(-1, 30, n)  # counting sort (a few keys)
+    wide = rng.integers(-1, 2**40, n) // rng.integers(1, 3, n)  # a stable argsort (keys spread far)
+    for key in (narrow.astype(np.int64), narrow.astype(np.int32), wide.astype(np.int64)):
+        for pid in (np.arange(n) * 3, rng.permutation(n)):
+            order = np.lexsort((pid, key))
+            uk, start, size = np.unique(key[order], return_index=True, return_counts=True)
+            got = _groups(key, pid)
+            for g, r in zip(got, (order, uk, start, size)):
+                np.testing.assert_array_equal(g, r)
+            assert got[1].dtype == key.dtype
 
 
 def test_truth_index_answers_as_the_table():

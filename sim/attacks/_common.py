@@ -12,10 +12,11 @@ import pandas as pd
 from sim.core.jit import jit, pjit, prange
 from sim.core.constants import DAY_S, LEVELS
 from sim.core.errors import ConfigError, InputError
-from sim.core.lookup import run_starts
+from sim.core.lookup import BINCOUNT_MAX, run_starts
 from sim.core.rng import stream_key, uniform
 from sim.core import stats
 from sim.core.traces import Traces
+from sim.world._kernels import counting_argsort
 
 METRIC_COLUMNS = ["metric", "value", "ci_low", "ci_high", "n"]
 
@@ -139,9 +140,18 @@ def _uniform_many(seed, tag, index, counter, out):
 def groups_by_key(reg_key: np.ndarray, reg_pid) -> tuple:
     """Register rows sorted by (key, person_id): ``(order, keys, start, size)`` with the
     distinct keys in order and each one's start and size in ``order``.  A register
-    ordered by person_id (as generated) is sorted by one radix sort of the keys."""
+    ordered by person_id (as generated) needs only a stable sort of the keys: a counting
+    sort where they span at most ``BINCOUNT_MAX`` values and four per row (zones, and
+    zone pairs of the coarser levels), a stable argsort otherwise."""
     reg_pid = np.asarray(reg_pid)
+    reg_key = np.asarray(reg_key)
     if len(reg_pid) < 2 or bool(np.all(reg_pid[1:] > reg_pid[:-1])):
+        lo = int(reg_key.min(initial=0))
+        span = int(reg_key.max(initial=0)) - lo + 1
+        if len(reg_key) and np.issubdtype(reg_key.dtype, np.integer) and span <= min(BINCOUNT_MAX, 4 * len(reg_key)):
+            order, bstart = counting_argsort(reg_key.astype(np.int64) - lo, span)  # stable: = the lexsort below
+            full = np.flatnonzero(bstart[1:] > bstart[:-1])
+            return order, (full + lo).astype(reg_key.dtype), bstart[full], bstart[full + 1] - bstart[full]
         order = np.argsort(reg_key, kind="stable")  # = the lexsort below
     else:
         order = np.lexsort((reg_pid, reg_key))
