@@ -453,6 +453,12 @@ def generate(scn: Scenario, out_dir, *, progress: bool = True, backend: str = "l
             # instead of being held through the pings (about 1.3 GB together at 10 M)
             del syn
             side.append(register_rows)
+            # the truth tables and the register are written before the first block runs:
+            # their writes hold the tables and their Arrow copies (about 1.2 GB at 10 M
+            # persons), and the first blocks on top of them made the stage's peak (4.06
+            # GiB at a million devices; the blocks alone stay near 2.8 GiB)
+            for f in side:
+                f.result()
             t_synth = time.perf_counter() - t_start
             n_dev = len(devices)
             B = int(scn.block_devices)
