@@ -58,6 +58,11 @@ def test_context_figures_are_on_the_recorded_sample(streamed):
     peaks = info["peak_rss_mb"]  # per stage (Linux): every stage that ran, each a positive figure
     assert set(peaks) == {k[:-2] for k in info["timings_s"]}
     assert all(v is None or v > 0 for v in peaks.values())
+    # a streamed run generates in a child process; its figure is both processes' peaks summed
+    gen = info["stage_processes"]["generate"]
+    assert gen["child_mb"] > 0
+    if peaks["generate"] is not None:
+        assert peaks["generate"] == pytest.approx(gen["this_process_mb"] + gen["child_mb"], abs=0.1)
     page = (d / "report.md").read_text()
     assert "seeded random sample of 80 devices" in page
 
