@@ -80,10 +80,12 @@ def main():
         "benchmark": f"run_{a.devices}", "command": " ".join(["python", "benchmarks/bench_run.py", *sys.argv[1:]]).replace(str(work), "WORKDIR"),
         "reidsim_command": " ".join(cmd).replace(str(work), "WORKDIR"), "config_toml": toml, "machine": machine(),
         "note": "one run on this shared machine; peak_rss_mb per stage = the main process's VmHWM during the "
-                "stage (reset at its start; freed memory is handed back between stages); on Dask the "
-                "part-by-part stage's workers are separate processes (worker_peak_rss_mb)",
+                "stage (reset at its start; freed memory is handed back between stages), plus, for a stage "
+                "run in a child process (generation of a streamed run), the child's peak (stage_processes); "
+                "on Dask the part-by-part stage's workers are separate processes (worker_peak_rss_mb)",
         "dataset_id": run["dataset_id"], "sample": run.get("sample"), "wall_s": round(wall, 1),
-        "timings_s": run["timings_s"], "peak_rss_mb": peaks, "stream": stream,
+        "timings_s": run["timings_s"], "peak_rss_mb": peaks, "stage_processes": run.get("stage_processes"),
+        "stream": stream,
         "stream_workers_peak_sum_mb": round(sum(workers), 1) if workers else None,
         "max_rss_kb_time_v": max_rss_kb, "headline": run["headline"],
         "targets": {"wall_s": f"<= {WALL_TARGET_S}", "peak_rss_mb_every_stage": f"<= {RSS_TARGET_MB}"},
