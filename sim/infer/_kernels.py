@@ -29,6 +29,7 @@ import numpy as np
 
 from sim.core.constants import DAY_S
 from sim.core.jit import jit, pjit, prange
+from sim.world._kernels import counting_argsort
 
 NO_ID = -(2**62)  # "not in the window"
 
@@ -558,26 +559,10 @@ def _prefix_state(x, y, eps_m, min_samples):
     for p in range(n):
         pos_of[order[p]] = p
     ct = _core_times(sx, sy, order, cell_start, nlo, nhi, eps_m * eps_m, min_samples)
-    by_ct, _ = _counting_order(ct, n + 2)
+    by_ct, _ = counting_argsort(ct, n + 2)
     return (order, sx, sy, nlo, cell_start, nhi, cell_of, pos_of, ct, by_ct, np.arange(n),
             np.full(ncell, -1, np.int64), np.full(n, -1, np.int64), np.full(n, -1, np.int64),
             np.empty(max(n, ncell), np.int64), np.full(ncell, -1, np.int64), np.zeros(3, np.int64))
-
-
-@jit
-def _counting_order(keys, n_keys):
-    """Stable argsort of integer keys in [0, n_keys) by counting (and the bucket starts)."""
-    start = np.zeros(n_keys + 1, dtype=np.int64)
-    for i in range(len(keys)):
-        start[keys[i] + 1] += 1
-    for k in range(n_keys):
-        start[k + 1] += start[k]
-    nxt = start[:-1].copy()
-    out = np.empty(len(keys), dtype=np.int64)
-    for i in range(len(keys)):
-        out[nxt[keys[i]]] = i
-        nxt[keys[i]] += 1
-    return out, start
 
 
 @jit
