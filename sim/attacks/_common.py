@@ -12,7 +12,7 @@ import pandas as pd
 from sim.core.jit import jit, pjit, prange
 from sim.core.constants import DAY_S, LEVELS
 from sim.core.errors import ConfigError, InputError
-from sim.core.lookup import BINCOUNT_MAX, run_starts
+from sim.core.lookup import BINCOUNT_MAX, run_starts, strictly_increasing
 from sim.core.rng import stream_key, uniform
 from sim.core import stats
 from sim.core.traces import Traces
@@ -145,7 +145,7 @@ def groups_by_key(reg_key: np.ndarray, reg_pid) -> tuple:
     zone pairs of the coarser levels), a stable argsort otherwise."""
     reg_pid = np.asarray(reg_pid)
     reg_key = np.asarray(reg_key)
-    if len(reg_pid) < 2 or bool(np.all(reg_pid[1:] > reg_pid[:-1])):
+    if len(reg_pid) < 2 or strictly_increasing(reg_pid):
         lo = int(reg_key.min(initial=0))
         span = int(reg_key.max(initial=0)) - lo + 1
         if len(reg_key) and np.issubdtype(reg_key.dtype, np.integer) and span <= min(BINCOUNT_MAX, 4 * len(reg_key)):

@@ -107,7 +107,7 @@ from scipy.sparse.csgraph import connected_components
 
 from sim.core.constants import LEVELS
 from sim.core.errors import ConfigError, InputError
-from sim.core.lookup import id_positions
+from sim.core.lookup import id_positions, strictly_increasing
 from sim.core.memory import release_free_memory
 from sim.core.jit import pjit, prange
 from sim.world._kernels import RING_MARGIN, GridIndex, cell_gap, ring_columns, ring_origin, ring_reach
@@ -254,8 +254,7 @@ def _check_register(register, rungs, level):
     require_columns(register, need, "register",
                     f"The ladder at level {level!r} needs person_id and home_{level}_id (and, for the "
                     "ranked rung, the listed home address home_x_m, home_y_m).")
-    pid = register["person_id"].to_numpy()
-    if np.issubdtype(pid.dtype, np.number) and np.all(pid[1:] > pid[:-1]):
+    if strictly_increasing(register["person_id"].to_numpy()):
         return  # strictly increasing (the generated registers): no repeats, without hashing 7 M ids
     if register["person_id"].duplicated().any():
         d = register.loc[register["person_id"].duplicated(), "person_id"].iloc[0]

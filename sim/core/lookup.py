@@ -17,7 +17,14 @@ import pandas as pd
 
 from sim.core.errors import InputError
 
-__all__ = ["id_positions", "rows_by_id", "values_at", "run_starts", "pair_key", "key_counts", "BINCOUNT_MAX"]
+__all__ = ["strictly_increasing", "id_positions", "rows_by_id", "values_at", "run_starts", "pair_key", "key_counts", "BINCOUNT_MAX"]
+
+
+def strictly_increasing(a) -> bool:
+    """Whether the numeric array ``a`` is strictly increasing (so its values are distinct
+    and sorted): the generated tables' id columns, searched in place."""
+    a = np.asarray(a)
+    return bool(np.issubdtype(a.dtype, np.number) and (len(a) < 2 or np.all(a[1:] > a[:-1])))
 
 
 def id_positions(keys, ids) -> np.ndarray:
@@ -38,7 +45,7 @@ def id_positions(keys, ids) -> np.ndarray:
             raise InputError(f"{name} must be a 1-D array of integer ids, got shape {a.shape} and dtype {a.dtype}.")
     if len(k) == 0 or len(v) == 0:
         return np.full(len(v), -1, dtype=np.int64)
-    if np.all(k[1:] > k[:-1]):
+    if strictly_increasing(k):
         ks, rows = k, None
     else:
         rows = np.argsort(k, kind="stable")
