@@ -490,13 +490,15 @@ def sample_devices(device_idx, n_devices: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(dev, size=int(n_devices), replace=False))
 
 
-def device_sample(directory, n_devices: int | None, seed: int | None = None) -> dict | None:
+def device_sample(directory, n_devices: int | None, seed: int | None = None, *, pseudonyms=None) -> dict | None:
     """The device sample :func:`load_sample` takes: ``{"chosen": device_idx (sorted),
     "names": their pseudonyms (sorted object array), "n_all": devices in the release,
     "seed": seed}``, or None when ``n_devices`` is None or covers every device.  Reads
-    the truth pseudonyms and the manifest's scenario (``seed`` defaults to its seed)."""
+    the truth pseudonyms (unless given as ``pseudonyms``) and the manifest's scenario
+    (``seed`` defaults to its seed)."""
     d = as_path(directory)
-    pseud = read_frame(d / "truth" / "pseudonyms.parquet", columns=["pseudonym", "device_idx"])
+    pseud = read_frame(d / "truth" / "pseudonyms.parquet", columns=["pseudonym", "device_idx"]) \
+        if pseudonyms is None else pseudonyms
     n_all = int(pseud["device_idx"].nunique())
     if n_devices is None or n_devices >= n_all:
         return None
@@ -575,10 +577,10 @@ def load_sample(directory, n_devices: int | None, *, seed: int | None = None,
         if not (truth / f"{f}.parquet").exists():
             raise InputError(f"{str(truth / (f + '.parquet'))!r} is missing; regenerate the dataset.")
     scn = Scenario.from_dict(man["scenario"])
-    sample = device_sample(d, n_devices, scn.seed if seed is None else int(seed))
+    pseud = read_frame(truth / "pseudonyms.parquet")
+    sample = device_sample(d, n_devices, scn.seed if seed is None else int(seed), pseudonyms=pseud)
     if sample is None:
         return load(d, verify_hashes=False)
-    pseud = read_frame(truth / "pseudonyms.parquet")
     chosen, names, n_all, seed = sample["chosen"], sample["names"], sample["n_all"], sample["seed"]
     world = World.load(d / "world")
     pre = _sampled_pings_ok(sampled_pings, man, sample)
