@@ -39,6 +39,7 @@ limit beyond what was measured on local disk.
     python benchmarks/bench_scale.py                    # 10k/100k/1M devices x 30 days
     python benchmarks/bench_scale.py --max-devices 100000 --merge   # keep the 1M rows already measured
     python benchmarks/bench_scale.py --stages attack --max-devices 100000 --merge
+    python benchmarks/bench_scale.py --refit            # the model and plot again from scale.json
 
 Results: benchmarks/results/scale.json (scale_quick.json with --quick), saved after every
 stage, and a log-log plot scale.png (scale_quick.png).
@@ -202,6 +203,58 @@ def linear(x, y):
     return float(c0), float(c1)
 
 
+def slope_detail(rs: list) -> dict:
+    """How a stage's wall time grows, beyond the one fitted slope.
+
+    ``wall_segments``: the log-log slope between each pair of consecutive sizes (the
+    slope between the two largest is the one least weighed by fixed costs);
+    ``fixed_plus_linear``: the least-squares fit wall = fixed_s + s_per_m_device_days x
+    (devices x days / 1e6) -- a slope below 1 with fixed_s > 0 is a fixed cost
+    amortised over the sizes, not cost growing more slowly than the work;
+    ``within_10pct_of_linear``: whether the fitted slope (all sizes) and the top
+    segment's are each within 10 % of 1, the scale target."""
+    rs = sorted(rs, key=lambda r: r["device_days"])
+    seg = []
+    for r0, r1 in zip(rs, rs[1:]):
+        if r0["device_days"] < r1["device_days"] and r0["wall_s"] > 0 and r1["wall_s"] > 0:
+            seg.append({"from_devices": r0["devices"], "to_devices": r1["devices"],
+                        "slope": math.log(r1["wall_s"] / r0["wall_s"]) / math.log(r1["device_days"] / r0["device_days"])})
+    c0, c1 = linear([r["device_days"] / 1e6 for r in rs], [r["wall_s"] for r in rs])
+    b, _ = loglog_slope([r["device_days"] for r in rs], [r["wall_s"] for r in rs])
+    return {
+        "wall_segments": seg,
+        "fixed_plus_linear": None if c1 is None else {"fixed_s": c0, "s_per_m_device_days": c1},
+        "within_10pct_of_linear": {
+            "fit": None if b is None else abs(b - 1) <= 0.1,
+            "top_segment": abs(seg[-1]["slope"] - 1) <= 0.1 if seg else None},
+    }
+
+
+#: `reidsim run`'s stages whose work grows with the release (the rest, above the sample
+#: size, measure the context figures, defenses and report on a fixed-size device sample)
+RUN_DATA_STAGES = ("generate_s", "infer_attacks_streaming_s")
+
+
+def run_stages(rs: list) -> dict:
+    """`reidsim run`'s seconds per stage and size (its ``run.json``), split into the
+    stages whose work grows with the release (generation, the streaming attack) and the
+    ones that work on the fixed-size device sample (plus the whole register), with the
+    log-log slope of each part between the streamed sizes (a run at or below the sample
+    size runs in memory: a different split, left out of the slopes)."""
+    rs = sorted(rs, key=lambda r: r["device_days"])
+    per = {str(r["devices"]): r.get("run_timings_s", {}) for r in rs}
+    streamed = [r for r in rs if "infer_attacks_streaming_s" in r.get("run_timings_s", {})]
+    split = [{"devices": r["devices"], "device_days": r["device_days"],
+              "data_s": sum(v for k, v in r["run_timings_s"].items() if k in RUN_DATA_STAGES),
+              "sample_s": sum(v for k, v in r["run_timings_s"].items() if k not in RUN_DATA_STAGES)}
+             for r in streamed]
+    out = {"seconds": per, "split": split, "data_stages": list(RUN_DATA_STAGES)}
+    for part in ("data_s", "sample_s"):
+        b, _ = loglog_slope([x["device_days"] for x in split], [x[part] for x in split])
+        out[f"{part[:-2]}_slope"] = b
+    return out
+
+
 def estimate_mb(devices: int, days: int, block: int) -> float:
     """The project's generation memory estimate (MB) for the CLI's scenario at this size."""
     from sim.core.config import Scenario, memory_estimate
@@ -219,7 +272,9 @@ def model(rows: list) -> dict:
         bc, _ = loglog_slope([r["device_days"] for r in rs], [r["cpu_s"] for r in rs])
         bm, _ = loglog_slope([r["device_days"] for r in rs], [r["peak_rss_mb"] for r in rs])
         out["slopes"][s] = {"wall_vs_device_days": b, "cpu_vs_device_days": bc, "rss_vs_device_days": bm,
-                            "points": len(rs)}
+                            "points": len(rs), **slope_detail(rs)}
+    if by["run"]:
+        out["run_stages"] = run_stages(by["run"])
     gens = by["generate"]
     if not gens:
         return out
@@ -337,7 +392,9 @@ def model(rows: list) -> dict:
         "parallel; its reduce (the per-device attacks on the per-pseudonym tables) runs serially in the "
         "driver, linear in pseudonyms x observation windows; the driver's memory above one part grows the "
         "same way (attack_mb: c0 + c1 x pseudonyms, fitted across the measured sizes, scaled by the "
-        "windows); `reidsim run` still loads the whole release",
+        "windows)",
+        "`reidsim run` = generation + the streaming attack + the context figures, defenses and report on a "
+        "fixed-size device sample (their cost grows with the register, not the release: run_stages)",
     ]
     return out
 
@@ -357,6 +414,11 @@ def plot(rows: list, path: Path) -> None:
         x = [r["device_days"] for r in rs]
         ax1.plot(x, [r["wall_s"] for r in rs], "o-", label=LABELS.get(s, s))
         ax2.plot(x, [r["peak_rss_mb"] / 1024 for r in rs], "o-", label=LABELS.get(s, s))
+    xs = sorted({r["device_days"] for r in rows})
+    if len(xs) > 1:  # a guide of slope 1 (cost proportional to devices x days) through the middle stage's end
+        ends = sorted(r["wall_s"] for r in rows if r["device_days"] == xs[-1])
+        y1 = ends[len(ends) // 2]
+        ax1.plot([xs[0], xs[-1]], [y1 * xs[0] / xs[-1], y1], ":", color="0.4", lw=1.5, label="slope 1 (linear)")
     for ax, yl in ((ax1, "wall time (s)"), (ax2, "peak RSS (GiB)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -389,7 +451,17 @@ def main():
     ap.add_argument("--merge", action="store_true",
                     help="keep the rows of the existing results file for the sizes and stages this run does not "
                          "measure (same window and part size), so a partial run updates it")
+    ap.add_argument("--refit", action="store_true",
+                    help="measure nothing: refit the cost model and redraw the plot from the saved results")
     a = ap.parse_args()
+    if a.refit:
+        name = "scale_quick" if a.quick else "scale"
+        payload = json.loads((RESULTS / f"{name}.json").read_text())
+        payload["model"] = model(payload["rows"])
+        save(name, payload)
+        plot(payload["rows"], RESULTS / f"{name}.png")
+        print(json.dumps(payload["model"]["slopes"], indent=2))
+        return
     stages = {x.strip() for x in a.stages.split(",") if x.strip()} | {"generate"}
     unknown = sorted(stages - set(STAGES))
     if unknown:
