@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -116,6 +117,7 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
     out = {
         "benchmark": "generate", "machine": machine(), "block_devices": block, "rows": rows,
+        "command": " ".join(["python", "benchmarks/bench_generate.py"] + sys.argv[1:]),
         "targets": {"ratio_total_to_baseline": "<= 3", "ratio_ping_stage_to_baseline": "<= 3",
                     "100k_devices_14_days_total_s": "< 120",
                     "peak_rss": "flat as devices grow", "stage_peak_rss_1m_devices_mb": "<= 4096"},

@@ -482,6 +482,8 @@ def main():
             print(f"not merging: {name}.json was measured with another window or part size", file=sys.stderr)
     rows, payload = list(kept), {}
     command = "python benchmarks/bench_scale.py " + " ".join(sys.argv[1:])
+    if a.workdir:  # the record names no local folder
+        command = command.replace(a.workdir, "WORKDIR")
 
     def record(row):
         rows.append(row)

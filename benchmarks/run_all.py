@@ -251,6 +251,12 @@ def write_markdown(scen: list, speed: dict, command: str = "python benchmarks/ru
                 when = json.loads(full.read_text()).get("machine", {}).get("when_utc", "?")
                 lines += [f"  Last full-size run (`{info['script']}` without --quick, {when}):", "", "```",
                           _speed_summary(full), "```", ""]
+            # runs at other sizes (``--sizes``), saved as <name>_<sizes>.json
+            for other in sorted(RESULTS.glob(f"{SPEED[name][2]}_[0-9]*.json")):
+                d = json.loads(other.read_text())
+                cmd = d.get("command") or f"{info['script']} ({other.name})"
+                lines += [f"  Run at other sizes (`{cmd}`, {d.get('machine', {}).get('when_utc', '?')}):"]
+                lines += ["", "```", _speed_summary(other), "```", ""]
     lines += _scale_section(RESULTS / "scale.json")
     lines += _end_to_end_section(RESULTS / "run_1000000.json")
     p = HERE.parent / "BENCHMARKS.md"
@@ -275,15 +281,38 @@ def _scale_section(path: Path) -> list:
            "this shared machine; peak RSS is the process's VmHWM. Full record: `benchmarks/results/scale.json`.", "",
            f"![time and memory per stage against devices x days]({path.with_suffix('.png').relative_to(HERE.parent)})",
            "", "| stage | devices | pings | wall (s) | CPU (s) | peak RSS (GiB) |", "|---|---|---|---|---|---|"]
+    release_pings = {r["devices"]: r["pings"] for r in rows if r["stage"] == "generate"}
     for r in rows:
-        out.append(f"| {r['stage']} | {r['devices']:,} | {r.get('pings', 0):,} | {r['wall_s']:,.1f} | "
+        pings = r.get("pings", release_pings.get(r["devices"], 0))  # `run` generates the same release
+        out.append(f"| {r['stage']} | {r['devices']:,} | {pings:,} | {r['wall_s']:,.1f} | "
                    f"{r['cpu_s']:,.1f} | {r['peak_rss_mb'] / 1024:.2f} |")
     model = d.get("model", {})
     slopes = {k: v.get("wall_vs_device_days") for k, v in model.get("slopes", {}).items()
               if v.get("wall_vs_device_days") is not None}
     if slopes:
-        out += ["", "Slope of log(wall time) on log(devices x days) (1 = linear): "
-                + ", ".join(f"{k} {v:.2f}" for k, v in slopes.items()) + "."]
+        out += ["", "Slope of log(wall time) on log(devices x days) (1 = linear; target: within 10 % of 1), fitted "
+                "over every size, between consecutive sizes, and the fit wall = fixed + rate x device-days "
+                "(a slope below 1 with a positive fixed cost is that cost amortised, not work growing slower):", "",
+                "| stage | slope (all sizes) | slope between sizes | fixed (s) | s per 1 M device-days |",
+                "|---|---|---|---|---|"]
+        for k, v in model["slopes"].items():
+            if v.get("wall_vs_device_days") is None:
+                continue
+            seg = ", ".join(f"{g['from_devices']:,}→{g['to_devices']:,}: {g['slope']:.2f}"
+                            for g in v.get("wall_segments", []))
+            fl = v.get("fixed_plus_linear") or {}
+            out.append(f"| {k} | {v['wall_vs_device_days']:.2f} | {seg} | "
+                       f"{fl.get('fixed_s', float('nan')):,.1f} | {fl.get('s_per_m_device_days', float('nan')):,.1f} |")
+    rst = model.get("run_stages") or {}
+    if rst.get("split"):
+        out += ["", "`reidsim run`'s stages (its `run.json`) at the sizes where it streams: the stages whose work "
+                f"grows with the release ({', '.join(k[:-2] for k in rst['data_stages'])}) and the rest, which "
+                "work on the fixed-size device sample and the whole register:", "",
+                "| devices | release stages (s) | sample stages (s) |", "|---|---|---|"]
+        out += [f"| {x['devices']:,} | {x['data_s']:,.1f} | {x['sample_s']:,.1f} |" for x in rst["split"]]
+        if rst.get("data_slope") is not None:
+            out += ["", f"Slope of the release stages {rst['data_slope']:.2f}, of the sample stages "
+                    f"{rst['sample_slope']:.2f}."]
     pred = model.get("prediction", {})
     if pred.get("per_workers"):
         out += ["", f"Predicted for {pred['devices']:,} devices x {pred['days']} days ({pred['pings']:,} pings) on N "
