@@ -84,7 +84,8 @@ def main():
                 "run in a child process (generation of a streamed run), the child's peak (stage_processes); "
                 "on Dask the part-by-part stage's workers are separate processes (worker_peak_rss_mb)",
         "dataset_id": run["dataset_id"], "sample": run.get("sample"), "wall_s": round(wall, 1),
-        "timings_s": run["timings_s"], "peak_rss_mb": peaks, "stage_processes": run.get("stage_processes"),
+        "timings_s": run["timings_s"], "peak_rss_mb": peaks, "start_rss_mb": run.get("start_rss_mb"),
+        "stage_processes": run.get("stage_processes"),
         "stream": stream,
         "stream_workers_peak_sum_mb": round(sum(workers), 1) if workers else None,
         "max_rss_kb_time_v": max_rss_kb, "headline": run["headline"],
@@ -96,10 +97,11 @@ def main():
     path = save(name, rec)
     print(f"reidsim run, {a.devices:,} devices x {a.days} days, backend {a.backend}: {wall / 60:.1f} min "
           f"(target <= {WALL_TARGET_S / 60:.0f} min: {'met' if rec['met']['wall'] else 'NOT met'})")
-    print(f"{'stage':<26}{'seconds':>10}{'peak MiB':>10}")
+    starts = run.get("start_rss_mb") or {}
+    print(f"{'stage':<26}{'seconds':>10}{'peak MiB':>10}{'start MiB':>11}")
     for k, v in run["timings_s"].items():
         st = k[:-2]
-        print(f"{st:<26}{v:>10.1f}{peaks.get(st) or float('nan'):>10.0f}")
+        print(f"{st:<26}{v:>10.1f}{peaks.get(st) or float('nan'):>10.0f}{starts.get(st) or float('nan'):>11.0f}")
     if workers:
         print(f"Dask workers' peaks (MiB): {', '.join(f'{w:.0f}' for w in workers)}")
     print(f"largest stage peak {stage_max:.0f} MiB (target <= {RSS_TARGET_MB}: "

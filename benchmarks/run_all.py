@@ -337,14 +337,14 @@ def _end_to_end_section(path: Path) -> list:
            f"{d.get('machine', {}).get('when_utc', d.get('when_utc', '?'))}; not re-run by this script), "
            "one run on this shared 2-core machine. Targets: <= 15 min wall and <= 4 GiB peak RSS in every stage. "
            f"Full record: `{path.relative_to(HERE.parent)}`.", "",
-           "| stage | seconds | peak RSS (MiB) |", "|---|---|---|"]
-    peaks = d.get("peak_rss_mb", {})
+           "| stage | seconds | peak RSS (MiB) | resident at its start (MiB) |", "|---|---|---|---|"]
+    peaks, starts = d.get("peak_rss_mb", {}), d.get("start_rss_mb") or {}
     for k, v in d.get("timings_s", {}).items():
         st = k[:-2] if k.endswith("_s") else k
-        pk = peaks.get(st)
-        out.append(f"| {st} | {v:,.1f} | {'' if pk is None else f'{pk:,.0f}'} |")
+        pk, s0 = peaks.get(st), starts.get(st)
+        out.append(f"| {st} | {v:,.1f} | {'' if pk is None else f'{pk:,.0f}'} | {'' if s0 is None else f'{s0:,.0f}'} |")
     if wall is not None:
-        out.append(f"| **all (wall clock)** | **{wall:,.1f}** | **{max(v for v in peaks.values() if v):,.0f}** |")
+        out.append(f"| **all (wall clock)** | **{wall:,.1f}** | **{max(v for v in peaks.values() if v):,.0f}** | |")
     if met:
         out += ["", f"Wall-time target met: {'yes' if met.get('wall') else 'no'}; every stage under 4 GiB: "
                 f"{'yes' if met.get('every_stage_main_process') else 'no'}"]

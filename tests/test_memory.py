@@ -4,7 +4,7 @@ import sys
 import numpy as np
 import pytest
 
-from sim.core.memory import peak_rss_mb, reset_peak_rss
+from sim.core.memory import peak_rss_mb, reset_peak_rss, rss_mb
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -15,8 +15,11 @@ def test_peak_follows_an_allocation_and_resets():
     a = np.ones(40_000_000)  # 305 MiB, touched
     a[::512] += 1
     high = peak_rss_mb()
+    now = rss_mb()
+    assert now <= high and now - base > 250  # resident now, and within the peak
     del a
     assert high - base > 250
+    assert rss_mb() < now - 250
     assert reset_peak_rss()
     assert peak_rss_mb() < high - 250  # the freed block no longer counts
 

@@ -58,6 +58,10 @@ def test_context_figures_are_on_the_recorded_sample(streamed):
     peaks = info["peak_rss_mb"]  # per stage (Linux): every stage that ran, each a positive figure
     assert set(peaks) == {k[:-2] for k in info["timings_s"]}
     assert all(v is None or v > 0 for v in peaks.values())
+    starts = info["start_rss_mb"]  # what each stage began from: part of its peak
+    assert set(starts) == set(peaks)
+    for k, v in starts.items():
+        assert v is None or 0 < v <= (peaks[k] if k != "generate" else info["stage_processes"]["generate"]["this_process_mb"])
     # a streamed run generates in a child process; its figure is both processes' peaks summed
     gen = info["stage_processes"]["generate"]
     assert gen["child_mb"] > 0

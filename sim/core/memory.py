@@ -1,5 +1,6 @@
 """Peak resident memory of this process, per stage (Linux ``/proc``; None elsewhere).
 
+``rss_mb()`` is the resident size now (what a stage starts from: its peak includes it);
 ``reset_peak_rss()`` then ``peak_rss_mb()`` gives the peak of what ran in between: the
 kernel's high-water mark (``VmHWM``) is reset by writing 5 to ``/proc/self/clear_refs``.
 Where that is not allowed, the reset does nothing and the figure is the process's peak
@@ -14,19 +15,29 @@ from __future__ import annotations
 
 import gc
 
-__all__ = ["peak_rss_mb", "release_free_memory", "reset_peak_rss"]
+__all__ = ["peak_rss_mb", "release_free_memory", "reset_peak_rss", "rss_mb"]
 
 
-def peak_rss_mb() -> float | None:
-    """The process's peak resident set size (MiB) since start or the last reset."""
+def _status_mb(key: str) -> float | None:
+    """A ``/proc/self/status`` memory field (kB there) in MiB, or None."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(key):
                     return round(int(line.split()[1]) / 1024, 1)
     except OSError:
         pass
     return None
+
+
+def peak_rss_mb() -> float | None:
+    """The process's peak resident set size (MiB) since start or the last reset."""
+    return _status_mb("VmHWM:")
+
+
+def rss_mb() -> float | None:
+    """The process's resident set size now (MiB)."""
+    return _status_mb("VmRSS:")
 
 
 def reset_peak_rss() -> bool:

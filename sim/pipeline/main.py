@@ -46,7 +46,7 @@ from sim.attacks.gathering import pick_gathering
 from sim.core.config import Scenario
 from sim.core.fmt import pct_ci
 from sim.core.ledger import ledger_rows
-from sim.core.memory import peak_rss_mb, release_free_memory, reset_peak_rss
+from sim.core.memory import peak_rss_mb, release_free_memory, reset_peak_rss, rss_mb
 from sim.core.files import (
     DATASET_ENTRIES,
     DERIVED_ENTRIES,
@@ -373,12 +373,13 @@ def _run_into(scn, out: Path, progress, defenses, report, infer_params, attack_c
               sample_devices=DEFAULT_SAMPLE_DEVICES, dask=None) -> dict:
     bar = tqdm(total=7 if report else 6, desc="reidsim run", unit="stage", disable=not progress,
                bar_format="{desc}: {n}/{total} stages |{bar}| {elapsed} {postfix}")
-    timings, peaks = {}, {}
+    timings, peaks, starts = {}, {}, {}
 
     def stage(name, fn):
         bar.set_postfix_str(name)
         release_free_memory()  # what earlier stages freed does not count in this one's peak
         reset_peak_rss()
+        starts[name] = rss_mb()  # what the stage's peak includes from before it
         t = time.perf_counter()
         res = fn()
         timings[f"{name}_s"] = time.perf_counter() - t
@@ -421,12 +422,13 @@ def _run_into(scn, out: Path, progress, defenses, report, infer_params, attack_c
             "dataset_id": manifest["dataset_id"], "sample": sample, "stream": stream_rec,
             "settings": {"inference": infer_settings, "attacks": attack_settings, **defense_settings},
             "timings_s": {k: round(v, 2) for k, v in timings.items()}, "peak_rss_mb": dict(peaks),
-            "stage_processes": processes}
+            "start_rss_mb": dict(starts), "stage_processes": processes}
     write_json(info, out / "run.json")
     if report:
         stage("report", lambda: write_report(out, simulation=simulation))
     bar.close()
     info["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     info["peak_rss_mb"] = dict(peaks)
+    info["start_rss_mb"] = dict(starts)
     write_json(info, out / "run.json")
     return info
