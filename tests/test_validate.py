@@ -127,6 +127,22 @@ def _ref_rank_shares(device, place, max_rank=10):
     return np.array([np.mean(v) if v else np.nan for v in per_rank])
 
 
+def test_distinct_places_by_day_match_an_independent_computation(small_sim, stats):
+    """Mean over devices (silent ones count as 0) of the 250 m cells a device has been
+    in by day k, fixes with accuracy <= 100 m."""
+    tr = small_sim.release
+    dev = small_sim.pseudonyms.set_index("pseudonym")["device_idx"].loc[np.repeat(tr.pseudonym, tr.lengths)]
+    rows = {d: i for i, d in enumerate(np.sort(small_sim.devices["device_idx"].to_numpy()))}
+    f = pd.DataFrame({"device": dev.map(rows).to_numpy(), "day": tr.day(), "cx": np.floor(tr.x_m / 250),
+                      "cy": np.floor(tr.y_m / 250), "acc": tr.accuracy_m})
+    f = f[~(f.acc > 100)]
+    first = f.groupby(["device", "cx", "cy"])["day"].min().reset_index()
+    n_dev, days = len(small_sim.devices), tr.n_days
+    want = [first[first.day <= k].shape[0] / n_dev for k in range(days)]
+    np.testing.assert_allclose(stats["distinct_places_by_day"], want)
+    assert stats["distinct_places_by_day"][-1] > stats["distinct_places_by_day"][0] > 0
+
+
 def test_visit_runs_hand_built():
     # device 0: A A B A (ties: two pings at t=5 keep input order) -> A, B, A; device 1: C C -> C
     device = np.array([0, 1, 0, 0, 0, 1, 0])
