@@ -59,7 +59,7 @@ import pandas as pd
 
 from sim.core.constants import DAY_S
 from sim.core.errors import InputError
-from sim.core.lookup import rows_by_id
+from sim.core.lookup import rows_by_id, run_starts
 from sim.core.rng import TAG_BOOT, seed_sequence
 
 #: statistic -> (low, high) inclusive bounds a realistic broker-like panel should meet
@@ -130,10 +130,9 @@ def rank_shares(device, place, max_rank: int = _MAX_RANK) -> np.ndarray:
     # events per (device, place) pair: sort by both, count the runs (numpy sorts hold
     # about three per-event arrays at once; pandas' value_counts held about twice that,
     # the calibration figures' peak at a 20,000-device sample)
-    d = np.asarray(device, np.int64)
-    order = np.lexsort((np.asarray(place, np.int64), d))
-    c = np.asarray(place, np.int64)[order]
-    d = d[order]
+    d, c = np.asarray(device, np.int64), np.asarray(place, np.int64)
+    order = np.lexsort((c, d))
+    c, d = c[order], d[order]
     del order
     new = np.ones(len(d), dtype=bool)
     new[1:] = (d[1:] != d[:-1]) | (c[1:] != c[:-1])
@@ -147,12 +146,10 @@ def rank_shares(device, place, max_rank: int = _MAX_RANK) -> np.ndarray:
     # them takes rank k does not change the shares)
     o = np.lexsort((-cnt, dev_c))
     cnt, dev_c = cnt[o], dev_c[o]
-    first = np.ones(len(dev_c), dtype=bool)
-    first[1:] = dev_c[1:] != dev_c[:-1]
-    group_start = np.flatnonzero(first)
-    gid = np.cumsum(first) - 1
-    rank = np.arange(len(dev_c)) - group_start[gid] + 1
-    frac = cnt / np.add.reduceat(cnt, group_start)[gid]
+    bounds = run_starts(dev_c)  # each device's pairs, and the end
+    size = np.diff(bounds)
+    rank = np.arange(len(dev_c)) - np.repeat(bounds[:-1], size) + 1
+    frac = cnt / np.repeat(np.add.reduceat(cnt, bounds[:-1]), size)
     keep = rank <= max_rank
     s = np.bincount(rank[keep], weights=frac[keep], minlength=max_rank + 1)[1:]
     m = np.bincount(rank[keep], minlength=max_rank + 1)[1:]
@@ -417,8 +414,7 @@ def calibration_stats(simulation, cell_m: float = 250.0, *, commute_radius_m: fl
     # (numpy's sorts hold fewer per-ping arrays at once than a pandas groupby)
     order = np.lexsort((dy, key))
     key = key[order]
-    head = np.ones(len(key), dtype=bool)
-    head[1:] = key[1:] != key[:-1]
+    head = run_starts(key)[:-1]
     first_dev = key[head] >> 42
     del key
     first_day = dy[order[head]]
