@@ -454,8 +454,8 @@ def main():
     ap.add_argument("--refit", action="store_true",
                     help="measure nothing: refit the cost model and redraw the plot from the saved results")
     a = ap.parse_args()
+    name = "scale_quick" if a.quick else "scale"
     if a.refit:
-        name = "scale_quick" if a.quick else "scale"
         payload = json.loads((RESULTS / f"{name}.json").read_text())
         payload["model"] = model(payload["rows"])
         save(name, payload)
@@ -470,7 +470,6 @@ def main():
     days = a.days or (7 if a.quick else 30)
     if a.max_devices:
         sizes = [n for n in sizes if n <= a.max_devices]
-    name = "scale_quick" if a.quick else "scale"
     block = a.block_devices or (10_000 if a.quick else BLOCK)
     tmp = Path(tempfile.mkdtemp(prefix="reidsim-scale-", dir=a.workdir))
     kept = []
